@@ -1,0 +1,10 @@
+"""Image representations Φ shared by both inverters, behind one registry."""
+from .base import Representation
+from .registry import build_representation, list_representations, register_representation
+
+# Importing the modules registers their builders.
+from . import hog as _hog  # noqa: E402,F401
+from . import dsift as _dsift  # noqa: E402,F401
+from . import cnn as _cnn  # noqa: E402,F401
+
+__all__ = ["Representation", "build_representation", "list_representations", "register_representation"]

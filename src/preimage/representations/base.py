@@ -1,0 +1,65 @@
+"""The base class every representation Φ derives from."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Representation(nn.Module):
+    """A frozen, differentiable image representation Φ.
+
+    Subclasses implement :meth:`features` (the maths, on input already in the representation's own
+    range) or override :meth:`forward`, and :meth:`output_shape`.
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` RGB in ``[0, 1]``; ``(B, 1, H, W)`` where a grey image is meant.
+        - Output: ``(B, C, h, w)`` for spatial features, ``(B, D)`` for vectors.
+
+    Attributes:
+        spec: the registry name it was built from, e.g. ``"hog"`` or ``"alexnet:conv3"``.
+        params: the constructor parameters (JSON-serialisable), recorded in reports and bundles.
+        min_size: the smallest ``(H, W)`` input that gives a non-empty output.
+        grey: whether the representation sees a single grey channel (HOG/DSIFT inversions are grey).
+    """
+
+    spec: str = ""
+    min_size: tuple[int, int] = (1, 1)
+    grey: bool = False
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        self.params: dict[str, Any] = dict(params)
+
+    def freeze(self) -> "Representation":
+        """Put the module in eval mode with no parameter requiring gradients; returns self."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> "Representation":  # noqa: D102 - always eval
+        return super().train(False)
+
+    def output_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of Φ(x) for one ``height`` × ``width`` image, without the batch dimension."""
+        raise NotImplementedError
+
+    def scoring_view(self, features: torch.Tensor) -> torch.Tensor:
+        """The part of Φ(x) that M&V's feature_error scores (all of it unless a subclass says otherwise)."""
+        return features
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` with a clear message if ``x`` is not a valid input batch."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3):
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{self.spec}: expected a (B, 3, H, W) or (B, 1, H, W) tensor, got {shape}")
+        h, w = x.shape[-2:]
+        if h < self.min_size[0] or w < self.min_size[1]:
+            raise ValueError(
+                f"{self.spec}: image of {h}x{w} pixels is smaller than the {self.min_size[0]}x{self.min_size[1]} "
+                "this representation needs"
+            )
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.params.items())
