@@ -1,0 +1,88 @@
+"""GD speed: seconds per image and the overhead ratio over Φ's own forward+backward, measured side by side.
+
+overhead ratio = GD wall time / (iterations × time of one forward+backward of Φ's data term at the same batch).
+Both are measured in this one run, interleaved, so machine noise hits both alike. CNN weights are random
+(pretrained ones are not available here; speed does not depend on the values).
+
+    .venv/bin/python scripts/benchmark_gd.py [--specs hog alexnet:pool5] [--batches 1 8] [--iterations 100]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from preimage import build_representation
+from preimage.inversion.gd import config_from_dict, invert_gd, resolve_device
+from preimage.inversion.objectives import FeatureReconstruction, PixelSpace
+from preimage.inversion.presets import resolve_preset
+from preimage.photos import TEST_PHOTOS, load_photo
+
+
+def batch_of(n: int, channels: int, size: int) -> torch.Tensor:
+    """n built-in photos, top-left size × size crops, with ``channels`` channels."""
+    xs = []
+    for i in range(n):
+        x = load_photo(TEST_PHOTOS[i % len(TEST_PHOTOS)])[:, :size, :size]
+        xs.append(x.expand(3, -1, -1) if channels == 3 else x.mean(0, keepdim=True))
+    return torch.stack(xs)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_backward_seconds(rep, images: torch.Tensor, pixels: PixelSpace, repeats: int, device: torch.device) -> float:
+    """Median time of one forward+backward of the normalised data term at this batch."""
+    with torch.no_grad():
+        target = rep(images)
+    term = FeatureReconstruction(rep, target, pixels)
+    x = pixels.from_image(torch.rand_like(images))
+    times = []
+    for _ in range(repeats + 2):
+        sync(device)
+        t0 = time.perf_counter()
+        x.requires_grad_(True)
+        (g,) = torch.autograd.grad(term(x).sum(), x)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    times = sorted(times[2:])
+    return times[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--specs", nargs="+", default=["hog", "alexnet:pool5"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--size", type=int, default=227)
+    parser.add_argument("--iterations", type=int, default=100, help="GD iterations timed (the preset's schedule is cut to this)")
+    parser.add_argument("--repeats", type=int, default=20, help="forward+backward repetitions timed")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    print(f"device {device}, {torch.get_num_threads()} threads, {args.size}×{args.size}, {args.iterations} GD iterations")
+    print("| representation | batch | fwd+bwd ms | GD s / image (timed) | GD s / image (full preset) | overhead ratio |")
+    print("|---|---|---|---|---|---|")
+    for spec in args.specs:
+        options = {"weights": "random"} if ":" in spec else {}
+        rep = build_representation(spec, **options).to(device)
+        settings = resolve_preset("mv2015", spec)
+        full_iterations = config_from_dict(settings).iterations
+        cfg = config_from_dict({**settings, "schedule": [[settings["schedule"][0][0], args.iterations]]})
+        for b in args.batches:
+            images = batch_of(b, 1 if cfg.grey else 3, args.size).to(device)
+            pixels = PixelSpace(mean=tuple(cfg.pixel_mean))
+            fb_before = forward_backward_seconds(rep, images, pixels, args.repeats, device)
+            res = invert_gd(rep, images, cfg, device=device, progress=False)
+            fb_after = forward_backward_seconds(rep, images, pixels, args.repeats, device)
+            fb = (fb_before + fb_after) / 2
+            ratio = res.seconds / (args.iterations * fb)
+            per_image = res.seconds / b
+            print(f"| {spec} | {b} | {fb * 1e3:.1f} | {per_image:.2f} | {per_image * full_iterations / args.iterations:.1f} "
+                  f"({full_iterations} it) | {ratio:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

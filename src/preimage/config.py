@@ -1,0 +1,55 @@
+"""Where the YAML configs live and how ``key=value`` overrides are applied (OmegaConf)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def config_dir() -> Path:
+    """The ``configs/`` folder: ``$PREIMAGE_CONFIG_DIR`` if set, else the repository's (src layout)."""
+    env = os.environ.get("PREIMAGE_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    if not path.is_dir():
+        raise FileNotFoundError(f"config folder {path} not found (set PREIMAGE_CONFIG_DIR)")
+    return path
+
+
+def load_yaml(path: str | Path) -> DictConfig:
+    """Load one YAML file as a DictConfig, with a clear error if it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and OmegaConf errors share no base class
+        raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"config file {path} must hold a mapping")
+    return cfg
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Merge ``key=value`` command-line overrides (dotted keys, YAML values) into ``cfg``."""
+    bad = [o for o in overrides if "=" not in o or not o.split("=", 1)[0]]
+    if bad:
+        raise ValueError(f"overrides must look like key=value, got {bad}")
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except Exception as err:
+        raise ValueError(f"bad override: {err}") from None
+
+
+def check_finite(values: Any, where: str = "config") -> None:
+    """Raise ``ValueError`` if any float in a nested structure is NaN or infinite."""
+    if isinstance(values, dict):
+        for key, value in values.items():
+            check_finite(value, f"{where}.{key}")
+    elif isinstance(values, (list, tuple)):
+        for i, value in enumerate(values):
+            check_finite(value, f"{where}[{i}]")
+    elif isinstance(values, float) and not math.isfinite(values):
+        raise ValueError(f"{where} must be a finite number, got {values}")

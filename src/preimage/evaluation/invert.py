@@ -1,0 +1,210 @@
+"""The `preimage invert` job: load images, invert them, score them, write everything to one folder."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .. import __version__
+from ..config import check_finite
+from ..images import load_image, save_npy, save_png, side_by_side, to_grey
+from ..inversion.gd import config_from_dict, invert_gd, resolve_device
+from ..inversion.masks import channel_mask, window_mask
+from ..inversion.presets import resolve_preset
+from ..photos import photo_path
+from ..representations import Representation, build_representation
+from .metrics import feature_error, image_error, normalized_loss, psnr, ssim
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def resolve_image_path(item: str) -> Path:
+    """``builtin:NAME`` → the built-in photo's file; anything else is a path."""
+    return photo_path(item[len(BUILTIN_PREFIX):]) if item.startswith(BUILTIN_PREFIX) else Path(item)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that produced an output."""
+    import numpy
+    import pytorch_lightning
+    import torchvision
+
+    return {"preimage": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "pytorch_lightning": pytorch_lightning.__version__,
+            "numpy": numpy.__version__}
+
+
+def prepare_output_dir(out: str | Path) -> Path:
+    """Create ``out`` and check it is writable; ``ValueError`` with one clear line otherwise."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".preimage-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
+    return out
+
+
+def build_mask(spec: Any, representation: Representation, height: int, width: int) -> torch.Tensor | None:
+    """The mask config (``null``, ``{window: k}`` or ``{channels: [...]}``) as a tensor over Φ's output."""
+    if spec is None:
+        return None
+    shape = representation.output_shape(height, width)
+    spec = dict(spec)
+    if set(spec) == {"window"}:
+        return window_mask(shape, int(spec["window"]))
+    if set(spec) == {"channels"}:
+        return channel_mask(shape, [int(c) for c in spec["channels"]])
+    raise ValueError(f"mask must be null, {{window: k}} or {{channels: [...]}}, got {spec}")
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique with a numeric suffix where two images share one."""
+    seen: dict[str, int] = defaultdict(int)
+    stems = []
+    for p in paths:
+        seen[p.stem] += 1
+        stems.append(p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}")
+    return stems
+
+
+def score(representation: Representation, originals: list[torch.Tensor], reconstructions: list[torch.Tensor],
+          device: torch.device) -> dict[str, list[float | None]]:
+    """All metrics of evaluation/metrics.py for one set of (original, reconstruction) pairs (each (C, H, W))."""
+    rep = representation.to(device)
+    with torch.no_grad():
+        f0 = [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in originals]
+        f1 = [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in reconstructions]
+    n = len(originals)
+    result: dict[str, list[float | None]] = {
+        "normalized_loss": [float(normalized_loss(a[None], b[None])[0]) for a, b in zip(f1, f0)],
+        "psnr": [float(psnr(a[None], b[None])[0]) for a, b in zip(reconstructions, originals)],
+        "ssim": [float(ssim(a[None], b[None])[0]) for a, b in zip(reconstructions, originals)],
+    }
+    distinct = n >= 2
+    result["feature_error"] = [float(v) for v in feature_error(f1, f0)] if distinct else [None] * n
+    result["image_error"] = [float(v) for v in image_error(reconstructions, originals)] if distinct else [None] * n
+    return result
+
+
+def run_invert(cfg: DictConfig, images: Sequence[str], out: str | Path) -> dict[str, Any]:
+    """Invert ``images`` as ``cfg`` says and write ``<stem>.png``, ``<stem>.npy``, ``overview.png`` and ``metrics.json``.
+
+    Args:
+        cfg: the resolved invert config (configs/invert/default.yaml + overrides).
+        images: image paths or ``builtin:NAME``.
+        out: output folder (created).
+
+    Returns:
+        The content of metrics.json.
+    """
+    container = OmegaConf.to_container(cfg, resolve=True)
+    check_finite(container)
+    if cfg.method != "gd":
+        raise ValueError(f"unknown method {cfg.method!r}; valid: gd")
+    if not images:
+        raise ValueError("no images given")
+    out = prepare_output_dir(out)
+    paths = [resolve_image_path(i) for i in images]
+    representation = build_representation(cfg.representation, **(cfg.representation_options or {}))
+    gd_settings = {**resolve_preset(cfg.preset, cfg.representation), **(OmegaConf.to_container(cfg.gd) or {})}
+    gd_config = config_from_dict(gd_settings)
+    device = resolve_device(cfg.device)
+    originals = [load_image(p) for p in paths]
+    if gd_config.grey:
+        originals = [to_grey(x) if x.shape[0] == 3 else x for x in originals]
+    for p, x in zip(paths, originals):
+        try:
+            representation.check_input(x[None])
+        except ValueError as err:
+            raise ValueError(f"{p}: {err}") from None
+
+    # Invert images of one size together, batch_size at a time.
+    by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, x in enumerate(originals):
+        by_size[tuple(x.shape)].append(i)
+    results: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}  # images (R,C,H,W), data loss (T,R), s
+    writer = _tensorboard_writer(out) if cfg.tensorboard else None
+    start = time.perf_counter()
+    for shape, indices in by_size.items():
+        mask = build_mask(cfg.mask, representation, shape[1], shape[2])
+        for k in range(0, len(indices), int(cfg.batch_size)):
+            chunk = indices[k:k + int(cfg.batch_size)]
+            callback = None
+            if writer is not None:
+                callback = _tensorboard_callback(writer, [paths[i].stem for i in chunk], gd_config.restarts,
+                                                 int(cfg.snapshot_every))
+            res = invert_gd(representation, torch.stack([originals[i] for i in chunk]), gd_config, mask=mask,
+                            device=device, progress=bool(cfg.progress), callback=callback)
+            for j, i in enumerate(chunk):
+                results[i] = (res.images[j], res.data_loss[:, j], res.seconds / len(chunk))
+    total_seconds = time.perf_counter() - start
+    if writer is not None:
+        writer.close()
+
+    stems = unique_stems(paths)
+    records = []
+    for r in range(gd_config.restarts):
+        recon = [results[i][0][r] for i in range(len(paths))]
+        metrics = score(representation, originals, recon, device)
+        for i, stem in enumerate(stems):
+            name = stem if gd_config.restarts == 1 else f"{stem}_r{r}"
+            save_png(recon[i], out / f"{name}.png")
+            save_npy(recon[i], out / f"{name}.npy")
+            record = {"image": str(paths[i]), "output": f"{name}.png", "restart": r,
+                      **{key: values[i] for key, values in metrics.items()},
+                      "final_data_loss": float(results[i][1][-1, r]), "seconds": results[i][2]}
+            if record["feature_error"] is not None:
+                record["feature_error"] *= 100
+            records.append(record)
+    panels = [t for i in range(len(paths)) for t in (originals[i], results[i][0][0])]
+    labels = [f"{s} {kind}" for s in stems for kind in ("original", "reconstruction")]
+    save_png(side_by_side(panels, labels), out / "overview.png")
+
+    notes = []
+    if getattr(representation, "random_weights", False):
+        notes.append("made with RANDOM CNN weights: not the pretrained network")
+    if len(paths) < 2:
+        notes.append("feature_error and image_error need at least 2 images (their normaliser is over the set)")
+    report = {
+        "images": records,
+        "units": {"feature_error": "% (M&V Table 1)", "normalized_loss": "fraction", "image_error": "fraction",
+                  "psnr": "dB", "ssim": "1", "seconds": "s per image"},
+        "config": container,
+        "gd": {**vars(gd_config), "schedule": [list(s) for s in gd_config.schedule], "iterations": gd_config.iterations},
+        "representation": {"spec": representation.spec, "params": representation.params},
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "total_seconds": total_seconds,
+        "versions": versions(),
+        "notes": notes,
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _tensorboard_writer(out: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def _tensorboard_callback(writer, stems: list[str], restarts: int, snapshot_every: int):
+    """A GD callback logging each image's energy every step and snapshots every ``snapshot_every`` steps."""
+
+    def log(t: int, pixels: torch.Tensor, energy: torch.Tensor) -> None:
+        values = energy.detach().cpu().view(len(stems), restarts)
+        for stem, value in zip(stems, values):
+            writer.add_scalar(f"gd/energy/{stem}", float(value[0]), t)
+        if snapshot_every and (t + 1) % snapshot_every == 0:
+            lo, hi = pixels.amin(dim=(1, 2, 3), keepdim=True), pixels.amax(dim=(1, 2, 3), keepdim=True)
+            writer.add_images("gd/snapshot", ((pixels - lo) / (hi - lo + 1e-8)).cpu(), t + 1)
+
+    return log

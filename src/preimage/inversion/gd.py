@@ -1,0 +1,265 @@
+"""Gradient-descent inversion (Mahendran & Vedaldi 2015/2016), batched and device-agnostic.
+
+Minimises, independently for every image of a batch,
+
+    E(x) = ‖m ⊙ (Φ(x) − Φ0)‖² / ‖m ⊙ Φ0‖²  +  (λα/2 Σ|x|^α + λTV/2 TV^β(x)) / σ0²
+
+by momentum gradient descent on the pixels x with a piecewise-constant learning rate; the step is
+``lr · σ0² · ∇E`` (M&V's released code) and the momentum is reset whenever the learning rate changes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..images import to_grey
+from ..representations import Representation
+from .objectives import Energy, FeatureReconstruction, ImagePrior, PixelSpace
+
+#: σ0 of M&V's code for a 227×227×3 image (≈ 68.9 per value); scaled with the square root of the value count.
+SIGMA0_227 = 27098.1
+
+
+@dataclass
+class GDConfig:
+    """Hyper-parameters of one GD inversion (a preset fills these; every field is overridable).
+
+    Attributes:
+        schedule: ``[(learning_rate, iterations), ...]`` piecewise-constant learning rate.
+        momentum: momentum coefficient.
+        alpha, lambda_alpha: α-norm exponent and weight.
+        tv_beta, lambda_tv: TV^β exponent and weight.
+        sigma0_227: σ0 for a 227×227×3 image; the value used is scaled by sqrt(C·H·W / (227·227·3)).
+        pixel_mean: per-channel mean of the pixel units (0–255); one value is broadcast.
+        grey: invert the grey version of the image (M&V do for HOG, HOGb and DSIFT).
+        jitter: maximum random shift in pixels applied before Φ at every step (0: none).
+        clamp: keep the pixels inside the valid range after every step (M&V 2015: no).
+        restarts: reconstructions per image, each from its own random start.
+        seed: seed of the random starts and jitter; image i's restart r uses ``seed + r`` whatever the batch.
+    """
+
+    schedule: list[tuple[float, int]] = field(default_factory=lambda: [(0.004, 200), (0.0004, 200), (0.00004, 200), (0.000004, 200)])
+    momentum: float = 0.9
+    alpha: float = 6.0
+    lambda_alpha: float = 8e-10
+    tv_beta: float = 2.0
+    lambda_tv: float = 1.0
+    sigma0_227: float = SIGMA0_227
+    pixel_mean: tuple[float, ...] = (128.0,)
+    grey: bool = False
+    jitter: int = 0
+    clamp: bool = False
+    restarts: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            self.schedule = [(float(lr), int(n)) for lr, n in self.schedule]
+            self.pixel_mean = tuple(float(m) for m in self.pixel_mean)
+        except (TypeError, ValueError):
+            raise ValueError("schedule must be [[learning_rate, iterations], ...] and pixel_mean a list of numbers") from None
+        for name, kind in (("momentum", float), ("alpha", float), ("lambda_alpha", float), ("tv_beta", float),
+                           ("lambda_tv", float), ("sigma0_227", float), ("jitter", int), ("restarts", int), ("seed", int)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
+                raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            setattr(self, name, kind(value))
+        for name in ("grey", "clamp"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GD setting {name} must be true or false, got {getattr(self, name)!r}")
+        numbers = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numbers.update({f"schedule[{i}]": lr for i, (lr, _) in enumerate(self.schedule)})
+        for key, value in numbers.items():
+            if not math.isfinite(value):
+                raise ValueError(f"GD setting {key} must be a finite number, got {value}")
+        if not self.schedule or any(n <= 0 or lr <= 0 for lr, n in self.schedule):
+            raise ValueError(f"schedule must be non-empty (learning_rate > 0, iterations > 0) pairs, got {self.schedule}")
+        if self.restarts < 1 or self.jitter < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("need restarts >= 1, jitter >= 0 and 0 <= momentum < 1")
+
+    @property
+    def iterations(self) -> int:
+        return sum(n for _, n in self.schedule)
+
+    def sigma0(self, channels: int, height: int, width: int) -> float:
+        return self.sigma0_227 * math.sqrt(channels * height * width / (227 * 227 * 3))
+
+
+@dataclass
+class GDResult:
+    """What :func:`invert_gd` returns.
+
+    Attributes:
+        images: reconstructions ``(B, R, C, H, W)`` in ``[0, 1]`` (clamped), R = restarts.
+        energy: total energy per iteration ``(T, B, R)``.
+        data_loss: the data term per iteration ``(T, B, R)``.
+        seconds: wall time of the optimisation (device synchronised).
+        device: where it ran.
+    """
+
+    images: torch.Tensor
+    energy: torch.Tensor
+    data_loss: torch.Tensor
+    seconds: float
+    device: str
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda was asked for but CUDA is not available here")
+    return device
+
+
+def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+            schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
+            bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+            callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+            progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Momentum gradient descent with a piecewise-constant learning rate and momentum resets.
+
+    Args:
+        x: starting pixels ``(N, C, H, W)``.
+        energy: ``x -> (total (N,), data term (N,))``; the sum of ``total`` is differentiated.
+        schedule: ``[(lr, iterations), ...]``; the momentum is zeroed at each change of lr.
+        momentum: momentum coefficient μ: ``m ← μ m − lr · step_scale · ∇E``, ``x ← x + m``.
+        step_scale: multiplies the gradient (σ0² in M&V's units).
+        bounds: optional ``(low, high)`` broadcastable to x: the pixels are clamped after each step.
+        callback: called as ``callback(t, x, total)`` after each step (for logging).
+        progress: show a progress bar over iterations.
+
+    Returns:
+        ``(x, totals (T, N), data terms (T, N))``.
+    """
+    iterations = sum(n for _, n in schedule)
+    totals = x.new_empty(iterations, x.shape[0])
+    data = x.new_empty(iterations, x.shape[0])
+    velocity = torch.zeros_like(x)
+    x = x.detach().clone()
+    t = 0
+    with tqdm(total=iterations, disable=not progress, desc="gd", unit="it", leave=False) as bar:
+        for lr, steps in schedule:
+            velocity.zero_()
+            for _ in range(steps):
+                x.requires_grad_(True)
+                total, data_term = energy(x)
+                (grad,) = torch.autograd.grad(total.sum(), x)
+                with torch.no_grad():
+                    velocity.mul_(momentum).add_(grad, alpha=-lr * step_scale)
+                    x = x.detach().add_(velocity)
+                    if bounds is not None:
+                        x = torch.maximum(torch.minimum(x, bounds[1]), bounds[0])
+                    totals[t] = total.detach()
+                    data[t] = data_term.detach()
+                if callback is not None:
+                    callback(t, x, totals[t])
+                t += 1
+                bar.update(1)
+                if t % 50 == 0:
+                    bar.set_postfix(loss=f"{data[t - 1].mean().item():.4g}")
+    return x.detach(), totals, data
+
+
+def _jittered(fn: Energy, jitter: int, generators: list[torch.Generator]) -> Energy:
+    """Wrap ``fn`` so that each image is rolled by its own random shift in ``[-jitter, jitter]`` first."""
+
+    def shifted(x: torch.Tensor) -> torch.Tensor:
+        rolled = [
+            torch.roll(xi, shifts=tuple(int(s) for s in torch.randint(-jitter, jitter + 1, (2,), generator=g)), dims=(-2, -1))
+            for xi, g in zip(x, generators)
+        ]
+        return fn(torch.stack(rolled))
+
+    return shifted
+
+
+def invert_gd(representation: Representation, images: torch.Tensor, config: GDConfig, *,
+              mask: torch.Tensor | None = None, device: str | torch.device | None = None,
+              progress: bool = True, callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> GDResult:
+    """Reconstruct each image of a batch from its representation by gradient descent.
+
+    Args:
+        representation: Φ (frozen).
+        images: originals ``(B, C, H, W)`` in ``[0, 1]`` (C = 1 or 3); converted to grey if ``config.grey``.
+        config: the hyper-parameters (see :class:`GDConfig`).
+        mask: optional weights over Φ's output, broadcastable to ``(B, *Φ shape)``: only those neurons count.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+        progress: show a progress bar.
+        callback: ``callback(t, pixels (B·R, C, H, W), energy (B·R,))`` after each step.
+
+    Returns:
+        :class:`GDResult` with ``images`` ``(B, R, C', H, W)``.
+
+    An image's reconstruction depends only on the image, the config and the seed, not on the rest of
+    the batch: every term is per image and the random start of restart r is drawn from ``seed + r``.
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (B, 1|3, H, W), got {tuple(images.shape)}")
+    dev = resolve_device(device)
+    representation = representation.to(dev)
+    originals = images.to(dev, torch.float32)
+    if config.grey and originals.shape[1] == 3:
+        originals = to_grey(originals)
+    b, c, h, w = originals.shape
+    r = config.restarts
+    pixels = PixelSpace(mean=config.pixel_mean if len(config.pixel_mean) in (1, c) else config.pixel_mean[:1])
+    sigma0 = config.sigma0(c, h, w)
+
+    with torch.no_grad():
+        target = representation(originals)
+    target = target.repeat_interleave(r, dim=0)
+    if mask is not None:
+        mask = mask.to(dev, torch.float32)
+        if mask.dim() == target.dim() and mask.shape[0] == b:
+            mask = mask.repeat_interleave(r, dim=0)
+
+    generators = [torch.Generator().manual_seed(config.seed + k) for _ in range(b) for k in range(r)]
+    starts = torch.stack([torch.randn(c, h, w, generator=g) for g in generators])
+    starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
+
+    data_term: Energy = FeatureReconstruction(representation, target, pixels, mask)
+    if config.jitter:
+        data_term = _jittered(data_term, config.jitter, generators)
+    prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
+                       tv_beta=config.tv_beta, sigma0=sigma0)
+
+    def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        data = data_term(x)
+        return data + prior(x), data
+
+    x0 = starts.to(dev)
+    bounds = pixels.bounds(x0) if config.clamp else None
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum, step_scale=sigma0**2,
+                              bounds=bounds, callback=callback, progress=progress)
+    reconstructions = pixels.to_image(x).clamp(0, 1)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    t = totals.shape[0]
+    return GDResult(
+        images=reconstructions.view(b, r, c, h, w).cpu(),
+        energy=totals.view(t, b, r).cpu(),
+        data_loss=data.view(t, b, r).cpu(),
+        seconds=seconds,
+        device=str(dev),
+    )
+
+
+def config_from_dict(values: dict[str, Any]) -> GDConfig:
+    """Build a :class:`GDConfig` from a plain mapping (e.g. a resolved preset); unknown keys are an error."""
+    known = set(GDConfig.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown GD settings {unknown}; valid: {sorted(known)}")
+    return GDConfig(**values)

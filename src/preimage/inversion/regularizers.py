@@ -1,0 +1,51 @@
+"""The image priors of Mahendran & Vedaldi: the α-norm and total variation TV^β.
+
+Both are per-image sums, so that a batch is a set of independent problems.
+
+Convention: images are in the optimiser's pixel units (mean-subtracted 0–255 in the M&V presets);
+finite differences use replicated borders, i.e. the last row/column has zero forward difference,
+as in M&V's released code.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def alpha_norm(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Rα(x) = Σ |x|^α per image.
+
+    Args:
+        x: images ``(B, C, H, W)``.
+        alpha: the exponent α > 0 (M&V use 6).
+
+    Returns:
+        ``(B,)`` the sum over each image.
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    return x.abs().pow(alpha).flatten(1).sum(1)
+
+
+def total_variation(x: torch.Tensor, beta: float, eps: float = 1e-8) -> torch.Tensor:
+    """TV^β(x) = Σ_{u,v} ((x[u,v+1] − x[u,v])² + (x[u+1,v] − x[u,v])²)^(β/2) per image.
+
+    Args:
+        x: images ``(B, C, H, W)``.
+        beta: the exponent β > 0 (M&V use 2 in Table 1; β < 2 favours sharp edges).
+        eps: added inside the power when β < 2, so that the gradient stays finite where the image is flat.
+
+    Returns:
+        ``(B,)`` the sum over each image (over channels too).
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    dx = torch.zeros_like(x)
+    dy = torch.zeros_like(x)
+    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
+    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    squared = dx.square() + dy.square()
+    if beta == 2:
+        v = squared
+    else:
+        v = (squared + eps).pow(beta / 2) if beta < 2 else squared.pow(beta / 2)
+    return v.flatten(1).sum(1)

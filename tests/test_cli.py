@@ -1,0 +1,100 @@
+"""`preimage invert` end to end on real files, and its one-line errors for bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from preimage.cli import main
+from preimage.photos import load_photo
+
+FAST = ["gd.schedule=[[0.004,15],[0.0004,5]]", "progress=false", "device=cpu"]
+
+
+def write_photo(path: Path, name: str, box=(0, 0, 48, 40), mode: str | None = None) -> Path:
+    arr = (load_photo(name).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    arr = arr[box[1]:box[1] + box[3], box[0]:box[0] + box[2]]
+    im = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    if mode:
+        im = im.convert(mode)
+    im.save(path)
+    return path
+
+
+def test_invert_writes_outputs(tmp_path: Path, capsys) -> None:
+    a = write_photo(tmp_path / "a.png", "astronaut", (100, 60, 50, 42))
+    b = write_photo(tmp_path / "b.png", "camera", (200, 100, 50, 42), mode="RGBA")
+    out = tmp_path / "out"
+    assert main(["invert", "--representation", "hog", "--method", "gd", str(a), str(b), "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert [r["output"] for r in report["images"]] == ["a.png", "b.png"]
+    for rec in report["images"]:
+        for key in ("feature_error", "normalized_loss", "image_error", "psnr", "ssim", "seconds"):
+            assert isinstance(rec[key], float) and np.isfinite(rec[key]), key
+    assert report["config"]["representation"] == "hog" and report["gd"]["iterations"] == 20
+    assert report["device"] == "cpu" and "torch" in report["versions"]
+    recon = np.load(out / "a.npy")
+    assert recon.dtype == np.float32 and recon.shape == (42, 50, 1) and 0 <= recon.min() <= recon.max() <= 1
+    assert Image.open(out / "a.png").size == (50, 42)
+    assert (out / "overview.png").is_file()
+
+
+def test_invert_restarts_and_tensorboard(tmp_path: Path) -> None:
+    a = write_photo(tmp_path / "a.png", "coins", (10, 10, 40, 40))
+    b = write_photo(tmp_path / "b.png", "moon", (100, 100, 40, 40))
+    out = tmp_path / "o"
+    assert main(["invert", "-r", "hogb", str(a), str(b), "--out", str(out), *FAST, "gd.restarts=2",
+                 "tensorboard=true", "snapshot_every=10"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["a_r0.png", "a_r1.png", "b_r0.png", "b_r1.png", "overview.png"]
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "preimage.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("case", ["missing", "not_image", "truncated", "too_small", "unknown_rep", "unknown_layer",
+                                  "unwritable", "nan", "non_numeric", "unknown_preset"])
+def test_bad_input_is_one_clear_line(tmp_path: Path, case: str) -> None:
+    good = write_photo(tmp_path / "good.png", "camera", (0, 0, 40, 40))
+    image, extra, out = str(good), [], str(tmp_path / "out")
+    if case == "missing":
+        image = str(tmp_path / "nope.png")
+    elif case == "not_image":
+        (tmp_path / "text.png").write_text("hello")
+        image = str(tmp_path / "text.png")
+    elif case == "truncated":
+        big = write_photo(tmp_path / "big.png", "astronaut", (0, 0, 200, 200))
+        (tmp_path / "cut.png").write_bytes(big.read_bytes()[:3000])
+        image = str(tmp_path / "cut.png")
+    elif case == "too_small":
+        image = str(write_photo(tmp_path / "tiny.png", "camera", (0, 0, 3, 3)))
+    elif case == "unknown_rep":
+        extra = ["representation=hogg"]
+    elif case == "unknown_layer":
+        extra = ["representation=caffenet:conv9"]
+    elif case == "unwritable":
+        (tmp_path / "file").write_text("")
+        out = str(tmp_path / "file" / "sub")
+    elif case == "nan":
+        extra = ["gd.lambda_tv=.nan"]
+    elif case == "non_numeric":
+        extra = ["gd.lambda_tv=abc"]
+    elif case == "unknown_preset":
+        extra = ["preset=fast2099"]
+    proc = run_cli("invert", image, "--out", out, *FAST, *extra)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    expect = {"missing": "nope.png", "not_image": "text.png", "truncated": "cut.png", "too_small": "smaller",
+              "unknown_rep": "valid", "unknown_layer": "caffenet:conv1", "unwritable": "cannot write",
+              "nan": "finite", "non_numeric": "number", "unknown_preset": "mv2015"}[case]
+    assert expect in lines[0], lines[0]
