@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+
+from .images import load_image
 
 TEST_PHOTOS: tuple[str, ...] = ("astronaut", "camera", "chelsea", "coffee", "coins", "moon")
 TRAIN_PHOTOS: tuple[str, ...] = (
@@ -42,8 +42,4 @@ def photo_path(name: str) -> Path:
 
 def load_photo(name: str) -> torch.Tensor:
     """The built-in photo ``name`` as float32 ``(C, H, W)`` in ``[0, 1]`` (C = 1 grey, 3 colour)."""
-    with Image.open(photo_path(name)) as im:
-        grey = im.mode in ("L", "I;16", "I", "1")
-        arr = np.asarray(im.convert("L" if grey else "RGB"), dtype=np.float32) / 255.0
-    t = torch.from_numpy(arr)
-    return t[None] if grey else t.permute(2, 0, 1).contiguous()
+    return load_image(photo_path(name))
