@@ -1,1 +1,291 @@
-"""placeholder: HOG lands here"""
+"""HOG in VLFeat's UoCTTI variant (``vl_hog``, as in DPM v5), differentiable, in PyTorch.
+
+Two registry entries: ``hog`` (hard orientation assignment) and ``hogb`` (bilinear orientation
+assignment, VLFeat's ``vl_hog_set_use_bilinear_orientation_assignments``; M&V's HOGb). Both match
+VLFeat to float32 rounding (checked to 1e-4 against the real library in ``tests/test_hog.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .base import Representation
+from .registry import register_representation
+
+_BLOCK_EPS = 1e-4  # added to each block's squared L2 norm (VLFeat, "as implemented in UOCTTI code")
+_CLAMP = 0.2  # saturation of the block-normalised histograms
+_TEXTURE_SCALE = 1.0 / math.sqrt(18.0)  # VLFeat uses 1/sqrt(18) whatever the number of orientations
+
+
+def hog_min_size(cell_size: int) -> int:
+    """Smallest image side VLFeat accepts: over 3 pixels and at least one cell (``side >= cell - cell // 2``)."""
+    return max(4, cell_size - cell_size // 2)
+
+
+def hog_grid(height: int, width: int, cell_size: int) -> tuple[int, int]:
+    """Number of cells ``(rows, cols)``: as many as fit, the last one at least half inside the image."""
+    return (height + cell_size // 2) // cell_size, (width + cell_size // 2) // cell_size
+
+
+def _check_params(cell_size: int, orientations: int) -> None:
+    if cell_size < 1 or orientations < 1:
+        raise ValueError(f"hog: cell_size and orientations must be >= 1, got {cell_size} and {orientations}")
+
+
+def _check_image(image: torch.Tensor, cell_size: int, orientations: int) -> None:
+    _check_params(cell_size, orientations)
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or not image.is_floating_point():
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"hog: expected a float (B, C, H, W) tensor, got {shape}")
+    if image.shape[1] not in (1, 3):
+        raise ValueError(f"hog: expected 1 or 3 channels, got {image.shape[1]}")
+    side = hog_min_size(cell_size)
+    if min(image.shape[-2:]) < side:
+        raise ValueError(
+            f"hog: image of {image.shape[-2]}x{image.shape[-1]} pixels is smaller than the {side}x{side} "
+            f"needed for one cell of {cell_size} pixels"
+        )
+
+
+def _gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences ``(gx, gy)``, each ``(B, 1, H - 2, W - 2)`` (the outer pixel ring gets none).
+
+    For colour input each pixel keeps the channel with the largest squared gradient (the first on ties).
+    """
+    gx = image[..., 1:-1, 2:] - image[..., 1:-1, :-2]
+    gy = image[..., 2:, 1:-1] - image[..., :-2, 1:-1]
+    best_x, best_y = gx[:, :1], gy[:, :1]
+    best_g2 = (best_x * best_x + best_y * best_y).detach()
+    for c in range(1, image.shape[1]):  # a running maximum, as VLFeat's (and faster than argmax over dim 1)
+        x, y = gx[:, c : c + 1], gy[:, c : c + 1]
+        g2 = (x * x + y * y).detach()
+        better = g2 > best_g2
+        best_x, best_y = torch.where(better, x, best_x), torch.where(better, y, best_y)
+        best_g2 = torch.maximum(g2, best_g2)
+    return best_x, best_y
+
+
+def _orientation_assignment(
+    gx: torch.Tensor, gy: torch.Tensor, orientations: int, bilinear: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Directed bin indices ``(B, K, h, w)`` (``K`` = 1, or 2 if bilinear) and their weights, times magnitude.
+
+    Follows VLFeat 0.9.21 as compiled in Debian's ``libvl.so.1`` (its machine code, which differs from
+    hog.c on GitHub master in rounding and in one edge case): the raw gradient is scored against the
+    ``n`` undirected bin directions ``(cos kπ/n, sin kπ/n)`` (float32, as VLFeat rounds them); the best
+    ``|s_k|`` picks bin ``k`` (``k + n`` if ``s_k < 0``), the first on ties. The running maxima start
+    at -1, so a zero score (e.g. ``n == 1`` and a vertical gradient) still picks a bin. Bilinear: the
+    runner-up takes weight ``acos(min(|s_best| / |g|, 1)) / (π/n)`` and the best bin one minus that
+    (with ``n == 1`` there is no runner-up). The indices carry no gradient; the magnitude does, and so
+    does the bilinear weight, through the exact angle to the best bin (``acos`` of a ratio near 1 is
+    badly conditioned: VLFeat's rounding of it is added as a constant).
+    """
+    n = orientations
+    g2 = gx * gx + gy * gy
+    nonzero = g2 > 0
+    # sqrt with a zero (sub)gradient where the image gradient vanishes (such pixels add nothing).
+    magnitude = torch.where(nonzero, torch.where(nonzero, g2, torch.ones_like(g2)).sqrt(), torch.zeros_like(g2))
+    directions = [(math.cos(k * math.pi / n), math.sin(k * math.pi / n)) for k in range(n)]
+    table = torch.tensor(directions, dtype=gx.dtype, device=gx.device)  # for float32, VLFeat's float table
+    with torch.no_grad():
+        scores = gx.unsqueeze(-1) * table[:, 0] + gy.unsqueeze(-1) * table[:, 1]  # (B, 1, h, w, n)
+        magnitudes = scores.abs()
+        score1, k1 = magnitudes.max(dim=-1)  # the first maximum, as VLFeat's strict running maximum
+        bin1 = k1 + n * (scores.gather(-1, k1.unsqueeze(-1)).squeeze(-1) < 0)
+    if not bilinear:
+        return bin1, magnitude
+    with torch.no_grad():
+        # The runner-up: the first maximum of the others, as VLFeat's running top two.
+        _, k2 = magnitudes.scatter(-1, k1.unsqueeze(-1), -1.0).max(dim=-1)
+        bin2 = k2 + n * (scores.gather(-1, k2.unsqueeze(-1)).squeeze(-1) < 0)
+        # VLFeat: float sqrt (correctly rounded; torch's float32 CPU sqrt can be 1 ulp off, which moves
+        # the weight by up to 1e-3 near a bin centre), the ratio in double, acos in float, / (π/n) in double.
+        norm = g2.double().sqrt().to(g2.dtype).double().clamp_min(1e-10)
+        ratio = (score1.double() / norm).clamp(max=1.0).to(g2.dtype)
+        vlfeat_w1 = (torch.acos(ratio).double() / (math.pi / n)).to(g2.dtype)
+    # The same weight, with a usable gradient: the angle between the gradient and the best bin's axis.
+    cos, sin = table[k1, 0], table[k1, 1]
+    gx_safe = torch.where(nonzero, gx, torch.ones_like(gx))  # atan2(0, 0) has no gradient
+    w1 = torch.atan2((gy * cos - gx_safe * sin).abs(), (gx_safe * cos + gy * sin).abs()) * (n / math.pi)
+    w1 = w1 + (vlfeat_w1 - w1).detach()
+    weights = magnitude * torch.cat([1 - w1, w1], dim=1)
+    keep = 2 if n > 1 else 1
+    return torch.cat([bin1, bin2], dim=1)[:, :keep], weights[:, :keep]
+
+
+def _tent_weights(cell_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(cell_size, 2)`` tent weights: column 0 for the pixels of the block a cell starts in, 1 for the next.
+
+    Cell ``i``'s centre is at pixel ``(i + 0.5) * cell - 0.5``; the ``2 * cell`` pixels from
+    ``i * cell - cell // 2`` reach it, with weight ``1 - |pixel - centre| / cell``.
+    """
+    t = torch.arange(2 * cell_size, dtype=torch.float64)
+    w = (1 - (t - cell_size // 2 + 0.5 - 0.5 * cell_size).abs() / cell_size).clamp_min(0)
+    return w.view(2, cell_size).t().to(dtype=dtype, device=device)
+
+
+def _pool_cells(histogram: torch.Tensor, cell_size: int, rows: int, cols: int) -> torch.Tensor:
+    """Tent-pool per-pixel histograms into ``(B, D, rows, cols)`` cells.
+
+    ``histogram`` is ``(B, D, H - 2, W - 2)``: the pixels inside the outer ring, starting at (1, 1).
+    Padded so that cell ``i``'s window starts block ``i`` of ``cell_size`` pixels, each cell is the
+    weighted sum of two consecutive blocks, along x then along y.
+    """
+    h, w = histogram.shape[-2:]
+    c, start = cell_size, cell_size // 2 + 1
+    padded = F.pad(histogram, (start, (cols + 1) * c - w - start, start, (rows + 1) * c - h - start))
+    weights = _tent_weights(c, histogram.dtype, histogram.device)  # (c, 2)
+    blocks = padded.unflatten(-1, (cols + 1, c)) @ weights  # (B, D, H', cols + 1, 2)
+    pooled = blocks[..., :-1, 0] + blocks[..., 1:, 1]  # (B, D, H', cols)
+    blocks = weights.t() @ pooled.unflatten(-2, (rows + 1, c))  # (B, D, rows + 1, 2, cols)
+    return blocks[..., :-1, 0, :] + blocks[..., 1:, 1, :]
+
+
+def _normalise(cells: torch.Tensor, orientations: int, texture: bool) -> torch.Tensor:
+    """UoCTTI block normalisation of directed cell histograms ``(B, 2n, rows, cols)`` into the features."""
+    n = orientations
+    undirected = cells[:, :n] + cells[:, n:]
+    energy = (undirected * undirected).sum(dim=1, keepdim=True)  # (B, 1, rows, cols)
+    # Sum over the 2x2 blocks, the edge cells replicated: block (i, j) covers cells i-1..i, j-1..j.
+    e = F.pad(energy, (1, 1, 1, 1), mode="replicate")
+    blocks = e[..., :-1, :-1] + e[..., :-1, 1:] + e[..., 1:, :-1] + e[..., 1:, 1:]  # (B, 1, rows+1, cols+1)
+    factors = torch.rsqrt(blocks + _BLOCK_EPS)
+    # The four blocks holding each cell: upper-left, upper-right, lower-left, lower-right.
+    factors = torch.stack(
+        [factors[..., :-1, :-1], factors[..., :-1, 1:], factors[..., 1:, :-1], factors[..., 1:, 1:]], dim=1
+    )  # (B, 4, 1, rows, cols)
+    normalised = (factors * torch.cat([cells, undirected], dim=1).unsqueeze(1)).clamp(max=_CLAMP)
+    features = 0.5 * normalised.sum(dim=1)  # (B, 3n, rows, cols)
+    if not texture:
+        return features
+    return torch.cat([features, _TEXTURE_SCALE * normalised[:, :, 2 * n :].sum(dim=2)], dim=1)
+
+
+def hog(
+    image: torch.Tensor,
+    *,
+    cell_size: int = 8,
+    orientations: int = 9,
+    bilinear_orientations: bool = False,
+    texture: bool = True,
+) -> torch.Tensor:
+    r"""UoCTTI HOG features, equal to VLFeat's ``vl_hog`` (variant UoCTTI, not transposed).
+
+    Central-difference gradients (none on the outer pixel ring; for colour, per pixel the channel
+    with the largest gradient), hard (or bilinear) assignment to ``2n`` directed orientations,
+    bilinear (tent) pooling into cells, normalisation by the four 2x2 blocks holding each cell
+    (squared norm of the undirected histograms + 1e-4, edge cells replicated), clamp at 0.2, and
+    the four normalised copies summed with weight 0.5; texture terms are the four sums of the
+    clamped undirected histograms times ``1/sqrt(18)``.
+
+    Args:
+        image: float tensor in the 0–255 range (the 1e-4 in the block norm makes the range matter).
+        cell_size: cell side in pixels.
+        orientations: number ``n`` of undirected orientations.
+        bilinear_orientations: split each gradient between its two nearest orientations (HOGb).
+        texture: append the 4 texture dims.
+
+    Returns:
+        the features, differentiable in ``image`` (not in the hard orientation choice).
+
+    Shape:
+        - Input: :math:`(B, C, H, W)`, ``C`` = 1 or 3.
+        - Output: :math:`(B, 3n + 4, rows, cols)` (``3n`` without texture),
+          ``rows = (H + cell_size // 2) // cell_size``, ``cols`` likewise from ``W``.
+
+    Convention:
+        Input 0–255. Cell ``(r, c)`` is row ``r`` along y (down), column ``c`` along x (right).
+        Channels: ``2n`` directed orientations, bin ``k`` the gradient angle ``kπ/n`` measured
+        clockwise from the x axis (the y axis points down), then ``n`` undirected ones, then the
+        4 texture terms for the upper-left, upper-right, lower-left, lower-right blocks.
+
+    Raises:
+        ValueError: if ``image`` is not a float ``(B, 1|3, H, W)`` tensor or is smaller than one cell needs.
+
+    Example:
+        >>> hog(255 * torch.rand(2, 3, 64, 50)).shape
+        torch.Size([2, 31, 8, 6])
+    """
+    _check_image(image, cell_size, orientations)
+    rows, cols = hog_grid(image.shape[-2], image.shape[-1], cell_size)
+    gx, gy = _gradient(image)
+    bins, weights = _orientation_assignment(gx, gy, orientations, bilinear_orientations)
+    b, _, h, w = gx.shape
+    per_pixel = weights.new_zeros(b, 2 * orientations, h, w).scatter_add(1, bins, weights)
+    cells = _pool_cells(per_pixel, cell_size, rows, cols)
+    return _normalise(cells, orientations, texture)
+
+
+class HOG(Representation):
+    """UoCTTI HOG (VLFeat ``vl_hog``) as a frozen representation: ``hog(255 * x)``.
+
+    Args:
+        cell_size: cell side in pixels.
+        orientations: number ``n`` of undirected orientations.
+        texture: append the 4 texture dims (``texture=False`` gives M&V's 27-dim CNN-HOG cells).
+        bilinear_orientations: bilinear orientation assignment (HOGb).
+
+    Shape:
+        - Input: :math:`(B, 3, H, W)` RGB or :math:`(B, 1, H, W)` grey, in ``[0, 1]``.
+        - Output: :math:`(B, 3n + 4, rows, cols)`, see :func:`hog`.
+
+    Convention:
+        Input in [0, 1], multiplied by 255 here; colour is used as VLFeat uses it (per pixel the
+        channel with the largest gradient). Output as :func:`hog`: rows along y, channels
+        ``2n`` directed, ``n`` undirected, 4 texture. :meth:`scoring_view` keeps the ``3n`` non-texture dims.
+        ``min_size`` is VLFeat's own limit: sides over 3 pixels giving at least one cell
+        (4×4 for cells of 8 pixels, 8×8 for 16).
+
+    Example:
+        >>> HOG()(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 31, 8, 8])
+    """
+
+    grey = False  # colour is accepted (and a (B, 1, H, W) grey batch as well)
+
+    def __init__(
+        self, cell_size: int = 8, orientations: int = 9, texture: bool = True, bilinear_orientations: bool = False
+    ) -> None:
+        _check_params(cell_size, orientations)
+        super().__init__(
+            cell_size=cell_size,
+            orientations=orientations,
+            texture=texture,
+            bilinear_orientations=bilinear_orientations,
+        )
+        self.cell_size, self.orientations = cell_size, orientations
+        self.texture, self.bilinear_orientations = texture, bilinear_orientations
+        side = hog_min_size(cell_size)
+        self.min_size = (side, side)
+        self.spec = "hogb" if bilinear_orientations else "hog"
+
+    def output_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        return (3 * self.orientations + 4 * self.texture, *hog_grid(height, width, self.cell_size))
+
+    def scoring_view(self, features: torch.Tensor) -> torch.Tensor:
+        """The ``3n`` non-texture dims, which M&V's feature_error scores."""
+        return features[:, : 3 * self.orientations]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return hog(
+            255 * x,
+            cell_size=self.cell_size,
+            orientations=self.orientations,
+            bilinear_orientations=self.bilinear_orientations,
+            texture=self.texture,
+        )
+
+
+@register_representation("hog")
+def build_hog(*, cell_size: int = 8, orientations: int = 9, texture: bool = True) -> HOG:
+    """VLFeat UoCTTI HOG with hard orientation assignment."""
+    return HOG(cell_size=cell_size, orientations=orientations, texture=texture)
+
+
+@register_representation("hogb")
+def build_hogb(*, cell_size: int = 8, orientations: int = 9, texture: bool = True) -> HOG:
+    """HOGb: VLFeat UoCTTI HOG with bilinear orientation assignment."""
+    return HOG(cell_size=cell_size, orientations=orientations, texture=texture, bilinear_orientations=True)
