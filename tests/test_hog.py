@@ -108,8 +108,8 @@ def test_module_equals_functional_core(spec: str) -> None:
 def test_registry_metadata_and_scoring_view() -> None:
     rep = build_representation("hogb", cell_size=4, texture=False)
     assert rep.spec == "hogb" and not rep.grey and not rep.training
-    assert rep.params == {"cell_size": 4, "orientations": 9, "texture": False, "bilinear_orientations": True}
-    assert build_representation("hog").params["bilinear_orientations"] is False
+    assert rep.params == {"cell_size": 4, "orientations": 9, "texture": False}
+    assert rep.bilinear_orientations and not build_representation("hog").bilinear_orientations
     features = build_representation("hog")(torch.rand(1, 3, 32, 40))
     assert build_representation("hog").scoring_view(features).shape == (1, 27, 4, 5)
     assert "cell_size=4" in repr(rep)

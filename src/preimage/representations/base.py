@@ -19,7 +19,8 @@ class Representation(nn.Module):
 
     Attributes:
         spec: the registry name it was built from, e.g. ``"hog"`` or ``"alexnet:conv3"``.
-        params: the constructor parameters (JSON-serialisable), recorded in reports and bundles.
+        params: the builder overrides that rebuild it, ``build_representation(spec, **params)`` (JSON-serialisable);
+            recorded in reports and bundles.
         min_size: the smallest ``(H, W)`` input that gives a non-empty output.
         grey: whether the representation sees a single grey channel (HOG/DSIFT inversions are grey).
     """

@@ -249,12 +249,8 @@ class HOG(Representation):
         self, cell_size: int = 8, orientations: int = 9, texture: bool = True, bilinear_orientations: bool = False
     ) -> None:
         _check_params(cell_size, orientations)
-        super().__init__(
-            cell_size=cell_size,
-            orientations=orientations,
-            texture=texture,
-            bilinear_orientations=bilinear_orientations,
-        )
+        # params are the builder's overrides (the spec, hog or hogb, fixes the orientation assignment)
+        super().__init__(cell_size=cell_size, orientations=orientations, texture=texture)
         self.cell_size, self.orientations = cell_size, orientations
         self.texture, self.bilinear_orientations = texture, bilinear_orientations
         side = hog_min_size(cell_size)
