@@ -1,0 +1,240 @@
+"""Decoder networks of the learned inverter (Dosovitskiy & Brox, CVPR 2016), shaped by the features alone.
+
+:func:`build_decoder` derives the whole architecture from the shape of Φ(x) and the image size, with no
+per-layer table:
+
+- spatial features ``(C, h, w)`` (HOG, DSIFT, CNN layers up to pool5): ``pre_convs`` 3×3 convolutions, then
+  ``n`` stride-2 up-convolutions, ``n = ceil(log2(stride / SHORTFALL))`` with ``stride = image side /
+  feature side``; fully convolutional, so a decoder trained on 64×64 crops runs on features of any size.
+- vector features ``(D,)`` (fc6 … fc8): D&B's three Linear layers (``D → 4096 → 4096 → 256·4·4``), a
+  reshape to ``256 × 4 × 4``, then up-convolutions (to 64×64 when no image size is given).
+
+Every up-convolution (4×4, stride 2: exactly ×2) is followed by LeakyReLU and ``stage_convs`` 3×3
+convolutions; the channels halve at each one. A last 3×3 convolution gives the image, which is resized
+(bilinear) to the size asked for at call time.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SHORTFALL", "Decoder", "DecoderConfig", "build_decoder", "count_upsamplings"]
+
+#: The decoder's own output may be up to this factor smaller than the image, the rest bridged by the final
+#: resize: a CNN map covers less than the image (227 px / 13 cells = 17.5 for a stride-16 layer: 4 up-convs).
+SHORTFALL = 1.2
+#: Image size a vector decoder reaches when none is given (D&B: 4×4 → 64×64).
+VECTOR_IMAGE_SIZE = (64, 64)
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"DecoderConfig.{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass
+class DecoderConfig:
+    """Every knob of a decoder (recorded as ``asdict`` in a bundle's manifest).
+
+    Attributes:
+        width: channels of the 3×3 convolutions on spatial features; for vector features the channels
+            of the ``seed_side × seed_side`` map the Linear layers reshape to (D&B: 256).
+        pre_convs: 3×3 convolutions (``width`` channels) on spatial features before upsampling.
+        min_width: the channels halve at each up-convolution, down to this.
+        stage_convs: 3×3 convolutions after each up-convolution.
+        leaky_slope: negative slope of every LeakyReLU (D&B: 0.2).
+        fc_widths: hidden widths of the Linear layers for vector features; a last Linear maps to
+            ``width · seed_side²`` (D&B: ``(4096, 4096)``, then ``256 · 4 · 4 = 4096``).
+        seed_side: side of the map the Linear layers reshape to.
+        out_channels: 3 (RGB) or 1 (grey).
+        upsamplings: number of ×2 up-convolutions; ``None`` derives it from the feature and image sizes.
+        input_scale: the features are multiplied by this first (e.g. 1 / std of the training features).
+    """
+
+    width: int = 256
+    pre_convs: int = 3
+    min_width: int = 32
+    stage_convs: int = 1
+    leaky_slope: float = 0.2
+    fc_widths: tuple[int, ...] = (4096, 4096)
+    seed_side: int = 4
+    out_channels: int = 3
+    upsamplings: int | None = None
+    input_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fc_widths, (list, tuple)):
+            raise ValueError(f"DecoderConfig.fc_widths must be a sequence of integers, got {self.fc_widths!r}")
+        self.fc_widths = tuple(self.fc_widths)
+        for name, low in (("width", 1), ("pre_convs", 0), ("min_width", 1), ("stage_convs", 0), ("seed_side", 1)):
+            _check_int(name, getattr(self, name), low)
+        for value in self.fc_widths:
+            _check_int("fc_widths", value, 1)
+        if self.upsamplings is not None:
+            _check_int("upsamplings", self.upsamplings, 0)
+        if isinstance(self.out_channels, bool) or self.out_channels not in (1, 3):
+            raise ValueError(f"DecoderConfig.out_channels must be 1 or 3, got {self.out_channels!r}")
+        for name in ("leaky_slope", "input_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"DecoderConfig.{name} must be a finite number, got {value!r}")
+        if self.leaky_slope < 0 or self.input_scale <= 0:
+            raise ValueError(f"DecoderConfig needs leaky_slope >= 0 and input_scale > 0, got "
+                             f"{self.leaky_slope} and {self.input_scale}")
+
+
+def count_upsamplings(
+    feature_shape: tuple[int, ...], image_size: tuple[int, int] | None, config: DecoderConfig
+) -> int:
+    """Number of ×2 up-convolutions: ``config.upsamplings``, or ``ceil(log2(stride / SHORTFALL))``.
+
+    ``stride`` is the larger of ``H / h`` and ``W / w``, with ``(h, w)`` the feature map's sides (the
+    ``seed_side`` map for vector features, whose ``image_size`` defaults to 64×64).
+
+    Raises:
+        ValueError: spatial features with neither ``image_size`` nor ``config.upsamplings``.
+    """
+    if config.upsamplings is not None:
+        return config.upsamplings
+    if len(feature_shape) == 1:
+        sides, image_size = (config.seed_side, config.seed_side), image_size or VECTOR_IMAGE_SIZE
+    elif image_size is None:
+        raise ValueError("a decoder for spatial features needs image_size (or DecoderConfig.upsamplings)")
+    else:
+        sides = (feature_shape[1], feature_shape[2])
+    stride = max(image_size[0] / sides[0], image_size[1] / sides[1])
+    return max(0, math.ceil(math.log2(stride / SHORTFALL)))
+
+
+class Decoder(nn.Module):
+    r"""Up-convolutional decoder from features Φ(x) to the image x (D&B's "expected pre-image").
+
+    Args:
+        feature_shape: shape of Φ(x) for one training image, ``(C, h, w)`` or ``(D,)``.
+        image_size: ``(H, W)`` of the training images (sets the number of up-convolutions); may be ``None``
+            for vector features (64×64) or when ``config.upsamplings`` is set.
+        config: the knobs (defaults: D&B's widths).
+
+    Shape:
+        - Input: :math:`(B, C, h', w')` for spatial features (any ``h', w' >= 1``), :math:`(B, D)` for vectors.
+        - Output: :math:`(B, \text{out\_channels}, H', W')` with ``(H', W') = output_size``.
+
+    Convention:
+        The output is the image in ``[0, 1]`` units, predicted directly as D&B do: a linear last layer
+        (bias initialised to 0.5, mid-grey), **not clamped**, so that an image MSE has a gradient
+        everywhere. Clamp to ``[0, 1]`` before showing or scoring it (:class:`LearnedInverter` does).
+        Before the resize the decoder's own output is ``(h'·2ⁿ, w'·2ⁿ)`` (``2ⁿ · seed_side`` square
+        for vectors); the resize is bilinear, antialiased when it shrinks.
+
+    Attributes:
+        feature_shape, image_size, config: as given (tuples).
+        upsamplings: the number ``n`` of ×2 up-convolutions.
+
+    Example:
+        >>> decoder = Decoder((31, 8, 8), (64, 64), DecoderConfig(width=32))
+        >>> decoder(torch.rand(2, 31, 12, 10), output_size=(96, 80)).shape
+        torch.Size([2, 3, 96, 80])
+    """
+
+    def __init__(
+        self,
+        feature_shape: tuple[int, ...],
+        image_size: tuple[int, int] | None = None,
+        config: DecoderConfig | None = None,
+    ) -> None:
+        super().__init__()
+        config = config or DecoderConfig()
+        if len(feature_shape) not in (1, 3) or any(isinstance(s, bool) or int(s) != s or s < 1
+                                                   for s in feature_shape):
+            raise ValueError(f"feature_shape must be (C, h, w) or (D,), positive, got {tuple(feature_shape)}")
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise ValueError(f"image_size must be (H, W) of positive integers, got {tuple(image_size)}")
+        self.feature_shape = tuple(int(s) for s in feature_shape)
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.config = config
+        self.upsamplings = count_upsamplings(self.feature_shape, self.image_size, config)
+
+        def act() -> nn.Module:
+            return nn.LeakyReLU(config.leaky_slope)
+
+        self.fc: nn.Sequential | None = None
+        layers: list[nn.Module] = []
+        if len(self.feature_shape) == 1:
+            dims = (self.feature_shape[0], *config.fc_widths, config.width * config.seed_side**2)
+            self.fc = nn.Sequential(*[m for a, b in zip(dims[:-1], dims[1:]) for m in (nn.Linear(a, b), act())])
+            channels = config.width
+        else:
+            channels = self.feature_shape[0]
+            for _ in range(config.pre_convs):
+                layers += [nn.Conv2d(channels, config.width, 3, padding=1), act()]
+                channels = config.width
+        for i in range(self.upsamplings):
+            out = max(config.width >> (i + 1), config.min_width)
+            layers += [nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1), act()]
+            for _ in range(config.stage_convs):
+                layers += [nn.Conv2d(out, out, 3, padding=1), act()]
+            channels = out
+        last = nn.Conv2d(channels, config.out_channels, 3, padding=1)
+        nn.init.constant_(last.bias, 0.5)
+        self.layers = nn.Sequential(*layers, last)
+
+    def check_features(self, features: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``features`` is a batch this decoder takes (any spatial size)."""
+        spatial = len(self.feature_shape) == 3
+        ok = isinstance(features, torch.Tensor) and features.dim() == len(self.feature_shape) + 1
+        if ok:
+            ok = features.shape[1] == self.feature_shape[0] and min(features.shape[1:]) >= 1
+        if not ok:
+            shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            expected = f"(B, {self.feature_shape[0]}, h, w)" if spatial else f"(B, {self.feature_shape[0]})"
+            raise ValueError(f"decoder: expected features of shape {expected}, got {shape}")
+
+    def forward(self, features: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+        self.check_features(features)
+        x = features * self.config.input_scale
+        if self.fc is not None:
+            side = self.config.seed_side
+            x = self.fc(x).view(-1, self.config.width, side, side)
+        x = self.layers(x)
+        size = (int(output_size[0]), int(output_size[1]))
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"feature_shape={self.feature_shape}, image_size={self.image_size}, upsamplings={self.upsamplings}"
+
+
+def build_decoder(
+    feature_shape: tuple[int, ...],
+    image_size: tuple[int, int] | None = None,
+    *,
+    config: DecoderConfig | None = None,
+    **overrides: Any,
+) -> Decoder:
+    """Build the decoder for features of ``feature_shape`` computed on ``image_size`` images.
+
+    Args:
+        feature_shape: ``representation.output_shape(H, W)``: ``(C, h, w)`` or ``(D,)``.
+        image_size: the training image size ``(H, W)`` (optional for vectors: 64×64).
+        config: base configuration (default :class:`DecoderConfig`).
+        overrides: :class:`DecoderConfig` fields to change, e.g. ``width=64``, ``out_channels=1``.
+
+    Raises:
+        ValueError: an unknown or invalid knob, or a shape the decoder cannot take.
+
+    Example:
+        >>> build_decoder((128, 4, 4), (64, 64), width=64).upsamplings
+        4
+    """
+    valid = [f.name for f in fields(DecoderConfig)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown decoder option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return Decoder(feature_shape, image_size, replace(config or DecoderConfig(), **overrides))

@@ -1,0 +1,114 @@
+"""Decoder architectures of the learned inverter: shapes for every representation, any size, budgets, gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from preimage import build_representation, list_representations
+from preimage.inversion.networks import Decoder, DecoderConfig, build_decoder, count_upsamplings
+
+SMALL_FC = {"fc_widths": (32,), "width": 16}  # a tiny vector decoder: the D&B widths are checked on `meta`
+
+
+def _representation(spec: str):
+    return build_representation(spec, weights="random") if ":" in spec else build_representation(spec)
+
+
+def _image_side(representation) -> int:
+    """A small valid side: 64, or more if the representation needs it (227 for CaffeNet's fc layers)."""
+    if getattr(representation, "max_size", None) is not None:
+        return 227
+    return max(64, representation.min_size[0])
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("spec", list_representations())
+def test_output_shape_for_every_representation(spec: str) -> None:
+    representation = _representation(spec)
+    side = _image_side(representation)
+    shape = representation.output_shape(side, side)
+    decoder = build_decoder(shape, (side, side), **(SMALL_FC if len(shape) == 1 else {"width": 32}))
+    with torch.no_grad():
+        out = decoder(torch.rand(1, *shape), output_size=(side, side))
+    assert out.shape == (1, 3, side, side)
+    # the decoder's own output is within SHORTFALL of the image, never a tiny map blown up
+    native = (shape[1] if len(shape) == 3 else decoder.config.seed_side) * 2**decoder.upsamplings
+    assert side / 1.2 <= native < 2 * side
+
+
+def test_fully_convolutional_on_another_size() -> None:
+    hog = build_representation("hog")
+    decoder = build_decoder(hog.output_shape(64, 64), (64, 64), width=32)
+    features = hog(torch.rand(1, 3, 96, 80))
+    assert features.shape[-2:] == (12, 10)
+    with torch.no_grad():
+        assert decoder(features, output_size=(96, 80)).shape == (1, 3, 96, 80)  # native 96x80: no resize
+        assert decoder(features, output_size=(101, 77)).shape == (1, 3, 101, 77)
+
+
+def test_vector_decoder_defaults_are_dosovitskiy_brox() -> None:
+    with torch.device("meta"):
+        decoder = build_decoder((4096,), None)
+    linears = [m for m in decoder.fc if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(4096, 4096)] * 3  # → 256 x 4 x 4
+    assert decoder.upsamplings == 4  # 4 x 4 → 64 x 64
+    out = decoder(torch.empty(2, 4096, device="meta"), output_size=(227, 227))
+    assert out.shape == (2, 3, 227, 227)
+    assert 50e6 < _params(decoder) < 52e6
+
+
+@pytest.mark.parametrize("spec", ["hog", "hogb", "dsift"])
+@pytest.mark.parametrize("side", [64, 128])
+def test_handcrafted_defaults_fit_the_bundle_budget(spec: str, side: int) -> None:
+    shape = build_representation(spec).output_shape(side, side)
+    with torch.device("meta"):
+        decoder = build_decoder(shape, (side, side))
+    assert _params(decoder) <= 5_000_000  # float32: a bundle of at most 20 MB
+
+
+def test_upsamplings_from_the_stride() -> None:
+    config = DecoderConfig()
+    assert count_upsamplings((31, 8, 8), (64, 64), config) == 3  # HOG: cell 8
+    assert count_upsamplings((128, 4, 4), (64, 64), config) == 4  # DSIFT: step 15
+    assert count_upsamplings((256, 13, 13), (227, 227), config) == 4  # conv5: stride 16, 227/13 = 17.5
+    assert count_upsamplings((64, 56, 56), (227, 227), config) == 2  # conv1: stride 4
+    assert count_upsamplings((4096,), (227, 227), config) == 6  # 4 x 4 → 256 x 256
+    assert count_upsamplings((31, 8, 8), None, DecoderConfig(upsamplings=2)) == 2
+    with pytest.raises(ValueError, match="image_size"):
+        count_upsamplings((31, 8, 8), None, config)
+
+
+def test_grey_output_and_knobs() -> None:
+    decoder = build_decoder((31, 4, 4), (32, 32), width=8, pre_convs=1, stage_convs=0, out_channels=1)
+    assert decoder(torch.rand(2, 31, 4, 4), (32, 32)).shape == (2, 1, 32, 32)
+    convs = [m for m in decoder.layers if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2  # one pre-conv and the output conv
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"out_channels": 2}, "out_channels"), ({"width": 0}, "width"), ({"leaky_slope": -1.0}, "leaky_slope"),
+     ({"fc_widths": 7}, "fc_widths"), ({"bogus": 1}, "unknown decoder option")],
+)
+def test_bad_knobs(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_decoder((31, 8, 8), (64, 64), **kwargs)
+
+
+def test_bad_features() -> None:
+    decoder = build_decoder((31, 4, 4), (32, 32), width=8)
+    with pytest.raises(ValueError, match=r"\(B, 31, h, w\)"):
+        decoder(torch.rand(1, 30, 4, 4), (32, 32))
+    with pytest.raises(ValueError, match="feature_shape"):
+        Decoder((31, 4), (32, 32))
+
+
+def test_gradients_flow_to_every_parameter_and_the_features() -> None:
+    decoder = build_decoder((128, 2, 2), (32, 32), width=16, min_width=8)
+    features = torch.rand(2, 128, 2, 2, requires_grad=True)
+    decoder(features, (30, 34)).square().mean().backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.parameters())
