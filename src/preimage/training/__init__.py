@@ -1,0 +1,1 @@
+"""Training learned inverters: image sources, the LightningDataModule."""

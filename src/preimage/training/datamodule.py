@@ -1,0 +1,158 @@
+"""The LightningDataModule of learned inverters: a weighted mixture of image sources (DESIGN §6).
+
+Example (keys of a config equal the constructor's arguments)::
+
+    cfg = OmegaConf.create({"sources": [{"kind": "builtin", "weight": 1.0},
+                                        {"kind": "folder", "weight": 3.0, "root": "/data/imagenet/train"}],
+                            "crop": 64, "batch_size": 32, "num_workers": 4})
+    dm = ImageDataModule(**cfg)
+
+Batches are float32 ``(B, 3, S, S)`` in ``[0, 1]`` (``(B, 1, S, S)`` with ``grey=True``), ``S = crop``.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Sampler
+
+from .sources import BuiltinPhotos, DeadLeaves, ImageFolder, ImageSource, Mixture
+
+__all__ = ["KINDS", "DEFAULT_SOURCES", "EpochSampler", "ImageDataModule"]
+
+#: Source kinds of the ``sources`` config and their classes.
+KINDS: dict[str, type[ImageSource]] = {"builtin": BuiltinPhotos, "dead_leaves": DeadLeaves, "folder": ImageFolder}
+#: The default training data: built-in photos and dead leaves, half and half.
+DEFAULT_SOURCES: tuple[dict[str, Any], ...] = ({"kind": "builtin", "weight": 0.5}, {"kind": "dead_leaves", "weight": 0.5})
+_SET_BY_MODULE = {"split", "crop", "length", "seed", "grey"}
+
+
+class EpochSampler(Sampler[int]):
+    """Indices ``epoch · length + π(i)``, ``π`` a permutation seeded by ``(seed, epoch)``: fresh items every epoch.
+
+    The epoch is what :meth:`set_epoch` last set (Lightning calls it before every epoch, also through its
+    distributed sampler wrapper), and advances by one after each iteration, for use without Lightning.
+    """
+
+    def __init__(self, length: int, seed: int = 0) -> None:
+        self.length, self.seed, self.epoch = int(length), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.length) + epoch * self.length
+        return iter(order.tolist())
+
+
+def _check_sources(sources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``sources`` config as plain dicts, with kinds, weights and per-source arguments checked."""
+    checked = []
+    for s in sources:
+        s = dict(s)
+        kind = s.get("kind")
+        if kind not in KINDS:
+            raise ValueError(f"source kind {kind!r} unknown; valid: {', '.join(KINDS)}")
+        if float(s.get("weight", 1.0)) < 0:
+            raise ValueError(f"source {kind!r}: weight must be >= 0, got {s['weight']}")
+        allowed = set(inspect.signature(KINDS[kind]).parameters) - _SET_BY_MODULE
+        unknown = set(s) - allowed - {"kind", "weight"}
+        if unknown:
+            raise ValueError(f"source {kind!r}: unknown keys {sorted(unknown)}; valid: {sorted(allowed)}")
+        if kind == "folder" and "root" not in s:
+            raise ValueError("source 'folder' needs a root")
+        checked.append(s)
+    if not checked or sum(float(s.get("weight", 1.0)) for s in checked) <= 0:
+        raise ValueError("sources: need at least one source with a positive weight")
+    return checked
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Training, validation and test crops from a weighted mixture of image sources.
+
+    Args:
+        sources: a list of ``{kind: builtin | dead_leaves | folder, weight: float (default 1), ...}``; other
+            keys go to the source's class (:class:`~preimage.training.sources.BuiltinPhotos`,
+            :class:`~preimage.training.sources.DeadLeaves`, :class:`~preimage.training.sources.ImageFolder`:
+            ``root`` required, ``fractions``, ``validate``, ``scale``, ...). Default :data:`DEFAULT_SOURCES`.
+        crop: side ``S`` of the square images, in pixels.
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        train_length: training items per epoch; every epoch draws new ones.
+        val_size: items of the fixed validation set.
+        test_size: items of the fixed test set (built-in photos: crops of ``TEST_PHOTOS`` only).
+        seed: the training stream.
+        eval_seed: the fixed val/test sets, kept apart from ``seed`` so that runs with different training
+            seeds are scored on the same images.
+        grey: one grey channel instead of RGB.
+        pin_memory: DataLoader ``pin_memory``.
+
+    Each split reads the same split of every source (split by source photograph), with the same weights.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Mapping[str, Any]] | None = None,
+        crop: int = 64,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        train_length: int = 10_000,
+        val_size: int = 256,
+        test_size: int = 256,
+        seed: int = 0,
+        eval_seed: int = 0,
+        grey: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.source_configs = _check_sources(DEFAULT_SOURCES if sources is None else sources)
+        self.data_train: ImageSource | None = None
+        self.data_val: ImageSource | None = None
+        self.data_test: ImageSource | None = None
+
+    def _build(self, split: str, length: int, seed: int) -> ImageSource:
+        hp = self.hparams
+        parts, weights = [], []
+        for s in self.source_configs:
+            kwargs = {k: v for k, v in s.items() if k not in ("kind", "weight")}
+            parts.append(KINDS[s["kind"]](split=split, crop=hp.crop, length=length, seed=seed, grey=hp.grey, **kwargs))
+            weights.append(float(s.get("weight", 1.0)))
+        return parts[0] if len(parts) == 1 else Mixture(parts, weights, length=length, seed=seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets ``stage`` needs (all for None); those already built are kept."""
+        hp = self.hparams
+        if stage in (None, "fit") and self.data_train is None:
+            self.data_train = self._build("train", hp.train_length, hp.seed)
+        if stage in (None, "fit", "validate") and self.data_val is None:
+            self.data_val = self._build("val", hp.val_size, hp.eval_seed)
+        if stage in (None, "test") and self.data_test is None:
+            self.data_test = self._build("test", hp.test_size, hp.eval_seed)
+
+    def _loader(self, dataset: ImageSource, sampler: Sampler[int] | None = None) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, shuffle=False, num_workers=hp.num_workers,
+                          pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        """New items every epoch (:class:`EpochSampler`)."""
+        self.setup("fit")
+        return self._loader(self.data_train, EpochSampler(len(self.data_train), self.hparams.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        """The fixed validation set, in order."""
+        self.setup("validate")
+        return self._loader(self.data_val)
+
+    def test_dataloader(self) -> DataLoader:
+        """The fixed test set, in order."""
+        self.setup("test")
+        return self._loader(self.data_test)
