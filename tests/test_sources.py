@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from preimage.photos import TEST_PHOTOS, TRAIN_PHOTOS
+from preimage.training.dead_leaves import dead_leaves, leaf_radii, power_law_radii
 from preimage.training.sources import (
-    VAL_PHOTOS, BuiltinPhotos, DeadLeaves, ImageFolder, Mixture, UnreadableImageWarning, builtin_split, dead_leaves,
-    leaf_radii, power_law_radii, split_of,
+    VAL_PHOTOS, BuiltinPhotos, DeadLeaves, ImageFolder, Mixture, UnreadableImageWarning, builtin_split, split_of,
 )
 
 
