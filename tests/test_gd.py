@@ -134,3 +134,11 @@ def test_mv2015_preset_is_deep_goggle() -> None:
         assert p["lambda_tv"] == lam and config_from_dict(p).iterations == 400 and not p["grey"]
     with pytest.raises(ValueError, match="unknown preset"):
         resolve_preset("nope", "hog")
+
+
+def test_preset_inheritance() -> None:
+    fast, mv = resolve_preset("fast", "hogb"), resolve_preset("mv2015", "hogb")
+    assert fast["clamp"] is True and config_from_dict(fast).iterations == 200
+    assert {k: v for k, v in fast.items() if k not in ("clamp", "schedule")} == {
+        k: v for k, v in mv.items() if k not in ("clamp", "schedule")}
+    assert resolve_preset("fast", "caffenet:conv5") == resolve_preset("mv2015", "caffenet:conv5")

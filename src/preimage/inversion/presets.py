@@ -2,7 +2,7 @@
 
 A preset file holds a ``defaults`` section and sections keyed by ``cnn`` (any CNN layer), a family
 (``alexnet``, ``caffenet``), a layer name (``conv3``) or an exact spec (``hog``, ``caffenet:fc8``),
-merged in that order of increasing specificity.
+merged in that order of increasing specificity. ``inherit: OTHER`` starts from preset OTHER's resolution.
 """
 from __future__ import annotations
 
@@ -29,7 +29,10 @@ def resolve_preset(name: str, spec: str) -> dict[str, Any]:
     preset = load_yaml(config_dir() / "presets" / f"{name}.yaml")
     family, _, layer = spec.partition(":")
     sections = ["defaults"] + (["cnn", family, layer] if layer else []) + [spec]
-    merged = OmegaConf.create()
+    parent = preset.get("inherit")
+    if parent == name:
+        raise ValueError(f"preset {name!r} inherits from itself")
+    merged = OmegaConf.create(resolve_preset(parent, spec) if parent else {})
     for section in dict.fromkeys(sections):
         if section in preset:
             merged = OmegaConf.merge(merged, preset[section])
