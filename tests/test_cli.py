@@ -63,7 +63,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("case", ["missing", "not_image", "truncated", "too_small", "unknown_rep", "unknown_layer",
                                   "unwritable", "nan", "non_numeric", "unknown_preset"])
-def test_bad_input_is_one_clear_line(tmp_path: Path, case: str) -> None:
+def test_bad_input_is_one_clear_line(tmp_path: Path, case: str, capsys) -> None:
     good = write_photo(tmp_path / "good.png", "camera", (0, 0, 40, 40))
     image, extra, out = str(good), [], str(tmp_path / "out")
     if case == "missing":
@@ -90,11 +90,18 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, case: str) -> None:
         extra = ["gd.lambda_tv=abc"]
     elif case == "unknown_preset":
         extra = ["preset=fast2099"]
-    proc = run_cli("invert", image, "--out", out, *FAST, *extra)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert main(["invert", image, "--out", out, *FAST, *extra]) == 2
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
     expect = {"missing": "nope.png", "not_image": "text.png", "truncated": "cut.png", "too_small": "smaller",
               "unknown_rep": "valid", "unknown_layer": "caffenet:conv1", "unwritable": "cannot write",
               "nan": "finite", "non_numeric": "number", "unknown_preset": "mv2015"}[case]
     assert expect in lines[0], lines[0]
+
+
+def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
+    """The real process: exit status 2 and one line on stderr."""
+    proc = run_cli("invert", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "missing.png" in proc.stderr and "Traceback" not in proc.stderr

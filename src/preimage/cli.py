@@ -1,13 +1,17 @@
 """The `preimage` console script. Thin: it parses arguments and configs, then calls the library.
 
     preimage invert --representation hog --method gd IMAGE... --out DIR [key=value ...]
+    preimage invert --method learned --checkpoint BUNDLE IMAGE... --out DIR [key=value ...]
+    preimage train --config configs/train/hog.yaml [key=value ...]
     preimage list
 """
 from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from omegaconf.errors import OmegaConfBaseException
@@ -31,6 +35,11 @@ def _invert(args: argparse.Namespace) -> int:
     cli = [f"representation={args.representation}"] if args.representation else []
     cli += [f"method={args.method}"] if args.method else []
     cfg = apply_overrides(cfg, cli + overrides)
+    if args.checkpoint:
+        cfg.checkpoint = args.checkpoint
+    explicit = args.config or args.representation or any(o.startswith("representation=") for o in overrides)
+    if cfg.method == "learned" and not explicit:
+        cfg.representation = None  # the default spec is for GD: a learned inverter takes its bundle's
     report = run_invert(cfg, images, args.out)
     for rec in report["images"]:
         fe = "n/a" if rec["feature_error"] is None else f"{rec['feature_error']:.2f}%"
@@ -39,6 +48,23 @@ def _invert(args: argparse.Namespace) -> int:
     for note in report["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.out}/metrics.json and overview.png ({report['device']})")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training.train import train
+
+    extra, overrides = _split_overrides(args.items)
+    if extra:
+        raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
+    path = Path(args.config)
+    if not path.suffix and not path.exists():  # a name: configs/train/<name>.yaml
+        path = config_dir() / "train" / f"{args.config}.yaml"
+    cfg = apply_overrides(load_yaml(path), overrides)
+    metrics, objects = train(cfg, command=shlex.join(["preimage", "train", "--config", args.config, *args.items]))
+    if objects["bundle"] is not None:  # DDP: rank 0 only
+        print(f"wrote {objects['bundle']} (TensorBoard: {objects['run_dir'] / 'tensorboard'})")
+        print("  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     return 0
 
 
@@ -57,12 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     inv = sub.add_parser("invert", help="invert images from a representation; writes PNG/NPY, overview.png, metrics.json",
                          description="Items are image paths (or builtin:NAME, e.g. builtin:camera) and key=value "
                                      "overrides of configs/invert/default.yaml, e.g. preset=mv2015 gd.restarts=3 device=cpu.")
-    inv.add_argument("items", nargs="+", metavar="IMAGE|key=value")
+    inv.add_argument("items", nargs="*", metavar="IMAGE|key=value")
     inv.add_argument("--representation", "-r", help="representation spec, e.g. hog, hogb, dsift, caffenet:conv3")
-    inv.add_argument("--method", "-m", choices=["gd"], help="inversion method (default gd)")
+    inv.add_argument("--method", "-m", choices=["gd", "learned"],
+                     help="inversion method: gd (optimisation, default) or learned (a trained decoder)")
+    inv.add_argument("--checkpoint", help="method learned: the inverter bundle (bundle.pt of `preimage train`)")
     inv.add_argument("--out", "-o", required=True, help="output folder (created)")
     inv.add_argument("--config", help="config YAML (default configs/invert/default.yaml)")
     inv.set_defaults(run=_invert)
+    trn = sub.add_parser("train", help="train a learned inverter; writes a run folder (TensorBoard, checkpoints, bundle.pt)",
+                         description="Items are key=value overrides of the config, e.g. trainer.max_steps=100 "
+                                     "run_dir=runs/try resume=true trainer.devices=2 trainer.strategy=ddp.")
+    trn.add_argument("items", nargs="*", metavar="key=value")
+    trn.add_argument("--config", "-c", required=True,
+                     help="training config YAML, or the name of one in configs/train (hog, hogb, dsift, tiny)")
+    trn.set_defaults(run=_train)
     lst = sub.add_parser("list", help="list the representation specs and GD presets")
     lst.set_defaults(run=_list)
     return parser
@@ -71,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Expected failures (bad input, bad config) print one line on stderr and return 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-")]
+    if unknown or (extra and not hasattr(args, "items")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if hasattr(args, "items"):  # positional items may come after options: image paths and key=value overrides
+        args.items = args.items + extra
     try:
         return args.run(args)
     except (ValueError, OSError, OmegaConfBaseException) as err:

@@ -1,0 +1,192 @@
+"""The `preimage train` job: train a learned inverter for one representation and export its bundle.
+
+A run directory (``run_dir``, default ``runs/<name>``) holds::
+
+    config.yaml           the resolved config of the latest invocation
+    tensorboard/          the TensorBoard run (events, hparams.yaml)
+    checkpoints/          best-step<N>.ckpt (lowest val/feature_error) and last.ckpt (Lightning checkpoints)
+    bundle.pt             the decoder of the best checkpoint, as an inverter bundle (DESIGN §3)
+
+``resume=true`` continues from ``checkpoints/last.ckpt`` with the global step, optimiser and schedule
+intact; without it, a run directory that already holds checkpoints is refused rather than overwritten.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from ..config import check_finite
+from ..inversion.learned import save_bundle
+from ..inversion.networks import Decoder, build_decoder
+from ..representations import Representation, build_representation
+from .datamodule import ImageDataModule
+from .module import InverterModule
+
+__all__ = ["DEFAULTS", "MONITOR", "build", "feature_scale", "resolve_config", "train"]
+
+#: Every key of a training config, with its default (configs/train/*.yaml set them all).
+DEFAULTS: dict[str, Any] = {
+    "name": "inverter",       # run name: run_dir defaults to runs/<name>
+    "run_dir": None,
+    "resume": False,          # continue from <run_dir>/checkpoints/last.ckpt
+    "seed": 0,                # pl.seed_everything: decoder initialisation (data.seed is the training stream)
+    "representation": "hog",
+    "representation_options": {},
+    "grey": False,            # invert grey images: sets data.grey and decoder.out_channels (1)
+    "data": {},               # ImageDataModule arguments
+    "decoder": {},            # DecoderConfig overrides; input_scale: auto = 1 / std of Φ on training crops
+    "optim": {},              # OptimizerConfig (AdamW)
+    "scheduler": {},          # SchedulerConfig
+    "lambda_feat": 0.0,
+    "image_log_every": 500,
+    "image_log_count": 8,
+    "progress": True,         # a tqdm progress bar
+    "trainer": {},            # pl.Trainer arguments: max_steps, val_check_interval, accelerator, devices, ...
+}
+MONITOR = "val/feature_error"
+_RESERVED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar")
+_SCALE_SAMPLES = 256
+
+
+def feature_scale(representation: Representation, dataset: torch.utils.data.Dataset, count: int = _SCALE_SAMPLES) -> float:
+    """``1 / std`` of Φ over the first ``count`` items of ``dataset`` (4 significant digits), for ``input_scale``."""
+    n = min(count, len(dataset))
+    with torch.no_grad():
+        values = [representation(torch.stack([dataset[k] for k in range(i, min(i + 32, n))])).flatten()
+                  for i in range(0, n, 32)]
+    std = float(torch.cat(values).std()) if n > 1 else 0.0
+    if not std > 0:
+        raise ValueError(f"decoder.input_scale=auto: {representation.spec} features of the first {n} training "
+                         "crops do not vary; give a number")
+    return float(f"{1.0 / std:.4g}")
+
+
+class _ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar without ``v_num`` (the logger's version, here always "tensorboard")."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        return {k: v for k, v in super().get_metrics(trainer, pl_module).items() if k != "v_num"}
+
+
+def resolve_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config over :data:`DEFAULTS` as plain values, checked: no unknown keys, finite numbers, a valid trainer.
+
+    ``grey`` is copied to ``data.grey`` and ``decoder.out_channels``; ``run_dir`` defaults to ``runs/<name>``.
+    """
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown training config key(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
+    merged = OmegaConf.merge(OmegaConf.create(DEFAULTS), cfg)
+    container = OmegaConf.to_container(merged, resolve=True)
+    check_finite(container)
+    if container["run_dir"] is None:
+        container["run_dir"] = f"runs/{container['name']}"
+    grey, data, decoder = bool(container["grey"]), container["data"], container["decoder"]
+    if data.get("grey", grey) != grey or decoder.get("out_channels", 1 if grey else 3) != (1 if grey else 3):
+        raise ValueError(f"grey={grey} sets data.grey and decoder.out_channels: do not set them otherwise")
+    data["grey"], decoder["out_channels"] = grey, 1 if grey else 3
+    trainer = container["trainer"]
+    reserved = sorted(set(trainer) & set(_RESERVED_TRAINER_KEYS))
+    if reserved:
+        raise ValueError(f"trainer.{reserved[0]} is set by `preimage train`; use the top-level keys instead")
+    steps, interval = trainer.get("max_steps"), trainer.get("val_check_interval")
+    if not (isinstance(steps, int) and isinstance(interval, int) and 0 < interval <= steps and steps % interval == 0):
+        raise ValueError("trainer.max_steps and trainer.val_check_interval must be positive integers, max_steps a "
+                         f"multiple of val_check_interval (so that the last step is checkpointed); got {steps}, {interval}")
+    return container
+
+
+def _best_decoder(decoder: Decoder, checkpoint: Path) -> tuple[Decoder, dict[str, Any]]:
+    """A CPU copy of ``decoder`` with the weights of a Lightning checkpoint of :class:`InverterModule`, and the checkpoint."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    best = copy.deepcopy(decoder).cpu()
+    best.load_state_dict({k[len("decoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("decoder.")})
+    return best.eval(), ckpt
+
+
+def build(c: dict[str, Any]) -> tuple[Representation, ImageDataModule, InverterModule]:
+    """Φ, the data and the module (with its decoder) of a resolved config; ``decoder.input_scale: auto`` is
+    replaced by its value in ``c``. The decoder's initial weights come from torch's global RNG (seed it first)."""
+    representation = build_representation(c["representation"], **c["representation_options"])
+    datamodule = ImageDataModule(**c["data"])
+    crop = int(datamodule.hparams.crop)
+    if c["decoder"].get("input_scale") == "auto":
+        datamodule.setup("fit")
+        c["decoder"]["input_scale"] = feature_scale(representation, datamodule.data_train)
+    decoder = build_decoder(representation.output_shape(crop, crop), (crop, crop), **c["decoder"])
+    module = InverterModule(representation, decoder, optimizer=c["optim"], scheduler=c["scheduler"],
+                            lambda_feat=c["lambda_feat"], grey=c["grey"], image_log_every=c["image_log_every"],
+                            image_log_count=c["image_log_count"])
+    return representation, datamodule, module
+
+
+def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train a decoder to invert ``cfg.representation`` and export ``<run_dir>/bundle.pt``.
+
+    Args:
+        cfg: a training config (configs/train/*.yaml + overrides; keys and defaults in :data:`DEFAULTS`).
+        command: the command line that started the run, recorded in the bundle's manifest.
+
+    Returns:
+        ``(metrics, objects)``: the validation metrics of the best checkpoint (the exported decoder);
+        and ``representation``, ``datamodule``, ``module`` (its decoder holds the last weights),
+        ``trainer``, ``checkpoint`` (the ModelCheckpoint callback), ``decoder`` (the best weights, on the CPU),
+        ``run_dir`` and ``bundle`` (the bundle's path; None on DDP ranks other than 0, which do not write it).
+
+    Raises:
+        ValueError: a bad config, ``resume=true`` with no ``last.ckpt``, or a run directory that already
+            holds checkpoints without ``resume=true``.
+    """
+    c = resolve_config(cfg)
+    run_dir = Path(c["run_dir"])
+    ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
+    if c["resume"] and not last.is_file():
+        raise ValueError(f"resume=true but {last} does not exist: nothing to resume")
+    if not c["resume"] and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
+        raise ValueError(f"{run_dir} already holds checkpoints: add resume=true to continue it, or set another run_dir")
+
+    pl.seed_everything(c["seed"], workers=True, verbose=False)
+    representation, datamodule, module = build(c)
+    # Lightning's save_last only refreshes last.ckpt when the best one changes: a second callback keeps it current.
+    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-step{step}", monitor=MONITOR, mode="min",
+                                 save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
+    latest = ModelCheckpoint(dirpath=str(ckpt_dir), filename=last.stem, save_top_k=1, enable_version_counter=False)
+    callbacks: list[pl.Callback] = [checkpoint, latest] + ([_ProgressBar()] if c["progress"] else [])
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+    try:
+        trainer = pl.Trainer(**{"check_val_every_n_epoch": None, **c["trainer"]}, logger=logger, callbacks=callbacks,
+                             default_root_dir=str(run_dir), enable_progress_bar=bool(c["progress"]))
+    except TypeError as err:  # an argument pl.Trainer does not take
+        raise ValueError(f"trainer: {err}") from None
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
+    with warnings.catch_warnings():  # Φ is in eval mode on purpose; a resumed run's folder holds checkpoints
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if c["resume"] else None)
+
+    if not checkpoint.best_model_path:
+        raise ValueError(f"no checkpoint was written to {ckpt_dir}: did validation run?")
+    best, ckpt = _best_decoder(module.decoder, Path(checkpoint.best_model_path))
+    metrics = dict(ckpt["val_metrics"])
+    bundle = None
+    if trainer.is_global_zero:
+        manifest = {
+            "spec": representation.spec, "params": representation.params,
+            "data": {**c["data"], "sources": datamodule.source_configs}, "steps": int(ckpt["global_step"]),
+            "metrics": metrics, "trained_steps": int(trainer.global_step), "train_seconds": module.train_seconds(),
+            "checkpoint": Path(checkpoint.best_model_path).name, "command": command, "config": c,
+        }
+        bundle = save_bundle(run_dir / "bundle.pt", best, manifest)
+    objects = {"representation": representation, "datamodule": datamodule, "module": module, "trainer": trainer,
+               "checkpoint": checkpoint, "decoder": best, "run_dir": run_dir, "bundle": bundle}
+    return metrics, objects

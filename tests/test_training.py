@@ -1,0 +1,216 @@
+"""Training learned inverters: a real Trainer on a tiny CPU budget, its logs, checkpoints, resume, bundle and CLI."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from preimage import build_representation
+from preimage.cli import main
+from preimage.config import apply_overrides, config_dir, load_yaml
+from preimage.images import load_image, to_grey
+from preimage.inversion.learned import LearnedInverter
+from preimage.inversion.networks import build_decoder
+from preimage.photos import load_photo
+from preimage.training.module import InverterModule, lr_factor
+from preimage.training.train import build, resolve_config, train
+
+SCALARS = {"train/loss", "train/lr", "train/images_per_s", "val/loss", "val/feature_error", "val/image_error",
+           "val/psnr", "val/ssim"}
+
+
+def tiny(run_dir: Path, *overrides: str) -> DictConfig:
+    """configs/train/tiny.yaml (4 steps, validation every 2) writing to ``run_dir``."""
+    return apply_overrides(load_yaml(config_dir() / "train" / "tiny.yaml"), [f"run_dir={run_dir}", *overrides])
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """One tiny training run, shared by the tests that only read it."""
+    torch.manual_seed(123)  # train() seeds itself: the global state before it must not matter
+    return train(tiny(tmp_path_factory.mktemp("fit") / "run"))
+
+
+def write_photo(path: Path, name: str, top: int, left: int, side: int = 48) -> Path:
+    arr = (load_photo(name).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)[top:top + side, left:left + side]
+    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(path)
+    return path
+
+
+def test_fit_writes_tensorboard_scalars_and_images(fitted: tuple[dict, dict]) -> None:
+    metrics, objects = fitted
+    acc = events(objects["run_dir"])
+    assert SCALARS <= set(acc.Tags()["scalars"])
+    assert "val/reconstructions" in acc.Tags()["images"]
+    assert [e.step for e in acc.Scalars("train/loss")] == [0, 1, 2, 3]
+    assert all(e.value > 0 for e in acc.Scalars("train/images_per_s"))
+    assert len(acc.Scalars("val/feature_error")) == 2  # validation every 2 of 4 steps
+    grid = acc.Images("val/reconstructions")[0]
+    assert (grid.width, grid.height) == (4 * 34 + 2, 2 * 34 + 2)  # 4 originals above their reconstructions, 32 px
+    assert set(metrics) == {"val/loss", "val/feature_error", "val/image_error", "val/psnr", "val/ssim"}
+    assert all(math.isfinite(v) for v in metrics.values()) and 0 < metrics["val/ssim"] < 1
+
+
+def test_checkpoints_best_and_last_without_the_representation(fitted: tuple[dict, dict]) -> None:
+    metrics, objects = fitted
+    ckpt_dir = objects["run_dir"] / "checkpoints"
+    names = sorted(p.name for p in ckpt_dir.iterdir())
+    assert len(names) == 2 and names[1] == "last.ckpt" and names[0].startswith("best-step"), names
+    last = torch.load(ckpt_dir / "last.ckpt", weights_only=True)
+    best = torch.load(objects["checkpoint"].best_model_path, weights_only=True)
+    assert last["global_step"] == 4 and objects["trainer"].global_step == 4
+    assert best["val_metrics"] == metrics
+    assert best["val_metrics"]["val/feature_error"] == pytest.approx(float(objects["checkpoint"].best_model_score))
+    assert all(k.startswith("decoder.") for k in last["state_dict"])  # Φ is rebuilt from its spec
+    for key, value in objects["module"].decoder.state_dict().items():  # the module ends with the last weights
+        assert torch.equal(last["state_dict"][f"decoder.{key}"], value)
+
+
+def test_bundle_round_trip_is_bit_identical(fitted: tuple[dict, dict]) -> None:
+    metrics, objects = fitted
+    raw = torch.load(objects["bundle"], weights_only=True)
+    manifest = raw["manifest"]
+    best_step = torch.load(objects["checkpoint"].best_model_path, weights_only=True)["global_step"]
+    assert manifest["spec"] == "hog" and manifest["steps"] == best_step and manifest["trained_steps"] == 4
+    assert manifest["metrics"] == metrics and manifest["data"]["grey"] is True and manifest["image_size"] == [32, 32]
+    assert manifest["decoder"]["out_channels"] == 1 and manifest["decoder"]["input_scale"] > 0
+    inverter = LearnedInverter.from_bundle(objects["bundle"])
+    images = to_grey(torch.rand(3, 3, 40, 48))
+    with torch.no_grad():
+        features = inverter.representation(images)
+        assert torch.equal(inverter.decoder(features, (40, 48)), objects["decoder"](features, (40, 48)))
+        assert torch.equal(inverter(images), objects["decoder"](features, (40, 48)).clamp(0, 1))
+
+
+def test_cli_train_is_seeded_and_reproducible(fitted: tuple[dict, dict], tmp_path: Path, capsys) -> None:
+    """The console entry point with overrides; the same seed gives the same weights as the fixture's run."""
+    run_dir = tmp_path / "cli"
+    assert main(["train", "--config", "tiny", f"run_dir={run_dir}", "progress=false"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {run_dir / 'bundle.pt'}" in out and "val/feature_error" in out
+    mine, theirs = (torch.load(p, weights_only=True) for p in (run_dir / "bundle.pt", fitted[1]["bundle"]))
+    assert mine["state_dict"].keys() == theirs["state_dict"].keys()
+    assert all(torch.equal(mine["state_dict"][k], theirs["state_dict"][k]) for k in mine["state_dict"])
+    assert mine["manifest"]["command"].startswith("preimage train --config tiny run_dir=")
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_resume_continues_from_the_saved_step(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _, first = train(tiny(run_dir, "trainer.max_steps=2"))
+    assert first["trainer"].global_step == 2
+    _, second = train(tiny(run_dir, "resume=true", "trainer.max_steps=4"))
+    assert second["trainer"].global_step == 4
+    assert second["module"].lr_schedulers().last_epoch == 4  # the schedule carried on too
+    steps = [e.step for e in events(run_dir).Scalars("train/loss")]
+    assert steps == [0, 1, 2, 3]  # the second fit logged steps 2 and 3 only: it did not restart from 0
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_run_dir_errors_are_one_line(fitted: tuple[dict, dict], tmp_path: Path, capsys) -> None:
+    cases = [([f"run_dir={tmp_path / 'empty'}", "resume=true"], "nothing to resume"),
+             ([f"run_dir={fitted[1]['run_dir']}"], "already holds checkpoints"),
+             ([f"run_dir={tmp_path / 'x'}", "lamda_feat=1"], "unknown training config key(s) lamda_feat"),
+             ([f"run_dir={tmp_path / 'x'}", "trainer.max_steps=5"], "multiple of val_check_interval"),
+             ([f"run_dir={tmp_path / 'x'}", "data.grey=false"], "grey=True sets data.grey"),
+             ([f"run_dir={tmp_path / 'x'}", "optim.momentum=0.9"], "unknown optimizer option(s) momentum")]
+    for overrides, expected in cases:
+        assert main(["train", "-c", "tiny", *overrides]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (overrides, lines)
+
+
+@pytest.mark.parametrize("path", sorted((config_dir() / "train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_train_config_builds(path: Path) -> None:
+    c = resolve_config(load_yaml(path))
+    representation, datamodule, module = build(c)
+    assert representation.spec == c["representation"] and module.grey == c["grey"]
+    assert isinstance(c["decoder"]["input_scale"], float)  # auto → a number
+    crop = datamodule.hparams.crop
+    x = torch.rand(2, 1 if c["grey"] else 3, crop, crop)
+    with torch.no_grad():
+        assert module.model_step(x)["recon"].shape == x.shape
+
+
+def test_feature_term_backpropagates_through_the_representation() -> None:
+    representation = build_representation("hog")
+    decoder = build_decoder(representation.output_shape(32, 32), (32, 32), width=8, pre_convs=1, min_width=4,
+                            out_channels=1)
+    batch = torch.rand(3, 1, 32, 32)
+    batch[0] = 0.5  # a flat crop: Φ is all zero, left out of the normalised feature term
+    plain = InverterModule(representation, decoder, grey=True).model_step(batch)
+    assert set(plain) == {"images", "features", "recon", "loss"}
+    out = InverterModule(representation, decoder, lambda_feat=0.5, grey=True).model_step(batch)
+    assert torch.isfinite(out["feature_loss"]) and out["feature_loss"] > 0
+    assert torch.allclose(out["loss"], out["image_mse"] + 0.5 * out["feature_loss"])
+    decoder.zero_grad()
+    out["feature_loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in decoder.parameters())
+    with pytest.raises(ValueError, match="out_channels=3"):
+        InverterModule(representation, decoder, grey=False)
+    with pytest.raises(ValueError, match="unknown name"):
+        InverterModule(representation, decoder, grey=True, scheduler={"name": "linear"})
+
+
+def test_lr_schedules() -> None:
+    assert [lr_factor(s, total_steps=10, warmup_steps=2) for s in (0, 1, 2)] == [0.5, 1.0, 1.0]
+    assert lr_factor(10, total_steps=10, min_factor=0.1) == pytest.approx(0.1)
+    assert [lr_factor(s, total_steps=10, name="step", step_size=3, gamma=0.5) for s in (2, 3, 6)] == [1, 0.5, 0.25]
+    assert lr_factor(7, total_steps=10, name="constant", warmup_steps=2) == 1.0
+
+
+def test_invert_learned_writes_the_outputs_of_gd(fitted: tuple[dict, dict], tmp_path: Path, capsys) -> None:
+    bundle = fitted[1]["bundle"]
+    a = write_photo(tmp_path / "a.png", "astronaut", 60, 100)
+    b = write_photo(tmp_path / "b.png", "camera", 100, 200, side=40)
+    out = tmp_path / "out"
+    assert main(["invert", "--method", "learned", "--checkpoint", str(bundle), str(a), str(b), "--out", str(out),
+                 "device=cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "a.png", "b.npy", "b.png", "metrics.json", "overview.png"]
+    report = json.loads((out / "metrics.json").read_text())
+    for rec in report["images"]:
+        for key in ("feature_error", "normalized_loss", "image_error", "psnr", "ssim", "seconds"):
+            assert isinstance(rec[key], float) and math.isfinite(rec[key]), key
+    assert report["representation"]["spec"] == "hog" and report["config"]["representation"] == "hog"
+    assert report["learned"]["checkpoint"] == str(bundle) and report["learned"]["grey"] is True
+    recon = np.load(out / "a.npy")
+    assert recon.dtype == np.float32 and recon.shape == (48, 48, 1)
+    with torch.no_grad():
+        expected = LearnedInverter.from_bundle(bundle)(load_image(a, grey=True)[None])[0]
+    assert np.array_equal(recon, expected.permute(1, 2, 0).numpy())
+
+
+@pytest.mark.parametrize("case", ["lightning_ckpt", "other_representation", "truncated", "no_checkpoint"])
+def test_invert_learned_bad_checkpoint_is_one_line(fitted: tuple[dict, dict], tmp_path: Path, case: str,
+                                                   capsys) -> None:
+    objects = fitted[1]
+    image = write_photo(tmp_path / "a.png", "camera", 0, 0, side=40)
+    args = ["--checkpoint", str(objects["bundle"])]
+    if case == "lightning_ckpt":
+        args = ["--checkpoint", str(objects["run_dir"] / "checkpoints" / "last.ckpt")]
+    elif case == "other_representation":
+        args += ["-r", "dsift"]
+    elif case == "truncated":
+        cut = tmp_path / "cut.pt"
+        cut.write_bytes(Path(objects["bundle"]).read_bytes()[:2000])
+        args = ["--checkpoint", str(cut)]
+    elif case == "no_checkpoint":
+        args = []
+    assert main(["invert", "--method", "learned", *args, str(image), "--out", str(tmp_path / "o")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    expected = {"lightning_ckpt": "Lightning training checkpoint", "other_representation": "not the 'dsift'",
+                "truncated": "truncated or corrupt", "no_checkpoint": "--checkpoint PATH"}[case]
+    assert len(lines) == 1 and expected in lines[0], lines
