@@ -1,0 +1,102 @@
+"""``preimage analyze {invariance,window,groups,maximize,caricature} [IMAGE ...] [key=value ...] [--out DIR]``.
+
+Thin: loads ``configs/analyze/<kind>.yaml`` (or ``--config``), applies the overrides, calls the analysis.
+Image arguments replace the config's ``images``; ``key=value`` items override any key.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+from typing import Any, Callable
+
+from omegaconf import OmegaConf
+
+from ..config import apply_overrides, check_finite, config_dir, load_yaml
+
+__all__ = ["add_analyze_parser", "run_analysis"]
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+_HELP = {
+    "invariance": "several reconstructions per image from different random starts, per layer (M&V Fig. 1, 7)",
+    "window": "reconstruct from a central k x k window of neurons, its receptive field boxed (M&V Fig. 9)",
+    "groups": "reconstruct from one channel group, e.g. CaffeNet's two streams (M&V Fig. 10)",
+    "maximize": "images that maximise one neuron or channel per layer (M&V IJCV 2016)",
+    "caricature": "exaggerate what a layer detects in an image (M&V IJCV 2016)",
+}
+
+
+def _analyses() -> dict[str, Callable[..., dict[str, Any]]]:
+    from .studies import groups, invariance, window
+    from .visualise import caricature, maximize
+
+    return {"invariance": invariance, "window": window, "groups": groups, "maximize": maximize,
+            "caricature": caricature}
+
+
+def run_analysis(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Call analysis ``kind`` with ``settings`` (its config as a plain dict); unknown keys are a ``ValueError``."""
+    analyses = _analyses()
+    if kind not in analyses:
+        raise ValueError(f"unknown analysis {kind!r}; valid: {', '.join(analyses)}")
+    fn = analyses[kind]
+    valid = list(inspect.signature(fn).parameters)
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)} for analyze {kind}; valid: {', '.join(valid)}")
+    check_finite(settings)
+    return fn(**settings)
+
+
+def _summary(figures: dict[str, Any]) -> dict[str, float]:
+    """The real-valued figures of one layer, lists (of lists) replaced by their mean, for printing."""
+    summary = {}
+    for key, value in figures.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            summary.update({f"{key}[{i}].{k}": v for i, d in enumerate(value) for k, v in _summary(d).items()})
+            continue
+        if f"{key}_mean" in figures or f"{key.removesuffix('_percent')}_mean_percent" in figures:
+            continue
+        flat = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+        values = [v for row in flat for v in (row if isinstance(row, list) else [row])]
+        if values and all(isinstance(v, float) for v in values):
+            summary[key] = sum(values) / len(values)
+    return summary
+
+
+def _run(args: argparse.Namespace) -> int:
+    items = list(args.items)
+    overrides = [i for i in items if _OVERRIDE.match(i)]
+    images = [i for i in items if not _OVERRIDE.match(i)]
+    cfg = load_yaml(args.config) if args.config else load_yaml(config_dir() / "analyze" / f"{args.kind}.yaml")
+    if images:
+        if "images" not in cfg:
+            raise ValueError(f"analyze {args.kind} takes no images, got {' '.join(images)}")
+        cfg.images = images
+    cfg = apply_overrides(cfg, overrides)
+    if args.out:
+        cfg.out = args.out
+    report = run_analysis(args.kind, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    for spec, figures in report["figures"].items():
+        print(f"{spec}: " + "  ".join(f"{k} {v:.4g}" for k, v in _summary(figures).items()))
+    for note in report["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    out = report["config"]["out"]
+    print(f"wrote {out}/{args.kind}.png and {out}/{args.kind}.json ({report['device']}, {report['seconds']:.1f} s)")
+    return 0
+
+
+def add_analyze_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add ``analyze <kind> ...`` to a ``preimage`` sub-command set; each kind runs via ``args.run(args)``."""
+    parser = subparsers.add_parser("analyze", help="analyses from the papers: invariance, window, groups, maximize, "
+                                                   "caricature; each writes <out>/<kind>.png and <kind>.json")
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(_HELP) + "}")
+    for kind, text in _HELP.items():
+        sub = kinds.add_parser(kind, help=text, description=f"{text}. Items are image paths (or builtin:NAME) and "
+                                                            f"key=value overrides of configs/analyze/{kind}.yaml.")
+        sub.add_argument("items", nargs="*", metavar="IMAGE|key=value")
+        sub.add_argument("--out", "-o", help="output folder (default: the config's out)")
+        sub.add_argument("--config", help=f"config YAML (default configs/analyze/{kind}.yaml)")
+        sub.set_defaults(run=_run)
+    return parser

@@ -1,0 +1,129 @@
+"""What the analyses share: images at one size, representations and GD settings per spec, boxes, reports."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..evaluation.invert import resolve_image_path, unique_stems, versions
+from ..images import grid, load_image, save_png
+from ..inversion.gd import GDConfig, config_from_dict
+from ..inversion.presets import resolve_preset
+from ..representations import Representation, build_representation
+
+__all__ = ["build", "check_layers", "check_size", "draw_box", "enlarge", "fit", "gd_config", "gd_record",
+           "load_images", "plan", "random_weight_note", "square", "write_report"]
+
+RANDOM_NOTE = "made with RANDOM CNN weights ({specs}): not the pretrained network; the pictures show nothing it learned"
+
+
+def square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The central square of ``(C, H, W)`` resized to ``size`` × ``size`` (bilinear, antialiased), in ``[0, 1]``."""
+    h, w = image.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = image[:, top:top + side, left:left + side]
+    if side == size:
+        return crop.clone()
+    return F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[0].clamp(0, 1)
+
+
+def load_images(items: Sequence[str], size: int) -> tuple[list[str], torch.Tensor]:
+    """Images (paths or ``builtin:NAME``) as ``(stems, (N, 3, size, size))`` in ``[0, 1]``, grey replicated to RGB."""
+    if isinstance(items, str) or not items:
+        raise ValueError("images must be a non-empty list of paths or builtin:NAME")
+    check_size(size)
+    paths = [resolve_image_path(str(i)) for i in items]
+    batch = torch.stack([square(load_image(p).expand(3, -1, -1), size) for p in paths])
+    return unique_stems(paths), batch
+
+
+def check_size(size: Any, name: str = "size") -> int:
+    """``size`` as a positive int, or ``ValueError``."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{name} must be a positive number of pixels, got {size!r}")
+    return size
+
+
+def check_layers(layers: Sequence[str]) -> list[str]:
+    """A non-empty list of representation specs (checked when built)."""
+    if isinstance(layers, str) or not layers:
+        raise ValueError("layers must be a non-empty list of representation specs, e.g. [hog, caffenet:conv3]")
+    return [str(s) for s in layers]
+
+
+def build(spec: str, weights: str) -> Representation:
+    """``build_representation(spec)``, with ``weights`` for CNN specs (``family:layer``)."""
+    return build_representation(spec, weights=weights) if ":" in spec else build_representation(spec)
+
+
+def fit(representation: Representation, size: int) -> tuple[int, ...]:
+    """Φ's output shape for ``size`` × ``size`` images; ``ValueError`` naming the spec if it takes none."""
+    try:
+        representation.check_input(torch.zeros(1, 3, size, size))
+    except ValueError as err:
+        raise ValueError(f"{representation.spec} at size={size}: {err}") from None
+    return tuple(representation.output_shape(size, size))
+
+
+def plan(layers: Sequence[str], size: int, weights: str, preset: str, gd: Mapping[str, Any] | None,
+         **fixed: Any) -> list[tuple[str, Representation, tuple[int, ...], GDConfig]]:
+    """Every layer's ``(spec, representation, output shape at size, GD config)``, built before any GD runs.
+
+    So that a bad layer, size or setting fails at once, not after the layers before it have run.
+    """
+    check_size(size)
+    steps = []
+    for spec in check_layers(layers):
+        rep = build(spec, weights)
+        steps.append((spec, rep, fit(rep, size), gd_config(preset, spec, gd, **fixed)))
+    return steps
+
+
+def gd_config(preset: str, spec: str, overrides: Mapping[str, Any] | None, **fixed: Any) -> GDConfig:
+    """The preset's settings for ``spec``, then ``overrides`` (the ``gd`` key), then ``fixed``."""
+    return config_from_dict({**resolve_preset(preset, spec), **dict(overrides or {}), **fixed})
+
+
+def gd_record(config: GDConfig) -> dict[str, Any]:
+    """A GD config as JSON-ready values."""
+    return {**vars(config), "schedule": [list(s) for s in config.schedule], "pixel_mean": list(config.pixel_mean),
+            "iterations": config.iterations}
+
+
+def draw_box(image: torch.Tensor, box: tuple[int, int, int, int], colour: Sequence[float] = (1.0, 0.0, 0.0),
+             width: int = 1) -> torch.Tensor:
+    """A copy of ``(C, H, W)`` as RGB with the outline of ``box = (top, left, bottom, right)`` (inclusive) drawn."""
+    out = image.expand(3, -1, -1).clone()
+    top, left, bottom, right = box
+    c = torch.tensor(colour, dtype=out.dtype).view(3, 1, 1)
+    out[:, top:top + width, left:right + 1] = c
+    out[:, bottom - width + 1:bottom + 1, left:right + 1] = c
+    out[:, top:bottom + 1, left:left + width] = c
+    out[:, top:bottom + 1, right - width + 1:right + 1] = c
+    return out
+
+
+def enlarge(image: torch.Tensor, min_side: int = 96) -> torch.Tensor:
+    """``(C, H, W)`` magnified by the smallest integer factor that makes it ``min_side`` tall (nearest), for viewing."""
+    factor = max(1, -(-min_side // image.shape[-2]))
+    return image.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+
+
+def random_weight_note(representations: Sequence[Representation]) -> list[str]:
+    """The note every output made with random CNN weights carries (empty otherwise)."""
+    specs = [r.spec for r in representations if getattr(r, "random_weights", False)]
+    return [RANDOM_NOTE.format(specs=", ".join(specs))] if specs else []
+
+
+def write_report(out: Path, kind: str, rows: Sequence[Sequence[torch.Tensor]], col_labels: Sequence[str] | None,
+                 row_labels: Sequence[str], report: dict[str, Any]) -> dict[str, Any]:
+    """Write ``<out>/<kind>.png`` (the labelled grid) and ``<out>/<kind>.json`` (``report`` + versions); return it."""
+    save_png(grid(rows, col_labels=col_labels, row_labels=row_labels), out / f"{kind}.png")
+    report = {"kind": kind, **report, "versions": versions()}
+    (out / f"{kind}.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,110 @@
+"""Theoretical receptive fields of representation neurons, in input pixels.
+
+Convention:
+    A field is ``(size, stride, offset)``: neuron ``i`` along an axis (row ``i`` along y, column ``i`` along x)
+    depends on input pixels ``offset + stride·i`` to ``offset + stride·i + size − 1`` inclusive, and on no
+    other pixel (the same numbers hold for both axes: every kernel here is square). ``offset`` may be
+    negative (padding); clip to the image with :meth:`ReceptiveField.span`. The field is the *support* of
+    the dependency (where ∂Φ/∂x can be non-zero), not the nominal footprint, so that the gradient of a
+    neuron is exactly zero outside it (and, for the last row or column of a map, may also be zero on the
+    last few pixels of the image, which floor rounding leaves to no neuron):
+
+    - CNN layers: computed from the kernels, strides, paddings and dilations of ``representation.layers``
+      (ReLU and local response normalisation act within one position). Fully connected layers see the
+      whole pool5 map that fc6 flattens (6×6, from the canonical 227×227 input, where AlexNet's adaptive
+      pool is the identity).
+    - HOG (cell ``c``): a cell's tent (bilinear) pooling reaches ``2c`` pixels, from ``c·i − c//2``; block
+      normalisation brings in the neighbouring cell on each side (``4c``), and the central-difference
+      gradient one more pixel on each side: ``size = 4c + 2``, ``stride = c``, ``offset = −c − c//2 − 1``.
+    - DSIFT (bin ``b``, step ``s``): the 4×4 bins span ``4b`` nominally; their triangular binning reaches
+      ``b − 1`` pixels past the outer bin centres, and the gradient stencil one more:
+      ``size = 5b + 1``, ``stride = s``, ``offset = −b``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import nn
+
+from ..representations import Representation
+from ..representations.cnn import CNNRepresentation, _Flatten
+from ..representations.dsift import NUM_BINS_XY, DenseSIFT
+from ..representations.hog import HOG
+
+__all__ = ["ReceptiveField", "receptive_field"]
+
+class ReceptiveField(NamedTuple):
+    """The input pixels a neuron depends on (see the module's Convention). Units: pixels."""
+
+    size: int
+    stride: int
+    offset: int
+
+    def span(self, first: int, last: int, limit: int | None = None) -> tuple[int, int]:
+        """Pixels ``(start, end)`` (inclusive) seen by neurons ``first..last`` along one axis, clipped to ``[0, limit)``."""
+        start, end = self.offset + self.stride * first, self.offset + self.stride * last + self.size - 1
+        if limit is not None:
+            start, end = max(start, 0), min(end, limit - 1)
+        return start, end
+
+
+def _square(value: int | tuple[int, ...], what: str, name: str) -> int:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if pair[0] != pair[1]:
+        raise ValueError(f"receptive field: layer {name} has a non-square {what} {pair}")
+    return int(pair[0])
+
+
+def _cnn_field(layers: nn.Sequential, layer: str) -> ReceptiveField:
+    names = [n for n, _ in layers.named_children()]
+    if layer not in names:
+        raise ValueError(f"receptive field: no layer {layer!r} in this representation; valid: {', '.join(names)}")
+    size, stride, offset = 1, 1, 0
+    for name, module in layers.named_children():
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k = _square(module.kernel_size, "kernel", name)
+            s = _square(module.stride, "stride", name)
+            p = _square(module.padding, "padding", name)
+            d = _square(getattr(module, "dilation", 1), "dilation", name)
+            offset -= p * stride
+            size += (k - 1) * d * stride
+            stride *= s
+        elif isinstance(module, _Flatten):  # the next Linear sees every position of the (6×6) map it flattens
+            size += (_square(module.size, "map", name) - 1) * stride
+        elif not isinstance(module, (nn.ReLU, nn.LocalResponseNorm, nn.Linear, nn.AdaptiveAvgPool2d)):
+            raise ValueError(f"receptive field: layer {name} ({type(module).__name__}) is not supported")
+        if name == layer:
+            break
+    return ReceptiveField(size, stride, offset)
+
+
+def receptive_field(representation: Representation, layer: str | None = None) -> ReceptiveField:
+    """The receptive field of a neuron of ``representation`` (or of one of its CNN layers).
+
+    Args:
+        representation: a CNN layer (``alexnet:*``, ``caffenet:*``), ``hog``, ``hogb`` or ``dsift``.
+        layer: for CNNs, any layer the representation keeps (default: its own output layer); must be
+            ``None`` for HOG and DSIFT.
+
+    Returns:
+        ``(size, stride, offset)`` in pixels, see the module's Convention.
+
+    Raises:
+        ValueError: an unsupported representation or layer.
+
+    Example:
+        >>> from preimage import build_representation
+        >>> receptive_field(build_representation("caffenet:conv2", weights="random"))
+        ReceptiveField(size=51, stride=8, offset=-16)
+    """
+    if isinstance(representation, CNNRepresentation):
+        return _cnn_field(representation.layers, layer or representation.layer)
+    if layer is not None:
+        raise ValueError(f"receptive field: {representation.spec} has no layers; pass layer=None")
+    if isinstance(representation, HOG):
+        c = representation.cell_size
+        return ReceptiveField(4 * c + 2, c, -c - c // 2 - 1)
+    if isinstance(representation, DenseSIFT):
+        b, s = representation.params["bin_size"], representation.params["step"]
+        return ReceptiveField((NUM_BINS_XY + 1) * b + 1, s, -b)
+    raise ValueError(f"receptive field: not defined for {representation.spec or type(representation).__name__}")
