@@ -13,29 +13,16 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from preimage import build_representation
+from preimage.evaluation.compare import grey_square
 from preimage.evaluation.metrics import feature_error, image_error, mean_std
-from preimage.images import to_grey
 from preimage.inversion.gd import config_from_dict, invert_gd
 from preimage.inversion.presets import resolve_preset
-from preimage.photos import TEST_PHOTOS, load_photo
+from preimage.photos import TEST_PHOTOS
 
 PAPER = {"hog": (28.10, 7.9), "hogb": (10.67, 5.2), "dsift": (10.89, 7.5)}
 OPTIONS = {"hog": {"texture": False}, "hogb": {"texture": False}, "dsift": {}}
-
-
-def grey_square(name: str, size: int) -> torch.Tensor:
-    """Built-in photo ``name`` as grey ``(1, size, size)`` in [0, 1]: shorter side resized to size, centre crop."""
-    x = load_photo(name)[None]
-    x = to_grey(x) if x.shape[1] == 3 else x
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    x = F.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bicubic", antialias=True, align_corners=False)
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[0, :, top:top + size, left:left + size].clamp(0, 1)
 
 
 def main() -> None:

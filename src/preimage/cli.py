@@ -3,6 +3,7 @@
     preimage invert --representation hog --method gd IMAGE... --out DIR [key=value ...]
     preimage invert --method learned --checkpoint BUNDLE IMAGE... --out DIR [key=value ...]
     preimage train --config configs/train/hog.yaml [key=value ...]
+    preimage compare [--config configs/compare/default.yaml] [key=value ...]
     preimage list
 """
 from __future__ import annotations
@@ -68,6 +69,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from .evaluation.compare import command_line, run_compare
+
+    extra, overrides = _split_overrides(args.items)
+    if extra:
+        raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
+    cfg = apply_overrides(load_yaml(args.config or config_dir() / "compare" / "default.yaml"), overrides)
+    argv = (["--config", args.config] if args.config else []) + list(args.items)
+    result = run_compare(cfg, command=command_line(argv))
+    if result is None:  # DDP: rank 0 reports
+        return 0
+    print(result["table"])
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {result['config']['run_dir']}/results.json, results.csv, report.md, grid.png "
+          f"({result['device']}, {result['total_seconds']:.1f} s)")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .inversion.presets import list_presets
     from .representations import list_representations
@@ -98,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--config", "-c", required=True,
                      help="training config YAML, or the name of one in configs/train (hog, hogb, dsift, tiny)")
     trn.set_defaults(run=_train)
+    cmp = sub.add_parser("compare", help="GD, learned and hybrid inverters side by side: results.json/.csv, report.md, "
+                                          "grid.png, TensorBoard",
+                         description="Items are key=value overrides of configs/compare/default.yaml, e.g. "
+                                     "images=DIR limit=10 methods=[gd,learned] representations=[hog] device=cpu "
+                                     "devices=2 strategy=ddp.")
+    cmp.add_argument("items", nargs="*", metavar="key=value")
+    cmp.add_argument("--config", "-c", help="compare config YAML (default configs/compare/default.yaml)")
+    cmp.set_defaults(run=_compare)
     lst = sub.add_parser("list", help="list the representation specs and GD presets")
     lst.set_defaults(run=_list)
     return parser

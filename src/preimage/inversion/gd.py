@@ -183,7 +183,8 @@ def _jittered(fn: Energy, jitter: int, generators: list[torch.Generator]) -> Ene
 
 def invert_gd(representation: Representation, images: torch.Tensor, config: GDConfig, *,
               mask: torch.Tensor | None = None, device: str | torch.device | None = None,
-              progress: bool = True, callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> GDResult:
+              progress: bool = True, callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+              init: torch.Tensor | None = None) -> GDResult:
     """Reconstruct each image of a batch from its representation by gradient descent.
 
     Args:
@@ -194,6 +195,9 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
         progress: show a progress bar.
         callback: ``callback(t, pixels (B·R, C, H, W), energy (B·R,))`` after each step.
+        init: optional starting images ``(B, C, H, W)`` in ``[0, 1]`` (converted to grey if ``config.grey``)
+            instead of the random start: every restart of image i starts exactly at ``init[i]``, no noise
+            (e.g. a learned inverter's reconstruction, to refine it with a few GD steps).
 
     Returns:
         :class:`GDResult` with ``images`` ``(B, R, C', H, W)``.
@@ -222,8 +226,18 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
             mask = mask.repeat_interleave(r, dim=0)
 
     generators = [torch.Generator().manual_seed(config.seed + k) for _ in range(b) for k in range(r)]
-    starts = torch.stack([torch.randn(c, h, w, generator=g) for g in generators])
-    starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
+    if init is None:
+        starts = torch.stack([torch.randn(c, h, w, generator=g) for g in generators])
+        starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
+    else:
+        start_images = init.to(dev, torch.float32)
+        if config.grey and start_images.dim() == 4 and start_images.shape[1] == 3:
+            start_images = to_grey(start_images)
+        if tuple(start_images.shape) != (b, c, h, w):
+            raise ValueError(f"init must be the starting images (B, C, H, W) = {(b, c, h, w)}, got {tuple(init.shape)}")
+        if not bool(torch.isfinite(start_images).all()):
+            raise ValueError("init has NaN or infinite values")
+        starts = pixels.from_image(start_images).repeat_interleave(r, dim=0)
 
     data_term: Energy = FeatureReconstruction(representation, target, pixels, mask)
     if config.jitter:

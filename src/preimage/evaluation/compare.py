@@ -1,0 +1,420 @@
+"""The `preimage compare` job: GD, learned and hybrid inverters side by side on one image set.
+
+For every representation × method the images are reconstructed (through Lightning's predict loop, so that
+``devices=N strategy=ddp`` shards them over processes, GPUs or nodes), gathered on rank 0, scored with
+evaluation/metrics.py over the whole set and written to one run directory::
+
+    results.json   a record per image × representation × method, the summary, the resolved config,
+                   the per-representation method settings, device, versions and notes
+    results.csv    the records as a table
+    report.md      mean ± std per representation × method, the paper's figures beside (marked as such)
+    grid.png       rows = images; per representation: original | gd | learned | hybrid
+    tensorboard/   the same table as text and the grid as an image
+    reconstructions/<spec>/<method>/<stem>.npy   float reconstructions (``save_reconstructions``)
+
+Methods: ``gd`` (M&V, a preset), ``learned`` (D&B, a bundle) and ``hybrid``: the learned reconstruction
+as GD's starting point, then ``hybrid.iterations`` GD steps with ``hybrid.schedule`` (the preset's other
+settings; pixels kept in [0, 1] at every step when ``hybrid.clamp``).
+
+Why the hybrid defaults (K = 100 steps at a constant lr 0.0002, clamped): the learned reconstruction is
+already close, and mv2015's first segment (lr 0.004) throws it away (feature_error and image_error both
+worse; DSIFT diverges to NaN), while 0.0002 kept image_error lowest with feature_error as low as any
+schedule tried (lr 0.004, 0.002, 0.001, 0.0004, 0.0002; one to three segments; K = 100 and 150; measured
+on the 6 test photos with a blurred, lower-contrast copy of each standing in for a learned reconstruction).
+Clamping changed no score by more than 0.2 points there and keeps a near-flat start (an untrained or
+poor decoder) from blowing up. K = 100 is 1/8 of mv2015's 800 iterations: inside the 1/5 time target
+with the learned pass included.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import check_finite, config_dir
+from ..images import load_image, save_npy, to_grey
+from ..inversion.gd import config_from_dict, resolve_device
+from ..inversion.learned import BundleError, LearnedInverter
+from ..inversion.presets import resolve_preset
+from ..photos import TEST_PHOTOS, load_photo
+from ..representations import build_representation
+from . import report as rpt
+from .invert import prepare_output_dir, resolve_image_path, score, unique_stems, versions
+
+METHODS = ("gd", "learned", "hybrid")
+BUILTIN = "builtin"
+SSIM_MIN_SIZE = 11  # torchmetrics' 11×11 Gaussian window
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+#: Every key of a compare config with its default (configs/compare/default.yaml sets them all).
+DEFAULTS: dict[str, Any] = {
+    "run_dir": "runs/compare", "images": BUILTIN, "limit": None, "image_size": 192, "grey": True,
+    "representations": ["hog", "hogb", "dsift"], "representation_options": {}, "methods": list(METHODS),
+    "preset": "mv2015", "gd": {}, "bundles": {},
+    "hybrid": {"iterations": 100, "schedule": [[0.0002, 100]], "clamp": True},
+    "batch_size": 6, "device": "auto", "accelerator": None, "devices": 1, "strategy": "auto", "num_nodes": 1,
+    "save_reconstructions": True, "grid_images": 16, "tensorboard": True, "progress": False,
+}
+
+
+# ------------------------------------------------------------------------------------------ image set
+
+
+def square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``(C, H, W)`` → ``(C, size, size)``: shorter side resized to ``size`` (bicubic, antialiased), centre crop."""
+    x = image[None]
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
+                      antialias=True, align_corners=False)
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[0, :, top:top + size, left:left + size].clamp(0, 1)
+
+
+def prepare_image(image: torch.Tensor, *, size: int | None, grey: bool) -> torch.Tensor:
+    """The image as compared: grey (or RGB, grey files replicated), then :func:`square` if ``size`` is set."""
+    image = to_grey(image) if grey else image.expand(3, -1, -1).contiguous()
+    return square(image, size) if size else image
+
+
+def grey_square(name: str, size: int) -> torch.Tensor:
+    """Built-in photo ``name`` as grey ``(1, size, size)`` in [0, 1]: shorter side resized to size, centre crop."""
+    return prepare_image(load_photo(name), size=size, grey=True)
+
+
+def list_images(images: str | Sequence[str]) -> list[tuple[str, Path]]:
+    """``(name, path)`` of every image: ``builtin`` (the built-in test photos, never used in training), a folder
+    (recursive, sorted), one file, or a list of files / ``builtin:NAME``."""
+    if isinstance(images, str):
+        if images in (BUILTIN, f"{BUILTIN}:test"):
+            return [(f"{BUILTIN}:{n}", resolve_image_path(f"{BUILTIN}:{n}")) for n in TEST_PHOTOS]
+        root = Path(images)
+        if root.is_file():
+            return [(str(root), root)]
+        if not root.is_dir():
+            raise ValueError(f"images: {root} is neither a folder nor an image file (or `builtin`)")
+        found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            raise ValueError(f"images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+        return [(str(p), p) for p in found]
+    items = [str(i) for i in images]
+    if not items:
+        raise ValueError("images: an empty list")
+    return [(i, resolve_image_path(i)) for i in items]
+
+
+def load_image_set(images: str | Sequence[str], *, limit: int | None = None, size: int | None = None,
+                   grey: bool = True) -> tuple[list[str], list[Path], list[torch.Tensor]]:
+    """Names, paths and prepared images (:func:`prepare_image`) of an image set (:func:`list_images`)."""
+    listed = list_images(images)[:limit]
+    return [n for n, _ in listed], [p for _, p in listed], [prepare_image(load_image(p), size=size, grey=grey)
+                                                            for _, p in listed]
+
+
+# -------------------------------------------------------------------------------------------- config
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1{' or null' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The config over :data:`DEFAULTS` as plain values, checked (one clear ``ValueError`` otherwise)."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    unknown = sorted(set(c) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown compare config key(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
+    c = {**DEFAULTS, **c}
+    c["hybrid"] = {**DEFAULTS["hybrid"], **(c["hybrid"] or {})}
+    check_finite(c)
+    for key in ("representations", "methods"):
+        if isinstance(c[key], str):
+            c[key] = [c[key]]
+        if not isinstance(c[key], list) or not c[key] or not all(isinstance(v, str) for v in c[key]):
+            raise ValueError(f"{key} must be a non-empty list of names, got {c[key]!r}")
+    bad = [m for m in c["methods"] if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(METHODS)}")
+    c["methods"] = [m for m in METHODS if m in c["methods"]]
+    c["representations"] = list(dict.fromkeys(c["representations"]))
+    _positive_int("limit", c["limit"], allow_none=True)
+    _positive_int("image_size", c["image_size"], allow_none=True)
+    for key in ("batch_size", "num_nodes", "grid_images"):
+        _positive_int(key, c[key])
+    _positive_int("hybrid.iterations", c["hybrid"]["iterations"])
+    unknown_hybrid = sorted(set(c["hybrid"]) - set(DEFAULTS["hybrid"]))
+    if unknown_hybrid:
+        raise ValueError(f"unknown hybrid key(s) {', '.join(unknown_hybrid)}; valid: {', '.join(DEFAULTS['hybrid'])}")
+    if not isinstance(c["hybrid"]["clamp"], bool):
+        raise ValueError(f"hybrid.clamp must be true or false, got {c['hybrid']['clamp']!r}")
+    for key in ("grey", "save_reconstructions", "tensorboard", "progress"):
+        if not isinstance(c[key], bool):
+            raise ValueError(f"{key} must be true or false, got {c[key]!r}")
+    for key in ("representation_options", "gd", "bundles"):
+        if not isinstance(c[key] or {}, dict):
+            raise ValueError(f"{key} must be a mapping, got {c[key]!r}")
+        c[key] = dict(c[key] or {})
+    bad_options = [k for k, v in c["representation_options"].items() if not isinstance(v or {}, dict)]
+    if bad_options:
+        key = bad_options[0]
+        raise ValueError("representation_options maps a spec to its builder overrides, e.g. representation_options."
+                         f"hog.cell_size=4; got {key}={c['representation_options'][key]!r}")
+    if not isinstance(c["images"], (str, list)):
+        raise ValueError(f"images must be `builtin`, a folder, a file or a list of them, got {c['images']!r}")
+    if not c["run_dir"]:
+        raise ValueError("run_dir must be set")
+    return c
+
+
+def truncate_schedule(schedule: Sequence[Sequence[float]], iterations: int) -> list[list[float]]:
+    """``schedule`` cut to ``iterations`` steps in all; the last learning rate continues if it is shorter."""
+    out: list[list[float]] = []
+    left = iterations
+    try:
+        for lr, n in schedule:
+            if left <= 0:
+                break
+            out.append([float(lr), min(int(n), left)])
+            left -= out[-1][1]
+    except (TypeError, ValueError):
+        out = []
+    if not out:
+        raise ValueError("hybrid.schedule must hold [learning_rate, iterations] pairs")
+    out[-1][1] += max(left, 0)
+    return out
+
+
+def _bundle_path(value: Any) -> Path | None:
+    """A bundle path as given, or relative to the repository root (where configs/ lives) if only found there."""
+    if not value:
+        return None
+    path = Path(str(value))
+    if not path.is_absolute() and not path.exists() and (config_dir().parent / path).exists():
+        return config_dir().parent / path
+    return path
+
+
+def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, list, dict[str, Any], list[str]]:
+    """Representations, inverters and plans per spec, their settings and notes (skipped methods)."""
+    from .compare_module import Plan
+
+    representations, inverters, plans, settings, notes = [], [], [], {}, []
+    for spec in c["representations"]:
+        options = c["representation_options"].get(spec) or {}
+        representation = build_representation(spec, **options)
+        gd_settings = {**resolve_preset(c["preset"], spec), **c["gd"], "grey": c["grey"]}
+        gd_config = config_from_dict(gd_settings)
+        if gd_config.restarts != 1:
+            raise ValueError("compare scores one reconstruction per image: set gd.restarts=1")
+        hybrid_schedule = truncate_schedule(c["hybrid"]["schedule"] or gd_config.schedule, c["hybrid"]["iterations"])
+        hybrid_config = config_from_dict({**gd_settings, "schedule": hybrid_schedule, "clamp": c["hybrid"]["clamp"]})
+        mine: dict[str, Any] = {"representation": {"spec": spec, "params": representation.params}}
+        if "gd" in c["methods"]:
+            mine["gd"] = {"preset": c["preset"], **_plain_gd(gd_config)}
+        inverter, wanted = None, [m for m in ("learned", "hybrid") if m in c["methods"]]
+        if wanted:
+            path = _bundle_path(c["bundles"].get(spec))
+            why = None
+            if path is None:
+                why = f"no bundle configured (bundles.{spec}=PATH)"
+            elif not path.is_file():
+                why = f"no bundle at {path}"
+            else:
+                try:
+                    inverter = LearnedInverter.from_bundle(path, representation=representation)
+                except BundleError as err:
+                    why = str(err)
+            if inverter is not None and inverter.decoder.config.out_channels != channels:
+                why = (f"bundle {path} reconstructs {inverter.decoder.config.out_channels}-channel images but the "
+                       f"images are compared with {channels} (grey={c['grey']})")
+                inverter = None
+            if inverter is None:
+                notes.append(f"{spec}: {' and '.join(wanted)} skipped: {why}")
+            else:
+                manifest = inverter.manifest
+                learned_settings = {"bundle": str(path), **{k: manifest.get(k) for k in (
+                    "steps", "data", "image_size", "metrics", "package_version")}}
+                if "learned" in wanted:
+                    mine["learned"] = learned_settings
+                if "hybrid" in wanted:
+                    mine["hybrid"] = {"start": learned_settings, **_plain_gd(hybrid_config)}
+        if getattr(representation, "random_weights", False):
+            notes.append(f"{spec}: made with RANDOM CNN weights, not the pretrained network")
+        representations.append(representation)
+        inverters.append(inverter)
+        plans.append(Plan(spec, gd_config if "gd" in c["methods"] else None,
+                          hybrid_config if "hybrid" in c["methods"] and inverter is not None else None,
+                          "learned" in c["methods"] and inverter is not None))
+        settings[spec] = mine
+    return representations, inverters, plans, settings, notes
+
+
+def _plain_gd(config: Any) -> dict[str, Any]:
+    """A GDConfig as plain JSON values, with its total iterations."""
+    return {**vars(config), "schedule": [list(s) for s in config.schedule], "pixel_mean": list(config.pixel_mean),
+            "iterations": config.iterations}
+
+
+def _trainer(c: dict[str, Any]):
+    """A predict-only Lightning Trainer from ``accelerator``/``devices``/``strategy``/``num_nodes`` (or ``device``)."""
+    import pytorch_lightning as pl
+
+    strategy, accelerator, devices = c["strategy"], c["accelerator"], c["devices"]
+    if any(word in str(strategy) for word in ("spawn", "fork", "notebook")):
+        raise ValueError(f"strategy={strategy} is not supported by compare: use strategy=ddp")
+    if accelerator is None:  # from `device`
+        device = resolve_device(c["device"])
+        accelerator = {"cpu": "cpu", "cuda": "gpu"}.get(device.type, device.type)
+        if device.index is not None and devices == 1:
+            devices = [device.index]
+    try:
+        return pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=c["num_nodes"],
+                          logger=False, enable_checkpointing=False, enable_model_summary=False,
+                          enable_progress_bar=c["progress"], inference_mode=False, default_root_dir=c["run_dir"])
+    except Exception as err:  # Lightning's MisconfigurationException is no ValueError
+        raise ValueError(f"trainer options (accelerator={accelerator}, devices={devices}, strategy={strategy}): "
+                         f"{err}") from None
+
+
+def _launching_process() -> bool:
+    """Whether this is the process that starts the run (global rank 0 before Lightning sets ranks up)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) -> dict[str, Any] | None:
+    """Run the comparison ``cfg`` describes (configs/compare/default.yaml + overrides); see the module docstring.
+
+    Returns:
+        the content of results.json on global rank 0; ``None`` on the other ranks of a distributed run.
+
+    Raises:
+        ValueError: bad config or images (one clear line).
+    """
+    from torch.utils.data import DataLoader
+
+    from .compare_module import CompareModule, ImageSetDataset, collate_items, gather_records
+
+    c = resolve_config(cfg)
+    names, paths, images = load_image_set(c["images"], limit=c["limit"], size=c["image_size"], grey=c["grey"])
+    representations, inverters, plans, settings, notes = _setup(c, 1 if c["grey"] else 3)
+    for name, x in zip(names, images):
+        if min(x.shape[-2:]) < SSIM_MIN_SIZE:
+            raise ValueError(f"{name}: image of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the "
+                             f"{SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} that SSIM needs")
+        for representation in representations:
+            try:
+                representation.check_input(x[None])
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+    run_dir = Path(c["run_dir"])
+    if _launching_process():
+        prepare_output_dir(run_dir)
+    trainer = _trainer(c)
+    module = CompareModule(representations, inverters, plans)
+    loader = DataLoader(ImageSetDataset(images), batch_size=c["batch_size"], shuffle=False, num_workers=0,
+                        collate_fn=collate_items)
+    start = time.perf_counter()
+    local = [r for batch in trainer.predict(module, dataloaders=loader) for r in batch]
+    records = gather_records(local)
+    if records is None:  # not global rank 0
+        return None
+    total_seconds = time.perf_counter() - start
+    device = trainer.strategy.root_device
+    return _write(c, command, names, paths, images, representations, records, settings, notes, device,
+                  trainer.world_size, total_seconds, run_dir)
+
+
+def _score(c: dict[str, Any], names: list[str], stems: list[str], images: list[torch.Tensor], representations: list,
+           raw: list[dict[str, Any]], device: torch.device, run_dir: Path, notes: list[str]):
+    """Records (scores over the whole set, per representation × method) and the reconstructions by method."""
+    by_key = {(r["index"], r["representation"], r["method"]): r for r in raw}
+    n = len(images)
+    records: list[dict[str, Any]] = []
+    recons: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
+    for spec, representation in zip(c["representations"], representations):
+        for method in (m for m in rpt.METHOD_ORDER if (0, spec, m) in by_key):
+            missing = [i for i in range(n) if (i, spec, method) not in by_key]
+            if missing:
+                raise RuntimeError(f"{spec} {method}: no reconstruction gathered for image(s) {missing}")
+            got = [by_key[(i, spec, method)] for i in range(n)]
+            recons[(spec, method)] = {i: g["reconstruction"] for i, g in enumerate(got)}
+            finite = [bool(torch.isfinite(g["reconstruction"]).all()) for g in got]
+            if not all(finite):
+                notes.append(f"{spec} {method}: the descent diverged on image(s) "
+                             f"{[names[i] for i in range(n) if not finite[i]]}: their scores are null")
+            scored = [torch.nan_to_num(g["reconstruction"], nan=0.5) for g in got]  # NaN ones are nulled below
+            metrics = score(representation, images, scored, device)
+            for i, g in enumerate(got):
+                rec = {"index": i, "image": names[i], "representation": spec, "method": method,
+                       **{k: v[i] for k, v in metrics.items()}, "seconds": g["seconds"],
+                       "images_per_second": 1.0 / g["seconds"] if g["seconds"] > 0 else math.inf,
+                       "final_data_loss": g["final_data_loss"], "output": None}
+                if rec["feature_error"] is not None:
+                    rec["feature_error"] *= 100
+                if not finite[i]:
+                    rec.update(dict.fromkeys(("feature_error", "normalized_loss", "image_error", "psnr", "ssim"),
+                                             math.nan))
+                elif c["save_reconstructions"]:
+                    rec["output"] = f"reconstructions/{spec.replace(':', '_')}/{method}/{stems[i]}.npy"
+                    save_npy(g["reconstruction"], run_dir / rec["output"])
+                records.append(rec)
+    return records, recons
+
+
+def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list[Path], images: list[torch.Tensor],
+           representations: list, raw: list[dict[str, Any]], settings: dict[str, Any], notes: list[str],
+           device: torch.device, world_size: int, total_seconds: float, run_dir: Path) -> dict[str, Any]:
+    """Score the gathered reconstructions over the whole set and write every output (global rank 0)."""
+    stems, n = unique_stems(paths), len(images)
+    if n < 2:
+        notes.append("feature_error and image_error need at least 2 images (their normaliser is over the set)")
+    records, recons = _score(c, names, stems, images, representations, raw, device, run_dir, notes)
+    rows = rpt.summary_rows(records, c["representations"])
+    table = rpt.markdown_table(rows)
+    size = (f"{c['image_size']}×{c['image_size']} (shorter side resized, centre crop)" if c["image_size"]
+            else "as they are")
+    source = ("the built-in test photos (preimage.photos.TEST_PHOTOS, never used in training)"
+              if c["images"] in (BUILTIN, f"{BUILTIN}:test") else f"{c['images']}")
+    device_name = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    title = [f"{n} images: {source}; {'grey' if c['grey'] else 'RGB'}, {size}.",
+             f"Representations: {', '.join(c['representations'])}. Methods: {', '.join(c['methods'])}. "
+             f"Device: {device_name} × {world_size} process(es); {total_seconds:.1f} s in all."]
+    if command:
+        title.append(f"Command: `{command}`")
+    rpt.write_markdown(run_dir / "report.md", title, table, rpt.hybrid_targets(rows), notes,
+                       rpt.describe_methods(settings))
+    picture = rpt.comparison_grid(images, stems, c["representations"], recons, c["grid_images"])
+    rpt.save_grid(picture, run_dir / "grid.png")
+    if c["tensorboard"]:
+        rpt.write_tensorboard(run_dir / "tensorboard", table, picture, rows)
+    result = {
+        "records": records, "summary": rows,
+        "images": [{"index": i, "image": names[i], "stem": stems[i], "shape": list(images[i].shape)} for i in range(n)],
+        "units": {"feature_error": "% (M&V Table 1, normalised over this image set)", "normalized_loss": "fraction",
+                  "image_error": "fraction", "psnr": "dB", "ssim": "1", "seconds": "s per image",
+                  "images_per_second": "1 / s"},
+        "config": c, "methods": settings, "command": command, "device": device_name, "world_size": world_size,
+        "total_seconds": total_seconds, "versions": versions(), "notes": notes, "paper": rpt.PAPER,
+    }
+    rpt.write_json(run_dir / "results.json", result)
+    rpt.write_csv(run_dir / "results.csv", records)
+    return {**result, "table": table}
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return shlex.join(["preimage", "compare", *argv])

@@ -1,0 +1,276 @@
+"""`preimage compare`: GD's ``init`` start, the image set, a tiny end-to-end run and its outputs, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from preimage import build_representation
+from preimage.cli import main
+from preimage.config import config_dir, load_yaml
+from preimage.evaluation.compare import (DEFAULTS, grey_square, list_images, load_image_set, resolve_config,
+                                         truncate_schedule)
+from preimage.evaluation.report import (PAPER_FE_HEADER, PAPER_IE_HEADER, format_mean_std, paper_feature_error,
+                                        paper_image_error, write_json)
+from preimage.images import load_npy
+from preimage.inversion.gd import GDConfig, invert_gd
+from preimage.inversion.learned import LearnedInverter, save_bundle
+from preimage.inversion.networks import build_decoder
+from preimage.inversion.objectives import FeatureReconstruction, ImagePrior, PixelSpace
+from preimage.photos import TEST_PHOTOS
+
+SIZE = 40
+#: a tiny run: 2 built-in photos, hog, 8 GD iterations, 3 hybrid ones, no progress bars.
+TINY = [f"image_size={SIZE}", "limit=2", "representations=[hog]", "gd.schedule=[[0.004,6],[0.0004,2]]",
+        "hybrid.iterations=3", "device=cpu", "grid_images=2"]
+
+
+def tiny_bundle(path: Path, spec: str = "hog") -> Path:
+    """An untrained grey decoder for ``spec`` saved as a bundle (enough to exercise the learned path)."""
+    representation = build_representation(spec)
+    decoder = build_decoder(representation.output_shape(32, 32), (32, 32), width=8, pre_convs=1, min_width=4,
+                            out_channels=1)
+    return save_bundle(path, decoder, {"spec": spec, "params": representation.params, "data": "untrained",
+                                       "steps": 0, "metrics": {}})
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return tiny_bundle(tmp_path_factory.mktemp("bundle") / "hog.pt")
+
+
+@pytest.fixture(scope="module")
+def run(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny comparison through the console entry point; returns its run directory."""
+    run_dir = tmp_path_factory.mktemp("compare") / "run"
+    assert main(["compare", f"run_dir={run_dir}", f"bundles.hog={bundle}", *TINY]) == 0
+    return run_dir
+
+
+# ------------------------------------------------------------------------------------ GD's init start
+
+
+def _energy_at(representation, images: torch.Tensor, config: GDConfig, pixels_at_start: torch.Tensor) -> torch.Tensor:
+    """The total energy invert_gd minimises, evaluated by hand at given start pixels."""
+    pixels = PixelSpace(mean=config.pixel_mean)
+    sigma0 = config.sigma0(*images.shape[1:])
+    with torch.no_grad():
+        data = FeatureReconstruction(representation, representation(images), pixels)(pixels_at_start)
+        prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
+                           tv_beta=config.tv_beta, sigma0=sigma0)(pixels_at_start)
+    return data + prior
+
+
+def test_gd_without_init_starts_from_the_seeded_noise_as_before() -> None:
+    representation = build_representation("hog")
+    images = torch.stack([grey_square(n, 32) for n in ("camera", "coins")])
+    config = GDConfig(schedule=[(0.004, 3)], grey=True, seed=5)
+    res = invert_gd(representation, images, config, device="cpu", progress=False)
+    noise = torch.stack([torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(5)) for _ in range(2)])
+    start = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * config.sigma0(1, 32, 32)
+    torch.testing.assert_close(res.energy[0, :, 0], _energy_at(representation, images, config, start))
+    again = invert_gd(representation, images, config, device="cpu", progress=False, init=None)
+    assert torch.equal(res.images, again.images) and torch.equal(res.energy, again.energy)
+
+
+def test_gd_with_init_starts_exactly_there() -> None:
+    representation = build_representation("hog")
+    images = torch.stack([grey_square(n, 32) for n in ("camera", "coins")])
+    start = images.flip(-1)  # some other images
+    config = GDConfig(schedule=[(0.004, 3)], grey=True, restarts=2)
+    first_step: list[torch.Tensor] = []
+    res = invert_gd(representation, images, config, device="cpu", progress=False, init=start,
+                    callback=lambda t, x, e: first_step.append(x.clone()) if t == 0 else None)
+    expected = _energy_at(representation, images, config, PixelSpace().from_image(start))
+    torch.testing.assert_close(res.energy[0], expected[:, None].expand(2, 2))  # both restarts start at init
+    assert torch.equal(first_step[0][0], first_step[0][1])  # no noise: the two restarts move alike
+    at_originals = invert_gd(representation, images, config, device="cpu", progress=False, init=images)
+    assert torch.all(at_originals.data_loss[0] < 1e-10)  # Φ(init) is the target: the data term starts at ~0
+    colour = invert_gd(representation, images, config, device="cpu", progress=False, init=images.expand(-1, 3, -1, -1))
+    assert torch.all(colour.data_loss[0] < 1e-10)  # a colour init is turned grey like the images
+    with pytest.raises(ValueError, match="init must be"):
+        invert_gd(representation, images, config, device="cpu", progress=False, init=start[:1])
+    with pytest.raises(ValueError, match="NaN"):
+        invert_gd(representation, images, config, device="cpu", progress=False, init=start * math.nan)
+
+
+# ------------------------------------------------------------------------------------------ image set
+
+
+def test_image_set_preparation(tmp_path: Path) -> None:
+    x = grey_square("astronaut", 64)
+    assert x.shape == (1, 64, 64) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert [n for n, _ in list_images("builtin")] == [f"builtin:{n}" for n in TEST_PHOTOS]
+    arr = (np.random.default_rng(0).random((30, 50, 3)) * 255).astype(np.uint8)
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(arr).save(tmp_path / "sub" / "b.png")
+    Image.fromarray(arr[..., 0]).save(tmp_path / "a.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    names, _, images = load_image_set(str(tmp_path), size=24, grey=False)
+    assert names == [str(tmp_path / "a.jpg"), str(tmp_path / "sub" / "b.png")]
+    assert [tuple(i.shape) for i in images] == [(3, 24, 24), (3, 24, 24)]  # grey files replicated to RGB
+    _, _, native = load_image_set([str(tmp_path / "sub" / "b.png")], size=None, grey=True)
+    assert native[0].shape == (1, 30, 50)
+
+
+def test_truncate_schedule_and_default_config() -> None:
+    assert truncate_schedule([[0.004, 200], [0.0004, 200]], 250) == [[0.004, 200], [0.0004, 50]]
+    assert truncate_schedule([[0.004, 200]], 50) == [[0.004, 50]]
+    assert truncate_schedule([[0.0002, 100]], 150) == [[0.0002, 150]]  # the last rate continues
+    c = resolve_config(load_yaml(config_dir() / "compare" / "default.yaml"))
+    assert set(c) == set(DEFAULTS) and c == {**DEFAULTS, "bundles": c["bundles"]}  # the YAML states every default
+    assert c["bundles"] == {s: f"checkpoints/{s}.pt" for s in ("hog", "hogb", "dsift")}
+    assert c["images"] == "builtin" and c["representations"] == ["hog", "hogb", "dsift"]
+
+
+# ---------------------------------------------------------------------------------------- end to end
+
+
+def test_results_json_holds_every_record(run: Path, bundle: Path) -> None:
+    result = json.loads((run / "results.json").read_text())
+    records = result["records"]
+    assert [(r["representation"], r["method"], r["index"]) for r in records] == [
+        ("hog", m, i) for m in ("gd", "learned", "hybrid") for i in (0, 1)]
+    for r in records:
+        assert r["image"] == f"builtin:{TEST_PHOTOS[r['index']]}"
+        for key in ("feature_error", "normalized_loss", "image_error", "psnr", "ssim", "seconds", "images_per_second"):
+            assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] >= 0, (key, r)
+        assert r["images_per_second"] == pytest.approx(1 / r["seconds"])
+        assert (r["final_data_loss"] is None) == (r["method"] == "learned")
+    assert result["config"]["image_size"] == SIZE and result["config"]["bundles"]["hog"] == str(bundle)
+    assert result["methods"]["hog"]["gd"]["iterations"] == 8
+    assert result["methods"]["hog"]["hybrid"]["schedule"] == [[0.0002, 3]]
+    assert result["device"] == "cpu" and result["world_size"] == 1
+    assert {"torch", "pytorch_lightning", "preimage"} <= set(result["versions"])
+    assert result["notes"] == []
+
+
+def test_reconstructions_on_disk_are_the_methods_own(run: Path, bundle: Path) -> None:
+    result = json.loads((run / "results.json").read_text())
+    by = {(r["method"], r["index"]): r for r in result["records"]}
+    image = grey_square(TEST_PHOTOS[1], SIZE)
+    with torch.no_grad():
+        learned = LearnedInverter.from_bundle(bundle)(image[None])[0]
+    assert torch.equal(load_npy(run / by[("learned", 1)]["output"]), learned)
+    for method in ("gd", "hybrid"):
+        assert load_npy(run / by[(method, 1)]["output"]).shape == (1, SIZE, SIZE)
+
+
+def test_csv_matches_json(run: Path) -> None:
+    records = json.loads((run / "results.json").read_text())["records"]
+    with open(run / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(records)
+    for row, rec in zip(rows, records):
+        assert row["method"] == rec["method"] and int(row["index"]) == rec["index"]
+        for key in ("feature_error", "image_error", "psnr", "ssim", "seconds"):
+            assert float(row[key]) == pytest.approx(rec[key], rel=1e-12)
+
+
+def _fmt(values: list[float], spec: str) -> str:
+    return f"{spec.format(statistics.mean(values))} ± {spec.format(statistics.stdev(values))}"
+
+
+def test_report_table_equals_a_recomputation_from_results_json(run: Path) -> None:
+    records = json.loads((run / "results.json").read_text())["records"]
+    report = (run / "report.md").read_text()
+    lines = [line for line in report.splitlines() if line.startswith("| hog |")]
+    header = next(line for line in report.splitlines() if line.startswith("| representation |"))
+    assert PAPER_FE_HEADER in header and PAPER_IE_HEADER in header
+    expected = []
+    for method in ("gd", "learned", "hybrid"):
+        recs = [r for r in records if r["method"] == method]
+        col = {k: [r[k] for r in recs] for k in recs[0]}
+        paper = "28.10 ± 7.9" if method == "gd" else "—"
+        cells = ["hog", method, str(len(recs)), _fmt(col["feature_error"], "{:.2f}"), paper,
+                 _fmt(col["normalized_loss"], "{:.4f}"), _fmt(col["image_error"], "{:.3f}"), "—",
+                 _fmt(col["psnr"], "{:.2f}"), _fmt(col["ssim"], "{:.3f}"), _fmt(col["seconds"], "{:.3f}"),
+                 f"{len(recs) / sum(col['seconds']):.2f}"]
+        expected.append("| " + " | ".join(cells) + " |")
+    assert lines == expected
+    assert "## Hybrid targets" in report and "- hog: feature_error" in report
+
+
+def test_grid_and_tensorboard(run: Path) -> None:
+    with Image.open(run / "grid.png") as im:
+        width, height = im.size
+    assert width > 4 * SIZE and 2 * SIZE < height < 3 * SIZE + 60  # 2 rows; original | gd | learned | hybrid
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    acc.Reload()
+    assert "compare/grid" in acc.Tags()["images"]
+    grid = acc.Images("compare/grid")[0]
+    assert (grid.width, grid.height) == (width, height)
+    text = [t for t in acc.Tags()["tensors"] if t.startswith("compare/table")]
+    assert text and "| hog | hybrid |" in acc.Tensors(text[0])[0].tensor_proto.string_val[0].decode()
+    assert "feature_error/hog/gd" in acc.Tags()["scalars"]
+
+
+def test_a_method_without_bundle_is_skipped_with_a_note(bundle: Path, tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    args = ["compare", f"run_dir={run_dir}", *TINY, "representations=[hog,dsift]", "methods=[gd,learned]",
+            f"bundles.hog={bundle}", "bundles.dsift=null", "save_reconstructions=false", "tensorboard=false"]
+    assert main(args) == 0
+    result = json.loads((run_dir / "results.json").read_text())
+    assert sorted({(r["representation"], r["method"]) for r in result["records"]}) == [
+        ("dsift", "gd"), ("hog", "gd"), ("hog", "learned")]
+    assert result["notes"] == ["dsift: learned skipped: no bundle configured (bundles.dsift=PATH)"]
+    assert "dsift: learned skipped" in (run_dir / "report.md").read_text()
+    assert "10.89 ± 7.5" in (run_dir / "report.md").read_text()  # M&V's DSIFT figure beside dsift gd
+    assert "note: dsift: learned skipped" in capsys.readouterr().err
+    assert not (run_dir / "reconstructions").exists() and not (run_dir / "tensorboard").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("images=MISSING", "neither a folder nor an image file"),
+    ("images=EMPTY", "no image files"),
+    ("representations=[hgo]", "unknown representation 'hgo'"),
+    ("methods=[gd,magic]", "unknown method(s) magic"),
+    ("limit=0", "limit must be an integer >= 1"),
+    ("gd.lambda_tv=.nan", "must be a finite number"),
+    ("image_size=.inf", "must be a finite number"),
+    ("hybrid.iterations=0", "hybrid.iterations must be"),
+    ("imgaes=x", "unknown compare config key(s) imgaes"),
+    ("image_size=8", "smaller than"),
+    ("representation_options.cell_size=4", "representation_options maps a spec"),
+    ("hybrid.schedule=[0.001]", "hybrid.schedule must hold"),
+    ("gd.restarts=2", "set gd.restarts=1"),
+    ("strategy=ddp_spawn", "use strategy=ddp"),
+])
+def test_bad_input_is_one_line_and_exit_2(override: str, expected: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    override = override.replace("MISSING", str(tmp_path / "nope")).replace("EMPTY", str(tmp_path / "empty"))
+    assert main(["compare", f"run_dir={tmp_path / 'run'}", *TINY, override]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("preimage compare: error:") and expected in lines[0], lines
+
+
+def test_one_image_and_a_list_of_images(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert main(["compare", f"run_dir={run_dir}", *TINY, "images=[builtin:coins]", "methods=[gd]",
+                 "tensorboard=false"]) == 0
+    result = json.loads((run_dir / "results.json").read_text())
+    (record,) = result["records"]
+    assert record["image"] == "builtin:coins" and record["feature_error"] is None and record["image_error"] is None
+    assert "at least 2 images" in result["notes"][0]
+    assert "| hog | gd | 1 | n/a | 28.10 ± 7.9 |" in (run_dir / "report.md").read_text()
+
+
+def test_report_helpers() -> None:
+    assert format_mean_std([1.0, 3.0], "{:.2f}") == "2.00 ± 1.41" and format_mean_std([1.0, None], "{:.2f}") == "n/a"
+    assert paper_feature_error("hogb", "gd") == "10.67 ± 5.2" and paper_feature_error("hogb", "hybrid") == "—"
+    assert paper_image_error("caffenet:fc8", "learned") == "≈0.58" and paper_image_error("alexnet:conv5", "gd") == "≈0.71"
+    assert paper_image_error("alexnet:conv3", "gd") == "—" and paper_image_error("hog", "learned") == "—"
+
+
+def test_results_json_is_strict_json(tmp_path: Path) -> None:
+    write_json(tmp_path / "r.json", {"a": [math.nan, 1.0, math.inf], "b": {"c": -math.inf}})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": [None, 1.0, None], "b": {"c": None}}
