@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job on built-in data: GD-invert the HOG of two built-in photos at M&V's mv2015 preset, write
-# the reconstructions, metrics.json and overview.png (originals beside reconstructions) to outputs/demo.
-# Sets up .venv first when needed. Extra key=value arguments are passed on, e.g. device=cpu.
+# The main job on built-in data: `preimage compare` with configs/compare/default.yaml — GD (M&V), the
+# shipped learned inverters (D&B) and the hybrid, on HOG, HOGb and DSIFT of the built-in test photos.
+# Writes runs/compare/{report.md,results.json,results.csv,grid.png,tensorboard/}. Sets up .venv first
+# when needed. Extra key=value arguments are passed on, e.g. device=cpu limit=2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_venv.sh
-exec .venv/bin/preimage invert --representation hog builtin:camera builtin:coins --out outputs/demo "$@"
+exec .venv/bin/preimage compare "$@"
