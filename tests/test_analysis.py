@@ -13,13 +13,12 @@ from PIL import Image
 from preimage import build_representation
 from preimage.analysis import studies
 from preimage.analysis.cli import add_analyze_parser
-from preimage.analysis.optimise import optimise_gd
 from preimage.analysis.receptive_field import receptive_field
 from preimage.analysis.studies import groups, invariance, window
 from preimage.analysis.visualise import caricature, maximize
 from preimage.config import config_dir, load_yaml
 from preimage.evaluation.invert import build_mask
-from preimage.inversion.gd import GDConfig, config_from_dict, invert_gd
+from preimage.inversion.gd import GDConfig, config_from_dict, invert_gd, optimise_gd
 from preimage.inversion.objectives import FeatureReconstruction, PixelSpace
 from preimage.inversion.presets import resolve_preset
 from preimage.inversion.terms import Caricature, NeuronActivation, neuron_weights
@@ -138,10 +137,27 @@ def test_optimise_gd_is_invert_gd_with_another_term() -> None:
     cfg = GDConfig(schedule=[(0.004, 8), (0.0004, 4)], grey=True, restarts=2, jitter=2)
     reference = invert_gd(hog, crops, cfg, device="cpu", progress=False)
     target = hog(crops)
-    ours = optimise_gd(hog, lambda pixels, d: FeatureReconstruction(hog, target.to(d), pixels), tuple(crops.shape),
-                       cfg, device="cpu", progress=False)
+    ours = optimise_gd(hog, lambda pixels, d, k: FeatureReconstruction(hog, target.to(d).repeat_interleave(k, 0),
+                                                                        pixels),
+                       tuple(crops.shape), cfg, device="cpu", progress=False)
     torch.testing.assert_close(ours.images, reference.images)
     torch.testing.assert_close(ours.energy, reference.energy)
+
+
+def test_optimise_gd_runs_phi_once_per_step_on_all_rows() -> None:
+    """Restarts are one batch: the data term sees all N·R rows at every step, not one restart at a time."""
+    hog = build_representation("hog")
+    crops = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    cfg = GDConfig(schedule=[(0.004, 4)], grey=True, restarts=2, jitter=1)
+    target = hog(crops)
+    calls: list[int] = []
+
+    def factory(pixels: PixelSpace, d: torch.device, k: int):
+        term = FeatureReconstruction(hog, target.to(d).repeat_interleave(k, 0), pixels)
+        return lambda x: calls.append(x.shape[0]) or term(x)
+
+    optimise_gd(hog, factory, tuple(crops.shape), cfg, device="cpu", progress=False)
+    assert calls == [6] * 4
 
 
 # -------------------------------------------------------------------------------------------- the analyses

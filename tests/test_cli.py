@@ -105,3 +105,20 @@ def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
     proc = run_cli("invert", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "missing.png" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_analyze_is_wired(tmp_path: Path, capsys) -> None:
+    """`preimage analyze` through the real parser: a tiny window run writes its files; a bad layer is one line, 2."""
+    out = tmp_path / "w"
+    assert main(["analyze", "window", "builtin:astronaut", "weights=random", "size=67", "layers=[caffenet:conv1]",
+                 "gd.schedule=[[0.004,3]]", "device=cpu", "progress=false", "--out", str(out)]) == 0
+    report = json.loads((out / "window.json").read_text())
+    assert report["kind"] == "window" and "caffenet:conv1" in report["figures"]
+    assert Image.open(out / "window.png").mode == "RGB" and "wrote" in capsys.readouterr().out
+    assert main(["analyze", "window", "builtin:astronaut", "weights=random", "layers=[caffenet:conv9]",
+                 "device=cpu", "--out", str(tmp_path / "bad")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("preimage analyze: error:") and "caffenet:conv9" in lines[0]
+    with pytest.raises(SystemExit) as exit_:
+        main(["analyze", "--help"])
+    assert exit_.value.code == 0 and "caricature" in capsys.readouterr().out

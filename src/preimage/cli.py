@@ -4,6 +4,7 @@
     preimage invert --method learned --checkpoint BUNDLE IMAGE... --out DIR [key=value ...]
     preimage train --config configs/train/hog.yaml [key=value ...]
     preimage compare [--config configs/compare/default.yaml] [key=value ...]
+    preimage analyze {invariance,window,groups,maximize,caricature} [IMAGE ...] [key=value ...] [--out DIR]
     preimage list
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Sequence
 
 from omegaconf.errors import OmegaConfBaseException
 
+from .analysis.cli import add_analyze_parser
 from .config import apply_overrides, config_dir, load_yaml
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("items", nargs="*", metavar="key=value")
     cmp.add_argument("--config", "-c", help="compare config YAML (default configs/compare/default.yaml)")
     cmp.set_defaults(run=_compare)
+    add_analyze_parser(sub)
     lst = sub.add_parser("list", help="list the representation specs and GD presets")
     lst.set_defaults(run=_list)
     return parser

@@ -7,6 +7,7 @@ Convention:
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
-    "ImageError", "load_image", "to_grey", "save_png", "save_npy", "load_npy", "side_by_side", "grid",
+    "ImageError", "load_image", "to_grey", "save_png", "save_npy", "load_npy", "side_by_side", "grid", "label_font",
 ]
 
 #: ITU-R BT.601 luma weights, as MATLAB's ``rgb2gray`` and DESIGN §3 (DSIFT's grey image).
@@ -201,6 +202,23 @@ def _rgb(image: torch.Tensor) -> torch.Tensor:
     return x.expand(3, -1, -1) if x.shape[0] == 1 else x
 
 
+#: Pixel size of the montage labels' font.
+LABEL_FONT_SIZE = 12
+
+
+@functools.lru_cache(maxsize=None)
+def label_font(size: int = LABEL_FONT_SIZE) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at ``size`` px (its scalable FreeType font, Pillow >= 10.1).
+
+    Falls back to the fixed ~10 px bitmap default (which renders some punctuation, e.g. ``:``, barely or
+    not at all) when this Pillow is older or built without FreeType.
+    """
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1: no size argument; no FreeType support
+        return ImageFont.load_default()
+
+
 def _text_size(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str) -> tuple[int, int]:
     if not text:
         return 0, 0
@@ -231,7 +249,7 @@ def grid(
     Args:
         rows: ``rows[r][c]`` is a ``(1 or 3, H, W)`` image in ``[0, 1]``; sizes may differ (each cell is
             as large as the largest image of its row and column, images centred); rows may be ragged.
-        col_labels: one title per column, drawn in black with Pillow's default font.
+        col_labels: one title per column, drawn in black with :func:`label_font`.
         row_labels: one title per row.
         pad: white margin between and around cells, in pixels.
 
@@ -245,7 +263,7 @@ def grid(
         if labels is not None and len(labels) != n:
             raise ValueError(f"grid: {len(labels)} {name} for {n} {name.split('_')[0]}s")
     cells = [[_rgb(im) for im in r] for r in rows]
-    font = ImageFont.load_default()
+    font = label_font()
     col_w = [0] * n_cols
     row_h = [max((im.shape[1] for im in r), default=0) for r in cells]
     for r in cells:

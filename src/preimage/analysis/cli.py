@@ -1,4 +1,7 @@
-"""``preimage analyze {invariance,window,groups,maximize,caricature} [IMAGE ...] [key=value ...] [--out DIR]``.
+"""``preimage analyze KIND [IMAGE ...] [key=value ...] [--out DIR]``.
+
+KIND: invariance, window, groups, maximize, caricature (M&V, GD) or perturb, interpolate, sample (D&B, a
+learned inverter's bundle).
 
 Thin: loads ``configs/analyze/<kind>.yaml`` (or ``--config``), applies the overrides, calls the analysis.
 Image arguments replace the config's ``images``; ``key=value`` items override any key.
@@ -24,15 +27,19 @@ _HELP = {
     "groups": "reconstruct from one channel group, e.g. CaffeNet's two streams (M&V Fig. 10)",
     "maximize": "images that maximise one neuron or channel per layer (M&V IJCV 2016)",
     "caricature": "exaggerate what a layer detects in an image (M&V IJCV 2016)",
+    "perturb": "learned inverter: reconstructions from binarised features and with half the dimensions dropped (D&B)",
+    "interpolate": "learned inverter: reconstructions along the line between two images' features (D&B)",
+    "sample": "learned inverter: reconstructions of random features drawn per dimension from an image set (D&B)",
 }
 
 
 def _analyses() -> dict[str, Callable[..., dict[str, Any]]]:
+    from .learned_studies import interpolate, perturb, sample
     from .studies import groups, invariance, window
     from .visualise import caricature, maximize
 
     return {"invariance": invariance, "window": window, "groups": groups, "maximize": maximize,
-            "caricature": caricature}
+            "caricature": caricature, "perturb": perturb, "interpolate": interpolate, "sample": sample}
 
 
 def run_analysis(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -90,11 +97,13 @@ def _run(args: argparse.Namespace) -> int:
 def add_analyze_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     """Add ``analyze <kind> ...`` to a ``preimage`` sub-command set; each kind runs via ``args.run(args)``."""
     parser = subparsers.add_parser("analyze", help="analyses from the papers: invariance, window, groups, maximize, "
-                                                   "caricature; each writes <out>/<kind>.png and <kind>.json")
+                                                   "caricature, perturb, interpolate, sample; each writes "
+                                                   "<out>/<kind>.png and <kind>.json")
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(_HELP) + "}")
     for kind, text in _HELP.items():
-        sub = kinds.add_parser(kind, help=text, description=f"{text}. Items are image paths (or builtin:NAME) and "
-                                                            f"key=value overrides of configs/analyze/{kind}.yaml.")
+        sub = kinds.add_parser(kind, help=text.replace("%", "%%"),  # argparse %-formats help, not descriptions
+                               description=f"{text}. Items are image paths (or builtin:NAME) and "
+                                           f"key=value overrides of configs/analyze/{kind}.yaml.")
         sub.add_argument("items", nargs="*", metavar="IMAGE|key=value")
         sub.add_argument("--out", "-o", help="output folder (default: the config's out)")
         sub.add_argument("--config", help=f"config YAML (default configs/analyze/{kind}.yaml)")

@@ -14,12 +14,11 @@ import torch
 
 from ..evaluation.invert import prepare_output_dir
 from ..images import to_grey
-from ..inversion.gd import GDConfig, resolve_device
+from ..inversion.gd import GDConfig, gd_setup, optimise_gd, resolve_device
 from ..inversion.terms import Caricature, NeuronActivation, neuron_weights
 from ..representations import Representation
 from .common import (build, check_layers, check_size, enlarge, fit, gd_config, gd_record, load_images, plan,
                      random_weight_note, write_report)
-from .optimise import gd_setup, optimise_gd
 from .receptive_field import ReceptiveField, receptive_field
 
 __all__ = ["auto_size", "caricature", "maximize"]
@@ -144,8 +143,9 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
     tic = time.perf_counter()
     for p in problems:
         n, c, r = len(channels), 1 if p.config.grey else 3, p.config.restarts
-        res = optimise_gd(p.rep, lambda pixels, d: NeuronActivation(p.rep, p.weights.to(d), pixels,
-                                                                    p.normalisers.to(d)),
+        res = optimise_gd(p.rep, lambda pixels, d, k: NeuronActivation(
+                              p.rep, p.weights.to(d).repeat_interleave(k, 0), pixels,
+                              p.normalisers.to(d).repeat_interleave(k, 0)),
                           (n, c, p.side, p.side), p.config, device=dev, progress=progress)
         setup = gd_setup(p.config, n, c, p.side, p.side)
         starts = setup.pixels.to_image(setup.starts).clamp(0, 1).view(n, r, c, p.side, p.side)
@@ -199,8 +199,8 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     figures, gd_used, columns, col_labels = {}, {}, [], []
     tic = time.perf_counter()
     for (spec, rep, _, cfg), x0, target in zip(steps, starts, targets):
-        res = optimise_gd(rep, lambda pixels, d: Caricature(rep, target.to(d), pixels), tuple(x0.shape), cfg,
-                          start=x0, device=dev, progress=progress)
+        res = optimise_gd(rep, lambda pixels, d, k: Caricature(rep, target.to(d).repeat_interleave(k, 0), pixels),
+                          tuple(x0.shape), cfg, init=x0, random_starts=True, device=dev, progress=progress)
         result = res.images[:, 0]
         positive = target.clamp(min=0)
         with torch.no_grad():

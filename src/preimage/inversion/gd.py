@@ -6,6 +6,9 @@ Minimises, independently for every image of a batch,
 
 by momentum gradient descent on the pixels x with a piecewise-constant learning rate; the step is
 ``lr · σ0² · ∇E`` (M&V's released code) and the momentum is reset whenever the learning rate changes.
+
+:func:`optimise_gd` is the engine with any data term in place of Φ-reconstruction (the analyses' activation
+maximisation and caricatures); :func:`invert_gd` is it with :class:`~.objectives.FeatureReconstruction`.
 """
 from __future__ import annotations
 
@@ -168,7 +171,7 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
     return x.detach(), totals, data
 
 
-def _jittered(fn: Energy, jitter: int, generators: list[torch.Generator]) -> Energy:
+def jittered(fn: Energy, jitter: int, generators: list[torch.Generator]) -> Energy:
     """Wrap ``fn`` so that each image is rolled by its own random shift in ``[-jitter, jitter]`` first."""
 
     def shifted(x: torch.Tensor) -> torch.Tensor:
@@ -179,6 +182,123 @@ def _jittered(fn: Energy, jitter: int, generators: list[torch.Generator]) -> Ene
         return fn(torch.stack(rolled))
 
     return shifted
+
+
+#: ``factory(pixels, device, restarts) -> term``: the data term of all ``N·R`` rows at once (row ``i·R + r`` is
+#: problem i's restart r, so per-problem tensors enter as ``t.to(device).repeat_interleave(restarts, 0)``).
+DataTermFactory = Callable[[PixelSpace, torch.device, int], Energy]
+
+
+@dataclass
+class GDSetup:
+    """What every GD problem of a config shares (see :func:`gd_setup`).
+
+    Attributes:
+        pixels: the parametrisation (mean-subtracted 0–255 pixels).
+        sigma0: σ0 for this image size, scaling the priors and the step.
+        generators: one per row ``i·R + r``, seeded ``seed + r``: the random start (if drawn), then the jitter.
+        starts: random starts ``(N·R, C, H, W)`` in pixel units (CPU), each of L2 norm σ0; ``None`` if not drawn.
+        prior: the image prior ``(N·R,)``.
+    """
+
+    pixels: PixelSpace
+    sigma0: float
+    generators: list[torch.Generator]
+    starts: torch.Tensor | None
+    prior: ImagePrior
+
+
+def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width: int, *,
+             random_starts: bool = True) -> GDSetup:
+    """The pixel space, σ0, seeded generators, random starts and prior of ``problems`` × ``config.restarts`` rows.
+
+    With ``random_starts=False`` no start is drawn and the generators are left fresh (for a given start).
+    """
+    pixels = PixelSpace(mean=config.pixel_mean if len(config.pixel_mean) in (1, channels) else config.pixel_mean[:1])
+    sigma0 = config.sigma0(channels, height, width)
+    generators = [torch.Generator().manual_seed(config.seed + k)
+                  for _ in range(problems) for k in range(config.restarts)]
+    starts = None
+    if random_starts:
+        starts = torch.stack([torch.randn(channels, height, width, generator=g) for g in generators])
+        starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
+    prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
+                       tv_beta=config.tv_beta, sigma0=sigma0)
+    return GDSetup(pixels, sigma0, generators, starts, prior)
+
+
+def optimise_gd(representation: Representation, data_term: DataTermFactory, shape: Sequence[int],
+                config: GDConfig, *, init: torch.Tensor | None = None, random_starts: bool | None = None,
+                device: str | torch.device | None = None, progress: bool = True,
+                callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> GDResult:
+    """Minimise ``data_term + prior`` for ``N`` independent problems × ``config.restarts`` by gradient descent.
+
+        E(x) = data(x) + (λα/2 Σ|x|^α + λTV/2 TV^β(x)) / σ0²
+
+    with :func:`invert_gd`'s conventions (pixel space, σ0, seeded starts, jitter, clamping); all ``N·R`` rows
+    are one batch, so Φ runs once per step.
+
+    Args:
+        representation: Φ (frozen); moved to the device before ``data_term`` is built.
+        data_term: ``factory(pixels, device, restarts)`` returning a term ``(N·R, C, H, W) -> (N·R,)`` for the
+            rows laid out ``i·R + r`` (see :data:`DataTermFactory`).
+        shape: ``(N, C, H, W)`` of the images optimised (C is 1 when ``config.grey``).
+        config: the hyper-parameters; ``restarts`` rows per problem.
+        init: optional starting images ``(N, C, H, W)`` in ``[0, 1]`` (converted to grey if ``config.grey``):
+            every restart of problem i starts exactly at ``init[i]``, no noise; default: the seeded random
+            starts of :func:`gd_setup`.
+        random_starts: draw the seeded random starts (see :func:`gd_setup`); default: only without ``init``
+            (:func:`invert_gd`'s convention). ``True`` with ``init`` discards them but leaves the generators
+            where a random-start run has them, so the jitter shifts are those of that run.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
+        progress: show a progress bar.
+        callback: ``callback(t, pixels (N·R, C, H, W), energy (N·R,))`` after each step.
+
+    Returns:
+        :class:`GDResult` with ``images`` ``(N, R, C, H, W)`` in ``[0, 1]``.
+    """
+    n, c, h, w = (int(s) for s in shape)
+    if config.grey:
+        c = 1
+    dev = resolve_device(device)
+    representation.to(dev)
+    r = config.restarts
+    setup = gd_setup(config, n, c, h, w, random_starts=init is None if random_starts is None else random_starts)
+    if init is None:
+        if setup.starts is None:
+            raise ValueError("random_starts=False needs init, the starting images")
+        x0 = setup.starts
+    else:
+        start_images = init.to(dev, torch.float32)
+        if config.grey and start_images.dim() == 4 and start_images.shape[1] == 3:
+            start_images = to_grey(start_images)
+        if tuple(start_images.shape) != (n, c, h, w):
+            raise ValueError(f"init must be the starting images (N, C, H, W) = {(n, c, h, w)}, got {tuple(init.shape)}")
+        if not bool(torch.isfinite(start_images).all()):
+            raise ValueError("init has NaN or infinite values")
+        x0 = setup.pixels.from_image(start_images).repeat_interleave(r, dim=0)
+    term = data_term(setup.pixels, dev, r)
+    if config.jitter:
+        term = jittered(term, config.jitter, setup.generators)
+
+    def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        data = term(x)
+        return data + setup.prior(x), data
+
+    x0 = x0.to(dev)
+    bounds = setup.pixels.bounds(x0) if config.clamp else None
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    tic = time.perf_counter()
+    x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum, step_scale=setup.sigma0**2,
+                              bounds=bounds, callback=callback, progress=progress)
+    images = setup.pixels.to_image(x).clamp(0, 1)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - tic
+    t = totals.shape[0]
+    return GDResult(images=images.view(n, r, c, h, w).cpu(), energy=totals.view(t, n, r).cpu(),
+                    data_loss=data.view(t, n, r).cpu(), seconds=seconds, device=str(dev))
 
 
 def invert_gd(representation: Representation, images: torch.Tensor, config: GDConfig, *,
@@ -204,6 +324,7 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
 
     An image's reconstruction depends only on the image, the config and the seed, not on the rest of
     the batch: every term is per image and the random start of restart r is drawn from ``seed + r``.
+    This is :func:`optimise_gd` with the data term :class:`~.objectives.FeatureReconstruction` of Φ(images).
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be (B, 1|3, H, W), got {tuple(images.shape)}")
@@ -212,62 +333,20 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
     originals = images.to(dev, torch.float32)
     if config.grey and originals.shape[1] == 3:
         originals = to_grey(originals)
-    b, c, h, w = originals.shape
-    r = config.restarts
-    pixels = PixelSpace(mean=config.pixel_mean if len(config.pixel_mean) in (1, c) else config.pixel_mean[:1])
-    sigma0 = config.sigma0(c, h, w)
-
+    b = originals.shape[0]
     with torch.no_grad():
         target = representation(originals)
-    target = target.repeat_interleave(r, dim=0)
-    if mask is not None:
-        mask = mask.to(dev, torch.float32)
-        if mask.dim() == target.dim() and mask.shape[0] == b:
-            mask = mask.repeat_interleave(r, dim=0)
 
-    generators = [torch.Generator().manual_seed(config.seed + k) for _ in range(b) for k in range(r)]
-    if init is None:
-        starts = torch.stack([torch.randn(c, h, w, generator=g) for g in generators])
-        starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
-    else:
-        start_images = init.to(dev, torch.float32)
-        if config.grey and start_images.dim() == 4 and start_images.shape[1] == 3:
-            start_images = to_grey(start_images)
-        if tuple(start_images.shape) != (b, c, h, w):
-            raise ValueError(f"init must be the starting images (B, C, H, W) = {(b, c, h, w)}, got {tuple(init.shape)}")
-        if not bool(torch.isfinite(start_images).all()):
-            raise ValueError("init has NaN or infinite values")
-        starts = pixels.from_image(start_images).repeat_interleave(r, dim=0)
+    def reconstruction(pixels: PixelSpace, d: torch.device, restarts: int) -> Energy:
+        rows = None
+        if mask is not None:
+            rows = mask.to(d, torch.float32)
+            if rows.dim() == target.dim() and rows.shape[0] == b:
+                rows = rows.repeat_interleave(restarts, dim=0)
+        return FeatureReconstruction(representation, target.to(d).repeat_interleave(restarts, dim=0), pixels, rows)
 
-    data_term: Energy = FeatureReconstruction(representation, target, pixels, mask)
-    if config.jitter:
-        data_term = _jittered(data_term, config.jitter, generators)
-    prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
-                       tv_beta=config.tv_beta, sigma0=sigma0)
-
-    def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        data = data_term(x)
-        return data + prior(x), data
-
-    x0 = starts.to(dev)
-    bounds = pixels.bounds(x0) if config.clamp else None
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    start = time.perf_counter()
-    x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum, step_scale=sigma0**2,
-                              bounds=bounds, callback=callback, progress=progress)
-    reconstructions = pixels.to_image(x).clamp(0, 1)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    seconds = time.perf_counter() - start
-    t = totals.shape[0]
-    return GDResult(
-        images=reconstructions.view(b, r, c, h, w).cpu(),
-        energy=totals.view(t, b, r).cpu(),
-        data_loss=data.view(t, b, r).cpu(),
-        seconds=seconds,
-        device=str(dev),
-    )
+    return optimise_gd(representation, reconstruction, originals.shape, config, init=init, device=dev,
+                       progress=progress, callback=callback)
 
 
 def config_from_dict(values: dict[str, Any]) -> GDConfig:

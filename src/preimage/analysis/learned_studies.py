@@ -1,0 +1,501 @@
+"""Analyses of a learned inverter (Dosovitskiy & Brox, CVPR 2016, §5), each writing ``<out>/<kind>.png`` and ``.json``.
+
+- :func:`perturb`: reconstructions from binarised features and from features with half their dimensions
+  dropped (D&B "perturbing the features"): how much of the picture lives in the exact values.
+- :func:`interpolate`: reconstructions along the straight line between two images' features.
+- :func:`sample`: reconstructions of random feature vectors drawn dimension-wise from the empirical
+  distribution of Φ over a set of images.
+
+The feature maths is in small functions (:func:`binarise`, :func:`drop_dimensions`,
+:func:`interpolate_features`, :func:`sample_features`, :func:`interpolation`), which the analyses call
+and the tests check. Each analysis's keyword arguments are the keys of ``configs/analyze/<kind>.yaml``. It
+returns the report it writes as JSON: ``figures`` (keyed by the bundle's representation spec),
+``definitions``, ``config``, ``bundle`` (path and manifest facts), ``representations``, ``device``,
+``seconds``, ``notes`` and ``versions``.
+
+Convention:
+    - Images are read with the ``compare`` image-set helpers: the shorter side resized to ``size``
+      (bicubic, antialiased) and centre-cropped to ``size × size``; grey when the bundle's decoder is grey
+      (``out_channels = 1``, as the shipped HOG/HOGb/DSIFT bundles), else RGB (grey photos replicated).
+    - A "dimension" of Φ is one entry of one image's features: ``(channel, y, x)`` for spatial features
+      (HOG, DSIFT, conv layers), the component for vectors (fc layers). Every image of one analysis has the
+      same size, so every image has the same dimensions.
+    - Reconstructions are the decoder's output clamped to ``[0, 1]`` (:class:`LearnedInverter`), scored
+      in float.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..config import config_dir
+from ..evaluation.compare import BUILTIN, list_images, prepare_image
+from ..evaluation.invert import prepare_output_dir, unique_stems
+from ..evaluation.metrics import image_error, mean_pairwise_sq_dist, normalized_loss
+from ..images import load_image, to_grey
+from ..inversion.gd import resolve_device
+from ..inversion.learned import LearnedInverter
+from .common import check_size, enlarge, fit, random_weight_note, write_report
+
+__all__ = ["binarise", "drop_dimensions", "interpolate", "interpolate_features", "interpolation", "load_inverter",
+           "perturb", "sample", "sample_features"]
+
+_CHUNK = 16  # images per forward pass when computing features of an image set
+
+
+# ------------------------------------------------------------------------------------------ feature maths
+
+
+def binarise(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""D&B's binarisation: keep each entry's sign, set every magnitude to one constant that keeps ``‖Φ‖``.
+
+    Per image ``i`` (dim 0), ``Φ'_i = sign(Φ_i) · c_i`` with ``c_i = ‖Φ_i‖ / sqrt(#{d : Φ_id ≠ 0})``, so
+    ``‖Φ'_i‖ = ‖Φ_i‖``. Zero entries stay zero. For non-negative features (HOG, DSIFT, ReLU / pooling layers:
+    everything but conv and fc8 outputs) this sets every positive entry to ``c_i``: ``Φ'`` takes the two
+    values ``{0, c_i}``; for signed features the three values ``{−c_i, 0, c_i}``.
+
+    Why this constant: D&B (§5, perturbing the features) keep the signs and choose the fixed magnitude so
+    that the Euclidean norm is unchanged, reporting that it worked best of the strategies they tried; a
+    decoder never saw features of another scale, so a norm-keeping constant isolates the loss of the
+    values from a change of scale.
+
+    Args:
+        features: ``(B, ...)``, any float dtype.
+
+    Returns:
+        ``(binarised, c)``: same shape and dtype as ``features``, and ``c`` of shape ``(B,)`` (0 for an
+        all-zero image).
+
+    Example:
+        >>> b, c = binarise(torch.tensor([[0.0, 3.0, 4.0]]))
+        >>> b, c
+        (tensor([[0.0000, 3.5355, 3.5355]]), tensor([3.5355]))
+    """
+    flat = features.flatten(1)
+    count = (flat != 0).sum(1)
+    c = flat.norm(dim=1) / count.clamp_min(1).to(flat.dtype).sqrt()
+    return (flat.sign() * c[:, None]).view_as(features), c
+
+
+def drop_dimensions(features: torch.Tensor, fraction: float = 0.5, *,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""D&B's feature dropout: zero a random ``fraction`` of each image's dimensions, then restore ``‖Φ‖``.
+
+    Per image, exactly ``round(fraction · D)`` of its ``D`` entries, chosen uniformly without replacement
+    (independently per image, from ``generator``), are set to 0; the rest are multiplied by
+    ``‖Φ_i‖ / ‖kept part of Φ_i‖`` so that the norm is unchanged (as D&B do, finding it worked best; not
+    inverted-dropout's fixed ``1 / (1 − fraction)``). If every kept entry is 0 they stay 0.
+
+    Args:
+        features: ``(B, ...)``.
+        fraction: share of dimensions dropped, in ``[0, 1]``.
+        generator: a CPU generator for the choice (seeded by the caller), or the global RNG.
+
+    Returns:
+        ``(dropped, kept)``: the features and a bool mask of their shape, ``True`` where kept.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ValueError(f"dropout must be a fraction in [0, 1], got {fraction!r}")
+    flat = features.flatten(1)
+    b, d = flat.shape
+    k = round(fraction * d)
+    order = torch.rand(b, d, generator=generator).argsort(1)[:, :k].to(flat.device)
+    kept = torch.ones(b, d, dtype=torch.bool, device=flat.device).scatter_(1, order, False)
+    masked = flat * kept
+    after = masked.norm(dim=1)
+    scale = torch.where(after > 0, flat.norm(dim=1) / after.clamp_min(torch.finfo(after.dtype).tiny),
+                        torch.ones_like(after))
+    return (masked * scale[:, None]).view_as(features), kept.view_as(features)
+
+
+def interpolate_features(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """``(1 − t)·a + t·b``, exactly ``a`` at ``t = 0`` and exactly ``b`` at ``t = 1`` (copies)."""
+    if a.shape != b.shape:
+        raise ValueError(f"interpolate: the two images' features differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if t == 0:
+        return a.clone()
+    if t == 1:
+        return b.clone()
+    return (1 - t) * a + t * b
+
+
+def sample_features(bank: torch.Tensor, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""``n`` feature vectors drawn dimension-wise independently from the empirical distribution of ``bank``.
+
+    Entry ``d`` of sample ``s`` is ``bank[j, d]`` with ``j`` uniform over the ``M`` images, drawn anew for
+    every ``(s, d)``: each dimension follows its own empirical marginal, the dependences between dimensions
+    (what makes a feature vector one image's) are thrown away.
+
+    Args:
+        bank: ``(M, ...)``: the features of ``M`` images (for spatial features, ``(M, C, h, w)``: every
+            ``(channel, y, x)`` entry is a dimension of its own, so the images must share one size).
+        n: number of samples.
+        generator: a CPU generator (seeded by the caller), or the global RNG.
+
+    Returns:
+        ``(n, ...)`` on ``bank``'s device and dtype.
+    """
+    flat = bank.flatten(1)
+    m, d = flat.shape
+    index = torch.randint(m, (n, d), generator=generator).to(flat.device)
+    return flat.gather(0, index).view(n, *bank.shape[1:])
+
+
+@torch.no_grad()
+def interpolation(inverter: LearnedInverter, a: torch.Tensor, b: torch.Tensor,
+                  t: Sequence[float]) -> torch.Tensor:
+    """Reconstructions of ``(1 − t)·Φ(a) + t·Φ(b)`` for every ``t``: ``(C, H, W)`` images → ``(T, C', H, W)``.
+
+    Each feature vector is decoded on its own (batch of one), as ``inverter(a[None])`` decodes ``Φ(a)``, so
+    that the reconstruction at ``t = 0`` (``t = 1``) is bit for bit the plain reconstruction of ``a`` (``b``).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"interpolate needs two images of one size, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if inverter.decoder.config.out_channels == 1:  # as LearnedInverter.forward: a grey decoder inverts grey images
+        a, b = to_grey(a), to_grey(b)
+    size = tuple(a.shape[-2:])
+    phi_a, phi_b = inverter.representation(a[None]), inverter.representation(b[None])
+    return torch.cat([inverter.invert_features(interpolate_features(phi_a, phi_b, float(w)), size) for w in t])
+
+
+# ------------------------------------------------------------------------------------------ shared pieces
+
+
+def _bundle_path(checkpoint: Any) -> Path:
+    """The bundle path as given, or relative to the repository root (where configs/ lives) if only found there."""
+    if not checkpoint or not isinstance(checkpoint, (str, Path)):
+        raise ValueError(f"checkpoint must be the path of an inverter bundle (.pt), got {checkpoint!r}")
+    path = Path(checkpoint)
+    if not path.is_absolute() and not path.exists() and (config_dir().parent / path).exists():
+        return config_dir().parent / path
+    return path
+
+
+def load_inverter(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[LearnedInverter, Path]:
+    """The bundle's inverter (its own representation) in eval mode on ``device``, and the path it came from.
+
+    Raises:
+        ValueError: no such file (one line, saying how to make one); any
+            :class:`~preimage.inversion.learned.BundleError` (a ``ValueError``, one line).
+    """
+    path = _bundle_path(checkpoint)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {checkpoint}: no inverter bundle there; train one (`preimage train --config "
+                         "configs/train/hog.yaml`, then checkpoint=runs/hog/bundle.pt) or point checkpoint= "
+                         "at a bundle")
+    return LearnedInverter.from_bundle(path, device=device), path
+
+
+def _listed(item: str) -> list[tuple[str, Path]]:
+    """``(name, path)`` of the images one item names: ``builtin`` or a folder (all their images), else one file."""
+    if item in (BUILTIN, f"{BUILTIN}:test") or Path(item).is_dir():
+        return list_images(item)
+    return list_images([item])
+
+
+def _inputs(images: Any, checkpoint: Any, out: Any, size: Any, device: Any, *, count: str | None = None,
+            limit: int | None = None) -> tuple[LearnedInverter, Path, Path, list[str], list[str], torch.Tensor,
+                                               torch.device]:
+    """Checked inputs: ``(inverter, bundle path, out folder, names, stems, (N, C, size, size) images, device)``.
+
+    ``images``: a list of files / ``builtin:NAME`` / folders / ``builtin`` (the built-in test photos), or one
+    of those as a string. ``count`` is ``"two"`` (exactly 2) or ``"several"`` (>= 2).
+    """
+    check_size(size)
+    dev = resolve_device(device)
+    inverter, path = load_inverter(checkpoint, dev)
+    items = [images] if isinstance(images, (str, Path)) else list(images or [])
+    if not items:
+        raise ValueError("images must be a non-empty list of image files, folders, builtin:NAME or builtin")
+    listed = [entry for item in items for entry in _listed(str(item))][:limit]
+    if count == "two" and len(listed) != 2:
+        raise ValueError(f"interpolate needs exactly 2 images (a and b), got {len(listed)}")
+    if count == "several" and len(listed) < 2:
+        raise ValueError(f"this analysis needs at least 2 images (its normaliser compares them), got {len(listed)}")
+    fit(inverter.representation, size)  # a one-line error if Φ takes no size x size images
+    grey = inverter.decoder.config.out_channels == 1
+    batch = torch.stack([prepare_image(load_image(p), size=size, grey=grey) for _, p in listed])
+    out = prepare_output_dir(out)
+    return inverter, path, out, [n for n, _ in listed], unique_stems([p for _, p in listed]), batch, dev
+
+
+@torch.no_grad()
+def _features(inverter: LearnedInverter, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Φ of ``(N, C, H, W)`` images, a few at a time, on ``device``."""
+    return torch.cat([inverter.representation(images[i:i + _CHUNK].to(device))
+                      for i in range(0, len(images), _CHUNK)])
+
+
+@torch.no_grad()
+def _decode(inverter: LearnedInverter, features: torch.Tensor, size: int) -> torch.Tensor:
+    """Reconstructions of ``features`` at ``size × size``, a few at a time, on the CPU."""
+    return torch.cat([inverter.invert_features(features[i:i + _CHUNK], (size, size)).cpu()
+                      for i in range(0, len(features), _CHUNK)])
+
+
+def _bundle_record(inverter: LearnedInverter, path: Path) -> dict[str, Any]:
+    manifest = inverter.manifest
+    return {"path": str(path), **{k: manifest.get(k) for k in (
+        "spec", "params", "image_size", "feature_shape", "steps", "data", "metrics", "package_version")}}
+
+
+def _notes(inverter: LearnedInverter, size: int) -> list[str]:
+    notes = random_weight_note([inverter.representation])
+    trained = inverter.manifest.get("image_size")
+    if trained and list(trained) != [size, size]:
+        notes.append(f"images are {size}x{size}; the decoder was trained on {trained[0]}x{trained[1]} crops "
+                     "(fully convolutional for spatial features, so it runs at any size)")
+    return notes
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return seed
+
+
+def _floats(values: torch.Tensor) -> list[float]:
+    return [float(v) for v in values.detach().cpu().reshape(-1)]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _view(image: torch.Tensor) -> torch.Tensor:
+    """An image enlarged (nearest) to at least 96 pixels tall, for the picture."""
+    return enlarge(image.cpu())
+
+
+# -------------------------------------------------------------------------------------------- perturb
+
+_PERTURBATIONS = ("plain", "binarised", "dropout")
+
+
+def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, size: int = 128,
+            dropout: float = 0.5, seed: int = 0, device: str = "auto") -> dict[str, Any]:
+    """Reconstruct each image from its features as they are, binarised, and with ``dropout`` of them dropped.
+
+    The picture has one row per image: original | reconstruction | from binarised Φ (:func:`binarise`) |
+    from Φ with ``dropout`` of its dimensions zeroed (:func:`drop_dimensions`, seeded ``seed``).
+
+    Args:
+        images: at least 2 (files, ``builtin:NAME``, folders or ``builtin``).
+        checkpoint: the inverter bundle (relative paths are also looked up from the repository root).
+        out: output folder (created).
+        size: the images' side in pixels (shorter side resized, centre crop).
+        dropout: share of each image's feature dimensions dropped (D&B: 0.5).
+        seed: seed of the dropout choice.
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
+
+    Figures (keyed by the bundle's spec), per image and with their ``_mean`` over images, for each of
+    ``plain``, ``binarised`` and ``dropout``: ``image_error_<p>`` (the reconstruction against the original,
+    normalised by the mean pairwise squared distance of the originals) and ``normalized_loss_<p>``
+    (``‖Φ(x̂) − Φ(x0)‖² / ‖Φ(x0)‖²``: how well the reconstruction reproduces the original's *unperturbed*
+    features); ``feature_change_<p>`` for the two perturbations (``‖Φ' − Φ‖² / ‖Φ‖²``: how much the
+    perturbation moved the features the decoder was given); ``binary_value`` (``c`` per image) and
+    ``nonzero_fraction`` (entries set to ±c); ``dropped_fraction`` (dimensions zeroed). The cost of a
+    perturbation is its error minus the plain one.
+    """
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        raise ValueError(f"dropout must be a fraction in [0, 1], got {dropout!r}")
+    _check_seed(seed)
+    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="several")
+    config = dict(images=images if isinstance(images, str) else list(images), checkpoint=str(checkpoint),
+                  out=str(out), size=size, dropout=dropout, seed=seed, device=device)
+    tic = time.perf_counter()
+    spec = inverter.representation.spec
+    phi = _features(inverter, x0, dev)
+    binarised, c = binarise(phi)
+    dropped, kept = drop_dimensions(phi, float(dropout), generator=torch.Generator().manual_seed(seed))
+    given = {"plain": phi, "binarised": binarised, "dropout": dropped}
+    recon = {p: _decode(inverter, f, size) for p, f in given.items()}
+    figures: dict[str, Any] = {"images": names}
+    for p in _PERTURBATIONS:
+        errors = _floats(image_error(recon[p], x0))
+        losses = _floats(normalized_loss(_features(inverter, recon[p], dev), phi))
+        figures.update({f"image_error_{p}": errors, f"image_error_{p}_mean": _mean(errors),
+                        f"normalized_loss_{p}": losses, f"normalized_loss_{p}_mean": _mean(losses)})
+        if p != "plain":
+            change = _floats(normalized_loss(given[p], phi))
+            figures.update({f"feature_change_{p}": change, f"feature_change_{p}_mean": _mean(change)})
+    figures["binary_value"] = _floats(c)
+    figures["nonzero_fraction"] = _floats((phi.flatten(1) != 0).double().mean(1))
+    figures["dropped_fraction"] = _floats((~kept).flatten(1).double().mean(1))
+    rows = [[_view(x0[i]), *(_view(recon[p][i]) for p in _PERTURBATIONS)] for i in range(len(stems))]
+    row_labels = [f"{s}\nerr {figures['image_error_plain'][i]:.2f} / {figures['image_error_binarised'][i]:.2f} / "
+                  f"{figures['image_error_dropout'][i]:.2f}" for i, s in enumerate(stems)]
+    cols = ["original", f"reconstruction\nerr {figures['image_error_plain_mean']:.3f}",
+            f"binarised\nerr {figures['image_error_binarised_mean']:.3f}",
+            f"dropout {100 * dropout:.0f}%\nerr {figures['image_error_dropout_mean']:.3f}"]
+    return write_report(out, "perturb", rows, cols, row_labels, {
+        "figures": {spec: figures},
+        "definitions": {
+            "image_error_<p>": "||x_p - x0||^2 / mean pairwise ||x0_j - x0_k||^2 (metrics.image_error); p = plain "
+                               "(unperturbed features), binarised, dropout",
+            "normalized_loss_<p>": "||phi(x_p) - phi(x0)||^2 / ||phi(x0)||^2, against the unperturbed features",
+            "feature_change_<p>": "||phi' - phi||^2 / ||phi||^2: how far the perturbation moved the decoder's input",
+            "binarised": "phi' = sign(phi) * c, c = ||phi|| / sqrt(#nonzero entries) per image (norm kept; D&B)",
+            "dropout": f"round({dropout} * D) of the D entries of each image zeroed at random (seed {seed}), the "
+                       "rest rescaled to keep ||phi|| (D&B)",
+            "dimension": "one entry of an image's features: (channel, y, x) for spatial maps",
+        },
+        "config": config, "bundle": _bundle_record(inverter, path),
+        "representations": {spec: inverter.representation.params}, "device": str(dev),
+        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)})
+
+
+# ------------------------------------------------------------------------------------------ interpolate
+
+
+def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).square().mean().sqrt())
+
+
+def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size: int = 128,
+                t: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), device: str = "auto") -> dict[str, Any]:
+    """Reconstruct ``(1 − t)·Φ(a) + t·Φ(b)`` for every ``t``: a walk in feature space between two images.
+
+    The picture is one row: image a | a reconstruction per ``t`` | image b. At ``t = 0`` and ``t = 1`` the
+    reconstructions are exactly the plain reconstructions of a and b (:func:`interpolation`).
+
+    Args:
+        images: exactly 2 (a, b): files or ``builtin:NAME``; both are brought to ``size × size``.
+        checkpoint, out, size, device: as :func:`perturb`.
+        t: the interpolation weights (any finite numbers: outside ``[0, 1]`` extrapolates).
+
+    Figures: ``a``, ``b`` (the images), ``endpoint_rms`` (RMS pixel difference between the plain
+    reconstructions x̂_a and x̂_b), ``endpoints_equal_plain`` (the check above) and per ``t`` in ``steps``:
+    ``rms_to_a`` / ``rms_to_b`` (RMS pixel difference to x̂_a / x̂_b, in [0, 1] units), ``relative_to_a`` /
+    ``relative_to_b`` (``‖x̂_t − x̂_a‖² / ‖x̂_b − x̂_a‖²``; ``None`` if x̂_a = x̂_b) and ``rms_to_blend``, the
+    RMS difference to the pixel cross-fade ``(1 − t)·x̂_a + t·x̂_b`` (0 when the decoder merely cross-fades;
+    larger when it morphs). For a cross-fade ``relative_to_a`` would be ``t²``.
+    """
+    if isinstance(t, (str, bytes)) or not isinstance(t, Sequence) or not t:
+        raise ValueError(f"t must be a non-empty list of interpolation weights, e.g. [0, 0.5, 1], got {t!r}")
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in t):
+        raise ValueError(f"t must hold finite numbers, got {list(t)!r}")
+    if isinstance(images, (str, Path)):
+        images = [images]
+    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="two")
+    config = dict(images=list(images), checkpoint=str(checkpoint), out=str(out), size=size,
+                  t=[float(w) for w in t], device=device)
+    tic = time.perf_counter()
+    spec = inverter.representation.spec
+    a, b = x0[0].to(dev), x0[1].to(dev)
+    with torch.no_grad():
+        plain_a, plain_b = inverter(a[None])[0].cpu(), inverter(b[None])[0].cpu()
+    recon = interpolation(inverter, a, b, config["t"]).cpu()
+    span = float((plain_b.double() - plain_a.double()).square().sum())
+    steps = []
+    for w, x in zip(config["t"], recon):
+        to_a = float((x.double() - plain_a.double()).square().sum())
+        to_b = float((x.double() - plain_b.double()).square().sum())
+        steps.append({"t": w, "rms_to_a": _rms(x, plain_a), "rms_to_b": _rms(x, plain_b),
+                      "relative_to_a": to_a / span if span > 0 else None,
+                      "relative_to_b": to_b / span if span > 0 else None,
+                      "rms_to_blend": _rms(x, (1 - w) * plain_a.double() + w * plain_b.double())})
+    ends = [torch.equal(x, plain_a if w == 0 else plain_b) for w, x in zip(config["t"], recon) if w in (0, 1)]
+    figures = {"a": names[0], "b": names[1], "endpoint_rms": _rms(plain_a, plain_b),
+               "endpoints_equal_plain": all(ends) if ends else None, "steps": steps}
+    rows = [[_view(x0[0]), *(_view(x) for x in recon), _view(x0[1])]]
+    cols = [f"a: {stems[0]}", *(f"t={w:g}" for w in config["t"]), f"b: {stems[1]}"]
+    return write_report(out, "interpolate", rows, cols, [spec], {
+        "figures": {spec: figures},
+        "definitions": {
+            "steps[].t": "the reconstruction decodes (1 - t) phi(a) + t phi(b)",
+            "rms_to_a": "sqrt(mean over pixels of (x_t - x_a)^2), x_a the plain reconstruction of a",
+            "relative_to_a": "||x_t - x_a||^2 / ||x_b - x_a||^2 (a pixel cross-fade gives t^2)",
+            "rms_to_blend": "RMS difference to the pixel cross-fade (1 - t) x_a + t x_b",
+            "endpoint_rms": "RMS difference between the plain reconstructions of a and b",
+            "endpoints_equal_plain": "whether the reconstructions at t = 0 and t = 1 are bit for bit the plain "
+                                     "reconstructions of a and b (null if t holds neither)",
+        },
+        "config": config, "bundle": _bundle_record(inverter, path),
+        "representations": {spec: inverter.representation.params}, "device": str(dev),
+        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)})
+
+
+# ---------------------------------------------------------------------------------------------- sample
+
+
+def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str | Path, size: int = 128,
+           samples: int = 8, seed: int = 0, limit: int | None = None, device: str = "auto") -> dict[str, Any]:
+    """Reconstruct random feature vectors drawn dimension-wise from Φ's empirical distribution over ``images``.
+
+    Φ is computed for every image of the set (all ``size × size``, so that every image has the same
+    dimensions: ``(channel, y, x)`` entries for spatial features); each of ``samples`` vectors takes, in every
+    dimension independently, the value of a uniformly drawn image of the set (:func:`sample_features`,
+    seeded ``seed``). The picture's columns are the samples; its rows: the sample's reconstruction, the
+    plain reconstruction of the set image nearest to it, and that image.
+
+    Args:
+        images: the set (>= 2): ``builtin`` (the built-in test photos), a folder (recursive), or a list of
+            files / ``builtin:NAME`` / folders.
+        checkpoint, out, size, device: as :func:`perturb`.
+        samples: number of random feature vectors.
+        seed: seed of the draw.
+        limit: use only the first ``limit`` images of the set (``null``: all).
+
+    Figures: ``images_in_set``, ``dimensions``; per sample ``pixel_std`` (standard deviation of the
+    reconstruction's pixels: its contrast; 0 for a flat image) and ``nearest_image`` /
+    ``nearest_distance`` (the set image minimising ``‖x̂_s − x0_j‖²``, and that distance divided by the
+    mean pairwise squared distance of the set: image_error's normaliser, about 1 for as far as two set
+    images are apart; pixel distance favours the flattest, most mid-grey image of the set), with their
+    ``_mean``; for reference ``set_pixel_std_mean`` (the originals),
+    ``plain_pixel_std_mean`` and ``plain_image_error_mean`` (the set's own reconstructions and their
+    image_error: the distance a reconstruction keeps from its image even when it has all the features).
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
+        raise ValueError(f"limit must be an integer >= 2 or null, got {limit!r}")
+    _check_seed(seed)
+    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="several",
+                                                         limit=limit)
+    config = dict(images=images if isinstance(images, str) else list(images), checkpoint=str(checkpoint),
+                  out=str(out), size=size, samples=samples, seed=seed, limit=limit, device=device)
+    tic = time.perf_counter()
+    spec = inverter.representation.spec
+    bank = _features(inverter, x0, dev)
+    drawn = sample_features(bank, samples, generator=torch.Generator().manual_seed(seed))
+    recon = _decode(inverter, drawn, size)
+    plain = _decode(inverter, bank, size)
+    flat0 = x0.flatten(1).double()
+    spread = float(mean_pairwise_sq_dist(list(flat0)))
+    if not spread > 0:
+        raise ValueError("sample needs at least 2 different images: all images of the set are identical")
+    exact = "donot_use_mm_for_euclid_dist"
+    distances = torch.cdist(recon.flatten(1).double(), flat0, compute_mode=exact).square() / spread  # (samples, M)
+    nearest_distance, nearest = distances.min(1)
+    pixel_std = _floats(recon.flatten(1).double().std(1))
+    plain_error = _floats(image_error(plain, x0))
+    figures = {
+        "images_in_set": len(names), "dimensions": int(bank[0].numel()),
+        "pixel_std": pixel_std, "pixel_std_mean": _mean(pixel_std),
+        "nearest_image": [names[j] for j in nearest.tolist()],
+        "nearest_distance": _floats(nearest_distance), "nearest_distance_mean": float(nearest_distance.mean()),
+        "set_pixel_std_mean": float(flat0.std(1).mean()),
+        "plain_pixel_std_mean": float(plain.flatten(1).double().std(1).mean()),
+        "plain_image_error_mean": _mean(plain_error),
+    }
+    rows = [[_view(x) for x in recon], [_view(plain[j]) for j in nearest.tolist()],
+            [_view(x0[j]) for j in nearest.tolist()]]
+    cols = [f"sample {s}\nstd {pixel_std[s]:.3f}" for s in range(samples)]
+    row_labels = [f"{spec} samples\nfrom {len(names)} images", "nearest image's\nreconstruction", "nearest image"]
+    return write_report(out, "sample", rows, cols, row_labels, {
+        "figures": {spec: figures},
+        "definitions": {
+            "sample": "entry d of sample s = phi_d(x0_j), j uniform over the set, drawn independently per (s, d); "
+                      "a dimension is one (channel, y, x) entry of a spatial map (all images share one size)",
+            "pixel_std": "standard deviation over all pixels and channels of the reconstruction",
+            "nearest_distance": "min_j ||x_s - x0_j||^2 / mean pairwise ||x0_j - x0_k||^2 of the set",
+            "plain_image_error_mean": "mean image_error of the set's own reconstructions (the floor of a distance)",
+        },
+        "config": config, "bundle": _bundle_record(inverter, path),
+        "representations": {spec: inverter.representation.params}, "device": str(dev),
+        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)})
