@@ -16,8 +16,8 @@ from PIL import Image
 
 from preimage import build_representation
 from preimage.analysis.cli import add_analyze_parser
-from preimage.analysis.learned_studies import (binarise, drop_dimensions, interpolate, interpolate_features,
-                                               interpolation, load_inverter, perturb, sample, sample_features)
+from preimage.analysis.feature_perturbations import binarise, drop_dimensions, interpolate_features, sample_features
+from preimage.analysis.learned_studies import interpolate, interpolation, load_inverter, perturb, sample
 from preimage.config import config_dir, load_yaml
 from preimage.evaluation.compare import grey_square, prepare_image
 from preimage.inversion.learned import save_bundle

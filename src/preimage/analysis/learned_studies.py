@@ -6,12 +6,11 @@
 - :func:`sample`: reconstructions of random feature vectors drawn dimension-wise from the empirical
   distribution of Φ over a set of images.
 
-The feature maths is in small functions (:func:`binarise`, :func:`drop_dimensions`,
-:func:`interpolate_features`, :func:`sample_features`, :func:`interpolation`), which the analyses call
-and the tests check. Each analysis's keyword arguments are the keys of ``configs/analyze/<kind>.yaml``. It
-returns the report it writes as JSON: ``figures`` (keyed by the bundle's representation spec),
-``definitions``, ``config``, ``bundle`` (path and manifest facts), ``representations``, ``device``,
-``seconds``, ``notes`` and ``versions``.
+The feature maths (``binarise``, ``drop_dimensions``, ``interpolate_features``, ``sample_features``) is in
+:mod:`.feature_perturbations`; :func:`interpolation` decodes interpolated features. Each analysis's keyword
+arguments are the keys of ``configs/analyze/<kind>.yaml``. It returns the report it writes as JSON:
+``figures`` (keyed by the bundle's representation spec), ``definitions``, ``config``, ``bundle`` (path and
+manifest facts), ``representations``, ``device``, ``seconds``, ``notes`` and ``versions``.
 
 Convention:
     - Images are read with the ``compare`` image-set helpers: the shorter side resized to ``size``
@@ -40,109 +39,14 @@ from ..images import load_image, to_grey
 from ..inversion.gd import resolve_device
 from ..inversion.learned import LearnedInverter
 from .common import check_size, enlarge, fit, random_weight_note, write_report
+from .feature_perturbations import binarise, drop_dimensions, interpolate_features, sample_features
 
-__all__ = ["binarise", "drop_dimensions", "interpolate", "interpolate_features", "interpolation", "load_inverter",
-           "perturb", "sample", "sample_features"]
+__all__ = ["interpolate", "interpolation", "load_inverter", "perturb", "sample"]
 
 _CHUNK = 16  # images per forward pass when computing features of an image set
 
 
-# ------------------------------------------------------------------------------------------ feature maths
-
-
-def binarise(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""D&B's binarisation: keep each entry's sign, set every magnitude to one constant that keeps ``‖Φ‖``.
-
-    Per image ``i`` (dim 0), ``Φ'_i = sign(Φ_i) · c_i`` with ``c_i = ‖Φ_i‖ / sqrt(#{d : Φ_id ≠ 0})``, so
-    ``‖Φ'_i‖ = ‖Φ_i‖``. Zero entries stay zero. For non-negative features (HOG, DSIFT, ReLU / pooling layers:
-    everything but conv and fc8 outputs) this sets every positive entry to ``c_i``: ``Φ'`` takes the two
-    values ``{0, c_i}``; for signed features the three values ``{−c_i, 0, c_i}``.
-
-    Why this constant: D&B (§5, perturbing the features) keep the signs and choose the fixed magnitude so
-    that the Euclidean norm is unchanged, reporting that it worked best of the strategies they tried; a
-    decoder never saw features of another scale, so a norm-keeping constant isolates the loss of the
-    values from a change of scale.
-
-    Args:
-        features: ``(B, ...)``, any float dtype.
-
-    Returns:
-        ``(binarised, c)``: same shape and dtype as ``features``, and ``c`` of shape ``(B,)`` (0 for an
-        all-zero image).
-
-    Example:
-        >>> b, c = binarise(torch.tensor([[0.0, 3.0, 4.0]]))
-        >>> b, c
-        (tensor([[0.0000, 3.5355, 3.5355]]), tensor([3.5355]))
-    """
-    flat = features.flatten(1)
-    count = (flat != 0).sum(1)
-    c = flat.norm(dim=1) / count.clamp_min(1).to(flat.dtype).sqrt()
-    return (flat.sign() * c[:, None]).view_as(features), c
-
-
-def drop_dimensions(features: torch.Tensor, fraction: float = 0.5, *,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""D&B's feature dropout: zero a random ``fraction`` of each image's dimensions, then restore ``‖Φ‖``.
-
-    Per image, exactly ``round(fraction · D)`` of its ``D`` entries, chosen uniformly without replacement
-    (independently per image, from ``generator``), are set to 0; the rest are multiplied by
-    ``‖Φ_i‖ / ‖kept part of Φ_i‖`` so that the norm is unchanged (as D&B do, finding it worked best; not
-    inverted-dropout's fixed ``1 / (1 − fraction)``). If every kept entry is 0 they stay 0.
-
-    Args:
-        features: ``(B, ...)``.
-        fraction: share of dimensions dropped, in ``[0, 1]``.
-        generator: a CPU generator for the choice (seeded by the caller), or the global RNG.
-
-    Returns:
-        ``(dropped, kept)``: the features and a bool mask of their shape, ``True`` where kept.
-    """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
-        raise ValueError(f"dropout must be a fraction in [0, 1], got {fraction!r}")
-    flat = features.flatten(1)
-    b, d = flat.shape
-    k = round(fraction * d)
-    order = torch.rand(b, d, generator=generator).argsort(1)[:, :k].to(flat.device)
-    kept = torch.ones(b, d, dtype=torch.bool, device=flat.device).scatter_(1, order, False)
-    masked = flat * kept
-    after = masked.norm(dim=1)
-    scale = torch.where(after > 0, flat.norm(dim=1) / after.clamp_min(torch.finfo(after.dtype).tiny),
-                        torch.ones_like(after))
-    return (masked * scale[:, None]).view_as(features), kept.view_as(features)
-
-
-def interpolate_features(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """``(1 − t)·a + t·b``, exactly ``a`` at ``t = 0`` and exactly ``b`` at ``t = 1`` (copies)."""
-    if a.shape != b.shape:
-        raise ValueError(f"interpolate: the two images' features differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    if t == 0:
-        return a.clone()
-    if t == 1:
-        return b.clone()
-    return (1 - t) * a + t * b
-
-
-def sample_features(bank: torch.Tensor, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""``n`` feature vectors drawn dimension-wise independently from the empirical distribution of ``bank``.
-
-    Entry ``d`` of sample ``s`` is ``bank[j, d]`` with ``j`` uniform over the ``M`` images, drawn anew for
-    every ``(s, d)``: each dimension follows its own empirical marginal, the dependences between dimensions
-    (what makes a feature vector one image's) are thrown away.
-
-    Args:
-        bank: ``(M, ...)``: the features of ``M`` images (for spatial features, ``(M, C, h, w)``: every
-            ``(channel, y, x)`` entry is a dimension of its own, so the images must share one size).
-        n: number of samples.
-        generator: a CPU generator (seeded by the caller), or the global RNG.
-
-    Returns:
-        ``(n, ...)`` on ``bank``'s device and dtype.
-    """
-    flat = bank.flatten(1)
-    m, d = flat.shape
-    index = torch.randint(m, (n, d), generator=generator).to(flat.device)
-    return flat.gather(0, index).view(n, *bank.shape[1:])
+# ------------------------------------------------------------------------------------------ interpolation
 
 
 @torch.no_grad()
