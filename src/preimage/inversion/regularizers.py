@@ -9,6 +9,7 @@ as in M&V's released code.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def alpha_norm(x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -23,6 +24,9 @@ def alpha_norm(x: torch.Tensor, alpha: float) -> torch.Tensor:
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
+    if alpha == 6:  # M&V's exponent: two multiplications are cheaper than pow's exp/log, forward and backward
+        squared = x.square()
+        return (squared * squared * squared).flatten(1).sum(1)
     return x.abs().pow(alpha).flatten(1).sum(1)
 
 
@@ -39,13 +43,10 @@ def total_variation(x: torch.Tensor, beta: float, eps: float = 1e-8) -> torch.Te
     """
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
-    dx = torch.zeros_like(x)
-    dy = torch.zeros_like(x)
-    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
-    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
-    squared = dx.square() + dy.square()
-    if beta == 2:
-        v = squared
-    else:
-        v = (squared + eps).pow(beta / 2) if beta < 2 else squared.pow(beta / 2)
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    if beta == 2:  # the terms separate: no need to build the padded grid (the common case, and the fastest)
+        return dx.square().flatten(1).sum(1) + dy.square().flatten(1).sum(1)
+    squared = F.pad(dx.square(), (0, 1)) + F.pad(dy.square(), (0, 0, 0, 1))
+    v = (squared + eps).pow(beta / 2) if beta < 2 else squared.pow(beta / 2)
     return v.flatten(1).sum(1)
