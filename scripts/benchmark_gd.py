@@ -15,7 +15,7 @@ import time
 import torch
 
 from preimage import build_representation
-from preimage.inversion.gd import config_from_dict, invert_gd, resolve_device
+from preimage.inversion.gd import config_from_dict, invert_gd, resolve_device, synchronize
 from preimage.inversion.objectives import FeatureReconstruction, PixelSpace
 from preimage.inversion.presets import resolve_preset
 from preimage.photos import TEST_PHOTOS, load_photo
@@ -30,11 +30,6 @@ def batch_of(n: int, channels: int, size: int) -> torch.Tensor:
     return torch.stack(xs)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def forward_backward_seconds(rep, images: torch.Tensor, pixels: PixelSpace, sigma0: float, repeats: int,
                              device: torch.device) -> float:
     """Fastest time of one forward+backward of the normalised data term at this batch, from a GD-like start."""
@@ -45,11 +40,11 @@ def forward_backward_seconds(rep, images: torch.Tensor, pixels: PixelSpace, sigm
     x = x / x.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
     times = []
     for _ in range(repeats):
-        sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         x.requires_grad_(True)
         (g,) = torch.autograd.grad(term(x).sum(), x)
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     return min(times)
 

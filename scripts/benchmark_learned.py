@@ -15,17 +15,12 @@ import time
 import torch
 
 from preimage.evaluation.compare import grey_square
-from preimage.inversion.gd import config_from_dict, invert_gd, resolve_device
+from preimage.inversion.gd import config_from_dict, invert_gd, resolve_device, synchronize
 from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.presets import resolve_preset
 from preimage.photos import TEST_PHOTOS
 from preimage.training.train import build, resolve_config
 from preimage.config import config_dir, load_yaml
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def training_throughput(spec: str, steps: int, device: torch.device) -> tuple[float, int]:
@@ -39,14 +34,14 @@ def training_throughput(spec: str, steps: int, device: torch.device) -> tuple[fl
     optimiser = torch.optim.AdamW(module.decoder.parameters(), lr=1e-3)
     best = float("inf")
     for _ in range(3):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
             loss = module.model_step(batch)["loss"]
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return steps * batch.shape[0] / best, batch.shape[0]
 
@@ -58,10 +53,10 @@ def inference_throughput(inverter: LearnedInverter, images: torch.Tensor, batch:
     with torch.no_grad():
         inverter(x[:1])
         for _ in range(5):
-            sync(device)
+            synchronize(device)
             start = time.perf_counter()
             inverter(x)
-            sync(device)
+            synchronize(device)
             best = min(best, time.perf_counter() - start)
     return batch / best
 
@@ -86,11 +81,11 @@ def main() -> None:
               f"{inference_throughput(inverter, images, b, device):.1f} images/s")
 
     with torch.no_grad():
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for x in images:
             inverter(x[None].to(device))
-        sync(device)
+        synchronize(device)
         learned = (time.perf_counter() - start) / len(images)
     gd = invert_gd(inverter.representation, images, config_from_dict(resolve_preset("mv2015", args.spec)),
                    device=device, progress=False).seconds / len(images)

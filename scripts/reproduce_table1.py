@@ -16,19 +16,19 @@ import torch
 
 from preimage import build_representation
 from preimage.evaluation.compare import grey_square
+from preimage.evaluation.report import MV2015_TABLE1
 from preimage.evaluation.metrics import feature_error, image_error, mean_std
 from preimage.inversion.gd import config_from_dict, invert_gd
 from preimage.inversion.presets import resolve_preset
 from preimage.photos import TEST_PHOTOS
 
-PAPER = {"hog": (28.10, 7.9), "hogb": (10.67, 5.2), "dsift": (10.89, 7.5)}
 OPTIONS = {"hog": {"texture": False}, "hogb": {"texture": False}, "dsift": {}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["mv2015"])
-    parser.add_argument("--representations", nargs="+", default=list(PAPER))
+    parser.add_argument("--representations", nargs="+", default=list(MV2015_TABLE1))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="reports/table1.json", help="JSON of every figure (not committed)")
@@ -53,8 +53,8 @@ def main() -> None:
                          "per_image": dict(zip(TEST_PHOTOS, errors.tolist())),
                          "image_error_mean": img_mean, "image_error_std": img_std, "iterations": cfg.iterations,
                          "seconds_per_image": res.seconds / len(TEST_PHOTOS), "device": res.device,
-                         "paper_mean": PAPER[spec][0], "paper_std": PAPER[spec][1]})
-            print(f"{preset:>8} {spec:>6}: {mean:6.2f} ± {std:5.2f} %  (paper {PAPER[spec][0]:.2f} ± {PAPER[spec][1]})"
+                         "paper_mean": MV2015_TABLE1[spec][0], "paper_std": MV2015_TABLE1[spec][1]})
+            print(f"{preset:>8} {spec:>6}: {mean:6.2f} ± {std:5.2f} %  (paper {MV2015_TABLE1[spec][0]:.2f} ± {MV2015_TABLE1[spec][1]})"
                   f"  image_error {img_mean:.3f} ± {img_std:.3f}  {cfg.iterations} it, {res.seconds / len(TEST_PHOTOS):.2f} s/image"
                   f" on {res.device}", flush=True)
     print("\n| preset | representation | feature_error % (ours) | paper (M&V Table 1) | image_error | iterations | s / image |")

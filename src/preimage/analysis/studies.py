@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..evaluation.invert import build_mask, prepare_output_dir, score
+from ..evaluation.invert import build_mask, prepare_output_dir, score, scoring_features
 from ..evaluation.metrics import mean_pairwise_sq_dist
 from ..images import to_grey
 from ..inversion.gd import invert_gd, resolve_device
@@ -80,7 +80,8 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     for spec, rep, _, cfg in steps:
         x0 = to_grey(originals) if cfg.grey else originals
         res = invert_gd(rep, x0, cfg, device=dev, progress=progress)
-        per_restart = [score(rep, list(x0), list(res.images[:, r]), dev)[metric] for r in range(restarts)]
+        reference = scoring_features(rep, list(x0), dev)
+        per_restart = [score(rep, list(x0), list(res.images[:, r]), dev, reference)[metric] for r in range(restarts)]
         errors = [[100 * float(per_restart[r][i]) for r in range(restarts)] for i in range(n)]
         flat0 = [x.flatten().double() for x in x0]
         norm = mean_pairwise_sq_dist(flat0) if n >= 2 else 2 * (flat0[0] - flat0[0].mean()).square().sum()

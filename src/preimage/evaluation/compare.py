@@ -43,7 +43,7 @@ from ..inversion.presets import resolve_preset
 from ..photos import TEST_PHOTOS, load_photo
 from ..representations import build_representation
 from . import report as rpt
-from .invert import prepare_output_dir, resolve_image_path, score, unique_stems, versions
+from .invert import prepare_output_dir, resolve_image_path, score, scoring_features, unique_stems, versions
 
 METHODS = ("gd", "learned", "hybrid")
 BUILTIN = "builtin"
@@ -344,6 +344,7 @@ def _score(c: dict[str, Any], names: list[str], stems: list[str], images: list[t
     records: list[dict[str, Any]] = []
     recons: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
     for spec, representation in zip(c["representations"], representations):
+        reference = scoring_features(representation, images, device)
         for method in (m for m in rpt.METHOD_ORDER if (0, spec, m) in by_key):
             missing = [i for i in range(n) if (i, spec, method) not in by_key]
             if missing:
@@ -355,7 +356,7 @@ def _score(c: dict[str, Any], names: list[str], stems: list[str], images: list[t
                 notes.append(f"{spec} {method}: the descent diverged on image(s) "
                              f"{[names[i] for i in range(n) if not finite[i]]}: their scores are null")
             scored = [torch.nan_to_num(g["reconstruction"], nan=0.5) for g in got]  # NaN ones are nulled below
-            metrics = score(representation, images, scored, device)
+            metrics = score(representation, images, scored, device, reference)
             for i, g in enumerate(got):
                 rec = {"index": i, "image": names[i], "representation": spec, "method": method,
                        **{k: v[i] for k, v in metrics.items()}, "seconds": g["seconds"],

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..inversion.gd import GDConfig, invert_gd
+from ..inversion.gd import GDConfig, invert_gd, synchronize
 from ..inversion.learned import LearnedInverter
 from ..representations import Representation
 
@@ -75,10 +75,6 @@ class CompareModule(pl.LightningModule):
         self.inverters = nn.ModuleDict({str(k): inv for k, inv in enumerate(inverters) if inv is not None})
         self.plans = list(plans)
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def _gd(self, representation: Representation, images: torch.Tensor, config: GDConfig,
             init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
         with torch.enable_grad():  # Lightning's predict loop runs under no_grad
@@ -91,7 +87,7 @@ class CompareModule(pl.LightningModule):
         recons, seconds = [], []
         with torch.no_grad():
             for x in images:
-                self._sync()
+                synchronize(self.device)
                 start = time.perf_counter()
                 recons.append(inverter(x[None])[0].cpu())  # .cpu() waits for the device
                 seconds.append(time.perf_counter() - start)

@@ -78,13 +78,23 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     return stems
 
 
-def score(representation: Representation, originals: list[torch.Tensor], reconstructions: list[torch.Tensor],
-          device: torch.device) -> dict[str, list[float | None]]:
-    """All metrics of evaluation/metrics.py for one set of (original, reconstruction) pairs (each (C, H, W))."""
+def scoring_features(representation: Representation, images: Sequence[torch.Tensor],
+                     device: torch.device) -> list[torch.Tensor]:
+    """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU."""
     rep = representation.to(device)
     with torch.no_grad():
-        f0 = [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in originals]
-        f1 = [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in reconstructions]
+        return [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in images]
+
+
+def score(representation: Representation, originals: list[torch.Tensor], reconstructions: list[torch.Tensor],
+          device: torch.device, reference: list[torch.Tensor] | None = None) -> dict[str, list[float | None]]:
+    """All metrics of evaluation/metrics.py for one set of (original, reconstruction) pairs (each (C, H, W)).
+
+    ``reference``: the originals' :func:`scoring_features`, when the caller scores several reconstructions
+    of one set (restarts, methods) and computes them once.
+    """
+    f0 = scoring_features(representation, originals, device) if reference is None else reference
+    f1 = scoring_features(representation, reconstructions, device)
     n = len(originals)
     result: dict[str, list[float | None]] = {
         "normalized_loss": [float(normalized_loss(a[None], b[None])[0]) for a, b in zip(f1, f0)],
@@ -247,8 +257,9 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
     stems = unique_stems(paths)
     restarts = len(inv.reconstructions)
     records = []
+    reference = scoring_features(representation, originals, device)
     for r, recon in enumerate(inv.reconstructions):
-        metrics = score(representation, originals, recon, device)
+        metrics = score(representation, originals, recon, device, reference)
         for i, stem in enumerate(stems):
             name = stem if restarts == 1 else f"{stem}_r{r}"
             save_png(recon[i], out / f"{name}.png")

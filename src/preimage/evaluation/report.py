@@ -20,7 +20,8 @@ from .metrics import mean_std
 METHOD_ORDER = ("gd", "learned", "hybrid")
 
 #: M&V 2015 Table 1 (100 ILSVRC-2012 val images, GD with their released code): feature_error %, mean ± std.
-PAPER_FEATURE_ERROR: dict[str, str] = {"hog": "28.10 ± 7.9", "hogb": "10.67 ± 5.2", "dsift": "10.89 ± 7.5"}
+MV2015_TABLE1: dict[str, tuple[float, float]] = {"hog": (28.10, 7.9), "hogb": (10.67, 5.2), "dsift": (10.89, 7.5)}
+PAPER_FEATURE_ERROR: dict[str, str] = {spec: f"{m:.2f} ± {s}" for spec, (m, s) in MV2015_TABLE1.items()}
 #: D&B 2016 image-space error on AlexNet/CaffeNet layers (as re-quoted, approximate; DESIGN §5):
 #: the learned inverter, and M&V's optimisation as D&B measured it.
 PAPER_IMAGE_ERROR: dict[str, dict[str, str]] = {

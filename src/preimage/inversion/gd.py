@@ -112,6 +112,12 @@ class GDResult:
     device: str
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that wall-clock timings include it; no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``/``"auto"`` → CUDA when available, else CPU; anything else as given."""
     if device in (None, "auto"):
@@ -287,14 +293,12 @@ def optimise_gd(representation: Representation, data_term: DataTermFactory, shap
 
     x0 = x0.to(dev)
     bounds = setup.pixels.bounds(x0) if config.clamp else None
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    synchronize(dev)
     tic = time.perf_counter()
     x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum, step_scale=setup.sigma0**2,
                               bounds=bounds, callback=callback, progress=progress)
     images = setup.pixels.to_image(x).clamp(0, 1)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
+    synchronize(dev)
     seconds = time.perf_counter() - tic
     t = totals.shape[0]
     return GDResult(images=images.view(n, r, c, h, w).cpu(), energy=totals.view(t, n, r).cpu(),
