@@ -112,3 +112,54 @@ def test_gradients_flow_to_every_parameter_and_the_features() -> None:
     decoder(features, (30, 34)).square().mean().backward()
     assert features.grad is not None and features.grad.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.parameters())
+
+
+def _fan_in_by_probe(layer: torch.nn.Module) -> int:
+    """Inputs feeding one output unit, counted by running the layer on ones with its weights set to ones."""
+    probe = type(layer)(**({"in_features": layer.in_features, "out_features": 1} if isinstance(layer, torch.nn.Linear)
+                          else {"in_channels": layer.in_channels, "out_channels": 1, "kernel_size": layer.kernel_size,
+                                "stride": layer.stride, "padding": layer.padding}))
+    torch.nn.init.ones_(probe.weight)
+    torch.nn.init.zeros_(probe.bias)
+    shape = (1, layer.in_features) if isinstance(layer, torch.nn.Linear) else (1, layer.in_channels, 8, 8)
+    with torch.no_grad():
+        return int(probe(torch.ones(shape)).max())  # an interior unit sees every tap
+
+
+@pytest.mark.parametrize("spec", ["hog", "dsift", "alexnet:fc7"])
+def test_initialisation_is_he_for_leaky_relu(spec: str) -> None:
+    """Weights start at std gain / sqrt(fan_in) (fan-in counted by a probe, not from the weight shape), and the
+    hidden activations keep their scale through every layer (PyTorch's default init shrinks it ~√3 per layer)."""
+    torch.manual_seed(0)
+    representation = _representation(spec)
+    side = _image_side(representation) * (1 if ":" in spec else 4)  # large maps: zero padding loses little
+    shape = representation.output_shape(side, side)
+    decoder = build_decoder(shape, (side, side), **(SMALL_FC if len(shape) == 1 else {"width": 128, "min_width": 32}))
+    slope = decoder.config.leaky_slope
+    gain = (2 / (1 + slope**2)) ** 0.5
+    weighted = [m for m in decoder.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+    for layer in weighted[:-1]:
+        expected = gain / _fan_in_by_probe(layer) ** 0.5
+        assert layer.weight.std().item() == pytest.approx(expected, rel=0.1), layer
+        assert torch.count_nonzero(layer.bias) == 0
+    assert weighted[-1].bias.eq(0.5).all()
+
+    x = torch.randn(4, *shape)
+    assert 0.25 < _scale_kept(decoder, x) < 4  # He init: a random walk around 1 at this width
+    for layer in weighted:
+        layer.reset_parameters()  # PyTorch's default init, for contrast
+    assert _scale_kept(decoder, x) < 0.05
+
+
+def _scale_kept(decoder: Decoder, features: torch.Tensor) -> float:
+    """Mean square of the last hidden activation over that of the first."""
+    moments, x = [], features
+    with torch.no_grad():
+        if decoder.fc is not None:
+            x = decoder.fc(x).view(-1, decoder.config.width, decoder.config.seed_side, decoder.config.seed_side)
+            moments.append(x.square().mean().item())
+        for layer in decoder.layers[:-1]:
+            x = layer(x)
+            if isinstance(layer, torch.nn.LeakyReLU):
+                moments.append(x.square().mean().item())
+    return moments[-1] / moments[0]
