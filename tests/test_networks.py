@@ -163,3 +163,36 @@ def _scale_kept(decoder: Decoder, features: torch.Tensor) -> float:
             if isinstance(layer, torch.nn.LeakyReLU):
                 moments.append(x.square().mean().item())
     return moments[-1] / moments[0]
+
+
+@pytest.mark.parametrize("side", [64, 100, 192])
+def test_cell_puts_each_dsift_frame_at_its_centre(side: int) -> None:
+    """With ``cell = grid_step`` the pixels a feature cell paints are centred where VLFeat centres its frame
+    (upper-left bin centre at step·r, four bins: centre step·r + 1.5·bin_size), at every image size."""
+    dsift = build_representation("dsift")
+    assert dsift.grid_step == 15 and build_representation("hog").grid_step == 8
+    assert build_representation("dsift", bin_size=4).grid_step is None  # frames no longer tile
+    rows, cols = dsift.output_shape(side, side)[1:]
+    decoder = build_decoder((1, rows, cols), (side, side), pre_convs=0, stage_convs=0, upsamplings=0,
+                            cell=dsift.grid_step, out_channels=1)
+    last = decoder.layers[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    with torch.no_grad():
+        last.weight[0, 0, 1, 1] = 1.0  # the image is the feature map itself, resized
+    for r, c in [(0, 0), (rows - 1, cols - 1), (rows // 2, 1)]:
+        features = torch.zeros(1, 1, rows, cols)
+        features[0, 0, r, c] = 1.0
+        with torch.no_grad():
+            image = decoder(features, (side, side))[0, 0].clamp(min=0)
+        assert image.shape == (side, side)
+        span = (rows * 15, cols * 15)  # past the last cell the edge repeats
+        assert torch.equal(image[span[0]:], image[span[0] - 1].expand(side - span[0], side))
+        image = image[: span[0], : span[1]]
+        ys, xs = torch.meshgrid(torch.arange(span[0], dtype=torch.float32),
+                                torch.arange(span[1], dtype=torch.float32), indexing="ij")
+        centre = ((image * ys).sum() / image.sum(), (image * xs).sum() / image.sum())
+        expected = (15 * r + 7.5, 15 * c + 7.5)
+        # within a tenth of a cell (the last cell loses its bilinear tail at the crop); stretching the output
+        # over the whole image instead put the last frame of a 192-px image 11 px off
+        assert abs(centre[0] - expected[0]) < 1.5 and abs(centre[1] - expected[1]) < 1.5, (r, c, centre, expected)

@@ -13,6 +13,7 @@ import argparse
 import re
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -143,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if hasattr(args, "items"):  # positional items may come after options: image paths and key=value overrides
         args.items = args.items + extra
+    # Lightning's own use of a torch API torch deprecated: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     try:
         return args.run(args)
     except (ValueError, OSError, OmegaConfBaseException) as err:

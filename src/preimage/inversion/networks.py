@@ -5,13 +5,16 @@ per-layer table:
 
 - spatial features ``(C, h, w)`` (HOG, DSIFT, CNN layers up to pool5): ``pre_convs`` 3×3 convolutions, then
   ``n`` stride-2 up-convolutions, ``n = ceil(log2(stride / SHORTFALL))`` with ``stride = image side /
-  feature side``; fully convolutional, so a decoder trained on 64×64 crops runs on features of any size.
+  feature side`` (or ``cell``); fully convolutional, so a decoder trained on 64×64 crops runs on features of
+  any size.
 - vector features ``(D,)`` (fc6 … fc8): D&B's three Linear layers (``D → 4096 → 4096 → 256·4·4``), a
   reshape to ``256 × 4 × 4``, then up-convolutions (to 64×64 when no image size is given).
 
 Every up-convolution (4×4, stride 2: exactly ×2) is followed by LeakyReLU and ``stage_convs`` 3×3
 convolutions; the channels halve at each one. A last 3×3 convolution gives the image, which is resized
-(bilinear) to the size asked for at call time.
+(bilinear) to the size asked for at call time; with ``cell`` (Φ's exact grid step, e.g. DSIFT's 15 px) it is
+resized to ``cell`` pixels per feature cell instead, so that every cell's pixels land where Φ saw them at
+any image size (the rows and columns past the last cell repeat its edge).
 
 The weights start from He et al.'s initialisation for LeakyReLU (:func:`init_decoder_`), which keeps the
 activations' scale through the 10–13 layers. PyTorch's default initialisation shrinks it by about √3 per
@@ -63,6 +66,8 @@ class DecoderConfig:
         out_channels: 3 (RGB) or 1 (grey).
         upsamplings: number of ×2 up-convolutions; ``None`` derives it from the feature and image sizes.
         input_scale: the features are multiplied by this first (e.g. 1 / std of the training features).
+        cell: pixels per feature cell when Φ's grid is exact (``Representation.grid_step``: HOG's cell size,
+            DSIFT's step); ``None`` resizes the output to the whole image (CNN layers, vectors).
     """
 
     width: int = 256
@@ -75,6 +80,7 @@ class DecoderConfig:
     out_channels: int = 3
     upsamplings: int | None = None
     input_scale: float = 1.0
+    cell: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.fc_widths, (list, tuple)):
@@ -86,6 +92,8 @@ class DecoderConfig:
             _check_int("fc_widths", value, 1)
         if self.upsamplings is not None:
             _check_int("upsamplings", self.upsamplings, 0)
+        if self.cell is not None:
+            _check_int("cell", self.cell, 1)
         if isinstance(self.out_channels, bool) or self.out_channels not in (1, 3):
             raise ValueError(f"DecoderConfig.out_channels must be 1 or 3, got {self.out_channels!r}")
         for name in ("leaky_slope", "input_scale"):
@@ -123,14 +131,17 @@ def count_upsamplings(
 ) -> int:
     """Number of ×2 up-convolutions: ``config.upsamplings``, or ``ceil(log2(stride / SHORTFALL))``.
 
-    ``stride`` is the larger of ``H / h`` and ``W / w``, with ``(h, w)`` the feature map's sides (the
-    ``seed_side`` map for vector features, whose ``image_size`` defaults to 64×64).
+    ``stride`` is ``config.cell`` for spatial features when set, else the larger of ``H / h`` and ``W / w``,
+    with ``(h, w)`` the feature map's sides (the ``seed_side`` map for vector features, whose ``image_size``
+    defaults to 64×64).
 
     Raises:
         ValueError: spatial features with neither ``image_size`` nor ``config.upsamplings``.
     """
     if config.upsamplings is not None:
         return config.upsamplings
+    if config.cell is not None and len(feature_shape) == 3:
+        return max(0, math.ceil(math.log2(config.cell / SHORTFALL)))
     if len(feature_shape) == 1:
         sides, image_size = (config.seed_side, config.seed_side), image_size or VECTOR_IMAGE_SIZE
     elif image_size is None:
@@ -234,12 +245,22 @@ class Decoder(nn.Module):
             x = self.fc(x).view(-1, self.config.width, side, side)
         x = self.layers(x)
         size = (int(output_size[0]), int(output_size[1]))
-        if tuple(x.shape[-2:]) != size:
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return x
+        if self.config.cell is not None and self.fc is None:
+            cells = (features.shape[-2] * self.config.cell, features.shape[-1] * self.config.cell)
+            x = _resize(x, cells)[..., : size[0], : size[1]]
+            missing = (size[0] - x.shape[-2], size[1] - x.shape[-1])
+            return F.pad(x, (0, missing[1], 0, missing[0]), mode="replicate") if max(missing) > 0 else x
+        return _resize(x, size)
 
     def extra_repr(self) -> str:
         return f"feature_shape={self.feature_shape}, image_size={self.image_size}, upsamplings={self.upsamplings}"
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(B, C, h, w)`` to ``size``, antialiased when it shrinks; ``x`` itself if equal."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def build_decoder(

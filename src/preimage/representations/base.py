@@ -23,11 +23,16 @@ class Representation(nn.Module):
             recorded in reports and bundles.
         min_size: the smallest ``(H, W)`` input that gives a non-empty output.
         grey: whether the representation sees a single grey channel (HOG/DSIFT inversions are grey).
+        grid_step: pixels between neighbouring feature cells when the grid is exact and starts at the image's
+            top-left corner, feature cell ``(r, c)`` describing pixels ``[r·step, (r+1)·step)`` (HOG: the cell
+            size; DSIFT: the frame step); ``None`` where it is not (CNN layers). Decoders use it to put
+            each cell's pixels where they belong (:class:`~preimage.inversion.networks.DecoderConfig` ``cell``).
     """
 
     spec: str = ""
     min_size: tuple[int, int] = (1, 1)
     grey: bool = False
+    grid_step: int | None = None
 
     def __init__(self, **params: Any) -> None:
         super().__init__()

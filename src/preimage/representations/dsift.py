@@ -244,6 +244,9 @@ class DenseSIFT(Representation):
         )
         side = (NUM_BINS_XY - 1) * bin_size + 1
         self.min_size = (side, side)
+        # frame (r, c) is centred on pixel step·r + 1.5·bin_size, the centre of [step·r, step·(r+1)) when
+        # step = 3·bin_size (M&V's geometry); otherwise the grid is not a tiling of cells
+        self.grid_step = step if step == (NUM_BINS_XY - 1) * bin_size else None
         self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
 
     def to_grey(self, x: torch.Tensor) -> torch.Tensor:

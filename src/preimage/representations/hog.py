@@ -252,6 +252,7 @@ class HOG(Representation):
         # params are the builder's overrides (the spec, hog or hogb, fixes the orientation assignment)
         super().__init__(cell_size=cell_size, orientations=orientations, texture=texture)
         self.cell_size, self.orientations = cell_size, orientations
+        self.grid_step = cell_size
         self.texture, self.bilinear_orientations = texture, bilinear_orientations
         side = hog_min_size(cell_size)
         self.min_size = (side, side)

@@ -42,7 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "representation_options": {},
     "grey": False,            # invert grey images: sets data.grey and decoder.out_channels (1)
     "data": {},               # ImageDataModule arguments
-    "decoder": {},            # DecoderConfig overrides; input_scale: auto = 1 / std of Φ on training crops
+    "decoder": {},            # DecoderConfig overrides; input_scale: auto = 1 / std of Φ on training crops,
+                              # cell: auto = Φ's grid_step (None where its grid is not exact)
     "optim": {},              # OptimizerConfig (AdamW)
     "scheduler": {},          # SchedulerConfig
     "lambda_feat": 0.0,
@@ -113,14 +114,16 @@ def _best_decoder(decoder: Decoder, checkpoint: Path) -> tuple[Decoder, dict[str
 
 
 def build(c: dict[str, Any]) -> tuple[Representation, ImageDataModule, InverterModule]:
-    """Φ, the data and the module (with its decoder) of a resolved config; ``decoder.input_scale: auto`` is
-    replaced by its value in ``c``. The decoder's initial weights come from torch's global RNG (seed it first)."""
+    """Φ, the data and the module (with its decoder) of a resolved config; ``decoder.input_scale: auto`` and
+    ``decoder.cell: auto`` are replaced by their values in ``c``. The decoder's initial weights come from torch's global RNG (seed it first)."""
     representation = build_representation(c["representation"], **c["representation_options"])
     datamodule = ImageDataModule(**c["data"])
     crop = int(datamodule.hparams.crop)
     if c["decoder"].get("input_scale") == "auto":
         datamodule.setup("fit")
         c["decoder"]["input_scale"] = feature_scale(representation, datamodule.data_train)
+    if c["decoder"].get("cell") == "auto":
+        c["decoder"]["cell"] = representation.grid_step
     decoder = build_decoder(representation.output_shape(crop, crop), (crop, crop), **c["decoder"])
     module = InverterModule(representation, decoder, optimizer=c["optim"], scheduler=c["scheduler"],
                             lambda_feat=c["lambda_feat"], grey=c["grey"], image_log_every=c["image_log_every"],
