@@ -222,7 +222,7 @@ class Decoder(nn.Module):
             channels = out
         last = nn.Conv2d(channels, config.out_channels, 3, padding=1)
         self.layers = nn.Sequential(*layers, last)
-        init_decoder_(self, config.leaky_slope)
+        init_decoder_(nn.ModuleList([m for m in (self.fc, *layers) if m is not None]), config.leaky_slope)
         nn.init.normal_(last.weight, 0.0, LAST_GAIN / math.sqrt(last.weight[0].numel()))
         nn.init.constant_(last.bias, 0.5)
 

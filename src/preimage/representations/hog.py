@@ -252,11 +252,15 @@ class HOG(Representation):
         # params are the builder's overrides (the spec, hog or hogb, fixes the orientation assignment)
         super().__init__(cell_size=cell_size, orientations=orientations, texture=texture)
         self.cell_size, self.orientations = cell_size, orientations
-        self.grid_step = cell_size
         self.texture, self.bilinear_orientations = texture, bilinear_orientations
         side = hog_min_size(cell_size)
         self.min_size = (side, side)
         self.spec = "hogb" if bilinear_orientations else "hog"
+
+    @property
+    def grid_step(self) -> int:
+        """HOG cells tile the image from its top-left corner: the cell size."""
+        return self.cell_size
 
     def output_shape(self, height: int, width: int) -> tuple[int, int, int]:
         return (3 * self.orientations + 4 * self.texture, *hog_grid(height, width, self.cell_size))

@@ -115,7 +115,8 @@ def _best_decoder(decoder: Decoder, checkpoint: Path) -> tuple[Decoder, dict[str
 
 def build(c: dict[str, Any]) -> tuple[Representation, ImageDataModule, InverterModule]:
     """Φ, the data and the module (with its decoder) of a resolved config; ``decoder.input_scale: auto`` and
-    ``decoder.cell: auto`` are replaced by their values in ``c``. The decoder's initial weights come from torch's global RNG (seed it first)."""
+    ``decoder.cell: auto`` are replaced by their values in ``c``. The decoder's initial weights come from
+    torch's global RNG (seed it first)."""
     representation = build_representation(c["representation"], **c["representation_options"])
     datamodule = ImageDataModule(**c["data"])
     crop = int(datamodule.hparams.crop)
