@@ -196,3 +196,36 @@ def test_cell_puts_each_dsift_frame_at_its_centre(side: int) -> None:
         # within a tenth of a cell (the last cell loses its bilinear tail at the crop); stretching the output
         # over the whole image instead put the last frame of a 192-px image 11 px off
         assert abs(centre[0] - expected[0]) < 1.5 and abs(centre[1] - expected[1]) < 1.5, (r, c, centre, expected)
+
+
+@pytest.mark.parametrize("side", [64, 76, 192])
+def test_paint_margin_paints_past_the_last_cell(side: int) -> None:
+    """``paint_margin`` lets the decoder paint the pixels past the last DSIFT cell from a zero cell, where the
+    default repeats the last cell's edge; the cells' own pixels are unchanged away from that border."""
+    dsift = build_representation("dsift")
+    rows, cols = dsift.output_shape(side, side)[1:]
+    span, cell = rows * 15, 15
+    outputs = {}
+    for paint in (False, True):
+        decoder = build_decoder((1, rows, cols), (side, side), pre_convs=0, stage_convs=0, upsamplings=0,
+                                cell=cell, out_channels=1, paint_margin=paint)
+        last = decoder.layers[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, 0.25)
+        with torch.no_grad():
+            last.weight[0, 0, 1, 1] = 1.0  # image = 0.25 + the feature map, resized
+            outputs[paint] = decoder(torch.ones(1, 1, rows, cols), (side, side))[0, 0]
+        assert outputs[paint].shape == (side, side)
+    plain, painted = outputs[False], outputs[True]
+    assert torch.allclose(plain, torch.full_like(plain, 1.25))  # every pixel repeats a cell's value
+    assert torch.equal(painted[: span - cell, : span - cell], plain[: span - cell, : span - cell])
+    if side > span:  # the margin blends from the last cell's paint (1.25) into the zero cell's (0.25)
+        assert painted[span:].max() < 1.25 and painted[-1, 0] < 1.0
+        assert painted[:, span:].max() < 1.25 and painted[0, -1] < 1.0
+    else:
+        assert torch.equal(painted, plain)
+
+
+def test_paint_margin_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="paint_margin"):
+        DecoderConfig(paint_margin="yes")

@@ -14,7 +14,9 @@ Every up-convolution (4×4, stride 2: exactly ×2) is followed by LeakyReLU and 
 convolutions; the channels halve at each one. A last 3×3 convolution gives the image, which is resized
 (bilinear) to the size asked for at call time; with ``cell`` (Φ's exact grid step, e.g. DSIFT's 15 px) it is
 resized to ``cell`` pixels per feature cell instead, so that every cell's pixels land where Φ saw them at
-any image size (the rows and columns past the last cell repeat its edge).
+any image size. The rows and columns past the last cell (DSIFT at 192 px: 12 of them) repeat its edge, or,
+with ``paint_margin``, are painted by the decoder itself from features padded with zero cells, so that the
+image loss trains it to guess that margin from the cells beside it.
 
 The weights start from He et al.'s initialisation for LeakyReLU (:func:`init_decoder_`), which keeps the
 activations' scale through the 10–13 layers. PyTorch's default initialisation shrinks it by about √3 per
@@ -68,6 +70,10 @@ class DecoderConfig:
         input_scale: the features are multiplied by this first (e.g. 1 / std of the training features).
         cell: pixels per feature cell when Φ's grid is exact (``Representation.grid_step``: HOG's cell size,
             DSIFT's step); ``None`` resizes the output to the whole image (CNN layers, vectors).
+        paint_margin: with ``cell``, pad the features with zero cells on the bottom and right so that the
+            decoder paints the pixels past the last cell too (trained by the image loss), instead of
+            repeating the last cell's edge pixels there. Off by default: bundles saved before it existed
+            were trained without it.
     """
 
     width: int = 256
@@ -81,6 +87,7 @@ class DecoderConfig:
     upsamplings: int | None = None
     input_scale: float = 1.0
     cell: int | None = None
+    paint_margin: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.fc_widths, (list, tuple)):
@@ -94,6 +101,8 @@ class DecoderConfig:
             _check_int("upsamplings", self.upsamplings, 0)
         if self.cell is not None:
             _check_int("cell", self.cell, 1)
+        if not isinstance(self.paint_margin, bool):
+            raise ValueError(f"DecoderConfig.paint_margin must be true or false, got {self.paint_margin!r}")
         if isinstance(self.out_channels, bool) or self.out_channels not in (1, 3):
             raise ValueError(f"DecoderConfig.out_channels must be 1 or 3, got {self.out_channels!r}")
         for name in ("leaky_slope", "input_scale"):
@@ -240,14 +249,18 @@ class Decoder(nn.Module):
     def forward(self, features: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
         self.check_features(features)
         x = features * self.config.input_scale
+        size = (int(output_size[0]), int(output_size[1]))
+        cell = self.config.cell if self.fc is None else None
+        if cell is not None and self.config.paint_margin:  # zero cells over the margin, rounded up
+            extra = [max(0, -(-(side - n * cell) // cell)) for side, n in zip(size, features.shape[-2:])]
+            x = F.pad(x, (0, extra[1], 0, extra[0]))
         if self.fc is not None:
             side = self.config.seed_side
             x = self.fc(x).view(-1, self.config.width, side, side)
+        cells = tuple(x.shape[-2:])
         x = self.layers(x)
-        size = (int(output_size[0]), int(output_size[1]))
-        if self.config.cell is not None and self.fc is None:
-            cells = (features.shape[-2] * self.config.cell, features.shape[-1] * self.config.cell)
-            x = _resize(x, cells)[..., : size[0], : size[1]]
+        if cell is not None:
+            x = _resize(x, (cells[0] * cell, cells[1] * cell))[..., : size[0], : size[1]]
             missing = (size[0] - x.shape[-2], size[1] - x.shape[-1])
             return F.pad(x, (0, missing[1], 0, missing[0]), mode="replicate") if max(missing) > 0 else x
         return _resize(x, size)
