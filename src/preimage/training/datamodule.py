@@ -19,6 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Sampler
 
+from .augment import IntensityJitter, check_jitter
 from .sources import BuiltinPhotos, DeadLeaves, ImageFolder, ImageSource, Mixture
 
 __all__ = ["KINDS", "DEFAULT_SOURCES", "EpochSampler", "ImageDataModule"]
@@ -93,6 +94,11 @@ class ImageDataModule(pl.LightningDataModule):
             seeds are scored on the same images.
         grey: one grey channel instead of RGB.
         pin_memory: DataLoader ``pin_memory``.
+        contrast: ``(low, high)``: scale the contrast of every *training* item by a factor log-uniform in
+            this range (:class:`~preimage.training.augment.IntensityJitter`); ``(1, 1)``, the default, is off.
+        brightness: move the mean of every *training* item by up to this much, uniformly, within the
+            range that keeps its pixels in ``[0, 1]``; 0, the default, is off. Val and test items keep
+            their own contrast and brightness.
 
     Each split reads the same split of every source (split by source photograph), with the same weights.
     """
@@ -110,11 +116,14 @@ class ImageDataModule(pl.LightningDataModule):
         eval_seed: int = 0,
         grey: bool = False,
         pin_memory: bool = False,
+        contrast: Sequence[float] = (1.0, 1.0),
+        brightness: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.source_configs = _check_sources(DEFAULT_SOURCES if sources is None else sources)
-        self.data_train: ImageSource | None = None
+        self.jitter = check_jitter(contrast, brightness)
+        self.data_train: ImageSource | IntensityJitter | None = None
         self.data_val: ImageSource | None = None
         self.data_test: ImageSource | None = None
 
@@ -131,13 +140,14 @@ class ImageDataModule(pl.LightningDataModule):
         """Build the datasets ``stage`` needs (all for None); those already built are kept."""
         hp = self.hparams
         if stage in (None, "fit") and self.data_train is None:
-            self.data_train = self._build("train", hp.train_length, hp.seed)
+            train = self._build("train", hp.train_length, hp.seed)
+            self.data_train = train if self.jitter == ((1.0, 1.0), 0.0) else IntensityJitter(train, *self.jitter, hp.seed)
         if stage in (None, "fit", "validate") and self.data_val is None:
             self.data_val = self._build("val", hp.val_size, hp.eval_seed)
         if stage in (None, "test") and self.data_test is None:
             self.data_test = self._build("test", hp.test_size, hp.eval_seed)
 
-    def _loader(self, dataset: ImageSource, sampler: Sampler[int] | None = None) -> DataLoader:
+    def _loader(self, dataset: ImageSource | IntensityJitter, sampler: Sampler[int] | None = None) -> DataLoader:
         hp = self.hparams
         return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, shuffle=False, num_workers=hp.num_workers,
                           pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0)
