@@ -5,7 +5,9 @@ a gain; HOG's block normalisation likewise) cannot tell a dark crop from a brigh
 stark one, so an image-MSE decoder can only guess the brightness and contrast. Trained on a handful of
 photos it guesses them from the pattern (the built-in ``coins`` came out with a mean of 0.2 instead of
 0.38), and dead leaves coloured from a photo palette are all stark. :class:`IntensityJitter` spreads both
-over the training crops, so that the decoder learns the guess that is right on average.
+over the training crops, so that the decoder learns the guess that is right on average. The mean of a
+high-contrast crop can barely move without leaving [0, 1], so brightness jitter alone leaves such crops'
+brightness to the pattern; lowering their contrast too frees it (checkpoints/README.md has the numbers).
 """
 from __future__ import annotations
 
