@@ -179,7 +179,8 @@ class Decoder(nn.Module):
         (bias initialised to 0.5, mid-grey), **not clamped**, so that an image MSE has a gradient
         everywhere. Clamp to ``[0, 1]`` before showing or scoring it (:class:`LearnedInverter` does).
         Before the resize the decoder's own output is ``(h'·2ⁿ, w'·2ⁿ)`` (``2ⁿ · seed_side`` square
-        for vectors); the resize is bilinear, antialiased when it shrinks.
+        for vectors; ``h', w'`` counting the zero cells that ``paint_margin`` adds); the resize is
+        bilinear, antialiased when it shrinks.
 
     Attributes:
         feature_shape, image_size, config: as given (tuples).
@@ -257,10 +258,10 @@ class Decoder(nn.Module):
         if self.fc is not None:
             side = self.config.seed_side
             x = self.fc(x).view(-1, self.config.width, side, side)
-        cells = tuple(x.shape[-2:])
+        rows, cols = x.shape[-2:]  # feature cells, with the margin's zero cells
         x = self.layers(x)
         if cell is not None:
-            x = _resize(x, (cells[0] * cell, cells[1] * cell))[..., : size[0], : size[1]]
+            x = _resize(x, (rows * cell, cols * cell))[..., : size[0], : size[1]]
             missing = (size[0] - x.shape[-2], size[1] - x.shape[-1])
             return F.pad(x, (0, missing[1], 0, missing[0]), mode="replicate") if max(missing) > 0 else x
         return _resize(x, size)

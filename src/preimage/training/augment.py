@@ -58,16 +58,16 @@ class IntensityJitter(Dataset):
         return len(self.source)
 
     def draw(self, k: int, x: torch.Tensor) -> tuple[float, float]:
-        """The contrast factor ``c`` and the new mean ``m'`` of item ``k``, whose image is ``x``."""
+        """The contrast factor ``c`` and the offset ``m' − c · m`` of item ``k``, whose image is ``x``."""
         low, high = self.contrast
         u, v = np.random.default_rng([self.seed, _INTENSITY, int(k)]).random(2)
         c = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
         m, lo, hi = x.mean().item(), x.min().item(), x.max().item()
         first = max(m - self.brightness, -c * (lo - m))  # m' + c·(lo − m) >= 0
         last = min(m + self.brightness, 1.0 - c * (hi - m))  # m' + c·(hi − m) <= 1
-        return c, first + v * max(0.0, last - first)
+        return c, first + v * max(0.0, last - first) - c * m
 
     def __getitem__(self, k: int) -> torch.Tensor:
         x = self.source[k]
-        c, mean = self.draw(k, x)
-        return (mean + c * (x - x.mean())).clamp(0.0, 1.0)
+        c, offset = self.draw(k, x)
+        return (c * x + offset).clamp(0.0, 1.0)  # the clamp only absorbs rounding
