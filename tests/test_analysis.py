@@ -197,7 +197,7 @@ def test_groups_masks_select_the_streams(tmp_path: Path, monkeypatch: pytest.Mon
     report = groups(["builtin:coffee"], layers=["caffenet:norm1", "caffenet:conv2"], out=tmp_path, size=67,
                     gd=SHORT, **RANDOM)
     checked(tmp_path, "groups")
-    conv2 = build_representation("caffenet:conv2", weights="random").layers.conv2
+    conv2 = build_representation("caffenet:conv2", weights="random").network.conv2
     per_in, per_out = conv2.in_channels // conv2.groups, conv2.out_channels // conv2.groups
     expected = [(per_in, 96), (per_in, 96), (per_out, 256), (per_out, 256)]
     for k, (mask, (per, total)) in enumerate(zip(masks, expected)):

@@ -9,7 +9,7 @@ Convention:
     neuron is exactly zero outside it (and, for the last row or column of a map, may also be zero on the
     last few pixels of the image, which floor rounding leaves to no neuron):
 
-    - CNN layers: computed from the kernels, strides, paddings and dilations of ``representation.layers``
+    - CNN layers: computed from the kernels, strides, paddings and dilations of ``representation.network``
       (ReLU and local response normalisation act within one position). Fully connected layers see the
       whole pool5 map that fc6 flattens (6×6, from the canonical 227×227 input, where AlexNet's adaptive
       pool is the identity).
@@ -98,7 +98,7 @@ def receptive_field(representation: Representation, layer: str | None = None) ->
         ReceptiveField(size=51, stride=8, offset=-16)
     """
     if isinstance(representation, CNNRepresentation):
-        return _cnn_field(representation.layers, layer or representation.layer)
+        return _cnn_field(representation.network, layer or representation.layer)
     if layer is not None:
         raise ValueError(f"receptive field: {representation.spec} has no layers; pass layer=None")
     if isinstance(representation, HOG):

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..images import to_grey
-from ..representations import Representation, build_representation, list_representations
+from ..representations import Representation, build_representation, is_representation, list_representations
 from .networks import Decoder, DecoderConfig
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "LearnedInverter", "load_bundle", "save_bundle"]
@@ -276,7 +276,7 @@ def load_bundle(
 def _rebuild_representation(manifest: dict[str, Any], name: str) -> Representation:
     """Build the manifest's representation from its spec and params, checking that the params round-trip."""
     spec, params = manifest["spec"], manifest["params"]
-    if spec not in list_representations():
+    if not is_representation(spec):
         raise BundleError(f"{name} inverts {spec!r}, unknown here; valid: {', '.join(list_representations())}")
     try:
         representation = build_representation(spec, **params)

@@ -23,21 +23,19 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable
 
 import torch
 from torch import nn
 from torchvision.models import AlexNet_Weights
 
 from .base import Representation
+from .network import NetworkLayer, WeightsArg, check_state_dict, hub_cache_file, read_state_dict
 from .registry import register_representation
 
 __all__ = ["ALEXNET_LAYERS", "CAFFENET_LAYERS", "CNNRepresentation", "cnn_network"]
-
-WeightsArg = Union[str, os.PathLike]
 
 ALEXNET_LAYERS: tuple[str, ...] = tuple(
     "conv1 relu1 pool1 conv2 relu2 pool2 conv3 relu3 conv4 relu4 conv5 relu5 pool5 fc6 relu6 fc7 relu7 fc8".split()
@@ -55,7 +53,6 @@ _TORCHVISION_KEYS = {
 }
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # RGB, [0, 1] pixels
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # ImageNet mean pixel, B, G, R, [0, 255] pixels
-_SCAN_LIMIT = 1024  # input sides scanned for min_size / max_size
 
 
 class _Flatten(nn.Module):
@@ -115,19 +112,6 @@ _ARCHITECTURES: dict[str, Callable[[], list[tuple[str, nn.Module]]]] = {
 }
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a state_dict file with ``weights_only=True``, raising a clear error if it is not one."""
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types on a corrupt or non-weights file
-        raise ValueError(f"could not read a state_dict from {str(path)!r}: {err}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{str(path)!r} does not hold a state_dict (a dict of name -> tensor)")
-    return state
-
-
 def _imagenet_file(family: str) -> Path:
     """The torch hub cache file holding torchvision's AlexNet IMAGENET1K_V1 weights (error if absent)."""
     if family == "caffenet":
@@ -136,38 +120,13 @@ def _imagenet_file(family: str) -> Path:
             "Caffe's bvlc_reference_caffenet.caffemodel to a PyTorch state_dict with keys conv1.weight, "
             "conv1.bias, ..., fc8.bias (the layer names of caffenet:fc8) and pass weights=<path to that file>"
         )
-    url = AlexNet_Weights.IMAGENET1K_V1.url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"alexnet: weights='imagenet' needs torchvision's AlexNet IMAGENET1K_V1 weights at {str(path)!r}, "
-            f"which is missing and is never downloaded here; download {url} on a machine with network and place "
-            "it at that path (or pass weights=<path to a state_dict file>)"
-        )
-    return path
+    return hub_cache_file(AlexNet_Weights.IMAGENET1K_V1.url, "alexnet")
 
 
 def _torchvision_to_layer_key(key: str) -> str:
     """``features.3.weight`` -> ``conv2.weight``; keys that are not torchvision AlexNet's stay as they are."""
     prefix, dot, leaf = key.rpartition(".")
     return _TORCHVISION_KEYS.get(prefix, prefix) + dot + leaf
-
-
-def _check_keys(family: str, state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
-    """Raise ``ValueError`` naming missing, unexpected and mis-shaped entries of ``state``."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items() if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        problems = [f"{label}: {', '.join(items)}" for label, items in
-                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if items]
-        raise ValueError(
-            f"{family}: the state_dict in {source} does not match the full {family} network ({'; '.join(problems)}); "
-            f"expected keys {', '.join(expected)}"
-        )
 
 
 def cnn_network(family: str, layer: str | None = None, *, weights: WeightsArg = "imagenet") -> nn.Sequential:
@@ -211,53 +170,16 @@ def cnn_network(family: str, layer: str | None = None, *, weights: WeightsArg = 
                 module.bias.data.normal_(0.0, 0.01, generator=generator)
         return kept
     path = _imagenet_file(family) if weights == "imagenet" else Path(weights)
-    state = _read_state_dict(path)
+    state = read_state_dict(path)
     if family == "alexnet" and any(k.startswith(("features.", "classifier.")) for k in state):
         state = {_torchvision_to_layer_key(k): v for k, v in state.items()}
-    _check_keys(family, state, full.state_dict(), repr(str(path)))
+    check_state_dict(family, state, full.state_dict(), repr(str(path)))
     kept_keys = kept.state_dict().keys()
     kept.load_state_dict({k: v for k, v in state.items() if k in kept_keys}, strict=True)
     return kept
 
 
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (value[0], value[1])
-
-
-def _trace_shape(layers: nn.Sequential, height: int, width: int) -> tuple[int, ...]:
-    """Output shape of ``layers`` for one ``height`` × ``width`` image, from the layers' hyper-parameters."""
-    shape: tuple[int, ...] = (3, height, width)
-    for name, module in layers.named_children():
-        if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
-            k, s, p, d = (_pair(module.kernel_size), _pair(module.stride), _pair(module.padding),
-                          _pair(module.dilation))
-            ceil = isinstance(module, nn.MaxPool2d) and module.ceil_mode
-            sides = []
-            for i, n in enumerate(shape[1:]):
-                span = n + 2 * p[i] - d[i] * (k[i] - 1) - 1
-                out = (-(-span // s[i]) if ceil else span // s[i]) + 1
-                if ceil and (out - 1) * s[i] >= n + p[i]:  # the last window must start inside the image
-                    out -= 1
-                sides.append(out)
-            channels = module.out_channels if isinstance(module, nn.Conv2d) else shape[0]
-            if min(sides) < 1:
-                raise ValueError(f"the {height}x{width} input is too small for {name}")
-            shape = (channels, *sides)
-        elif isinstance(module, nn.AdaptiveAvgPool2d):
-            shape = (shape[0], *_pair(module.output_size))
-        elif isinstance(module, _Flatten):
-            if shape[1:] != module.size:
-                raise ValueError(
-                    f"fc6 needs a {module.size[0]}x{module.size[1]} pool5 map and a {height}x{width} input "
-                    f"gives {shape[1]}x{shape[2]}"
-                )
-            shape = (math.prod(shape),)
-        elif isinstance(module, nn.Linear):
-            shape = (module.out_features,)
-    return shape
-
-
-class CNNRepresentation(Representation):
+class CNNRepresentation(NetworkLayer):
     r"""One layer of an AlexNet-family CNN, preprocessing included.
 
     Args:
@@ -279,67 +201,19 @@ class CNNRepresentation(Representation):
           pool5 to be exactly 6×6, i.e. both sides between 199 and 230 pixels (:attr:`max_size`).
 
     Attributes:
-        layers: the truncated network (children named after the layers).
-        max_size: the largest ``(H, W)`` accepted, or ``None`` when unbounded.
-        random_weights: whether the weights are the seeded random ones (say so next to any output).
+        network: the truncated network (an ``nn.Sequential``, children named after the layers).
     """
 
     def __init__(self, family: str, layer: str, *, weights: WeightsArg = "imagenet") -> None:
-        super().__init__(weights=os.fspath(weights))
-        self.spec = f"{family}:{layer}"
-        self.family, self.layer = family, layer
-        self.layers = cnn_network(family, layer, weights=weights)
-        # network input = (scale · x - mean) / std, each exact for its convention (see Convention)
+        network = cnn_network(family, layer, weights=weights)
         if family == "caffenet":
-            scale, mean, std = 255.0, torch.tensor(_CAFFE_MEAN_BGR), torch.ones(3)
+            norm = dict(scale=255.0, mean=_CAFFE_MEAN_BGR, std=(1.0, 1.0, 1.0), rgb_to_bgr=True)
         else:
-            scale, mean, std = 1.0, torch.tensor(_IMAGENET_MEAN), torch.tensor(_IMAGENET_STD)
-        self.scale = scale
-        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
-        valid = []
-        for side in range(1, _SCAN_LIMIT + 1):
-            try:
-                _trace_shape(self.layers, side, side)
-            except ValueError:
-                continue
-            valid.append(side)
-        self.min_size = (valid[0], valid[0])
-        self.max_size: tuple[int, int] | None = None if valid[-1] == _SCAN_LIMIT else (valid[-1], valid[-1])
-
-    @property
-    def random_weights(self) -> bool:
-        """Whether this representation was built with ``weights="random"``."""
-        return self.params["weights"] == "random"
-
-    def output_shape(self, height: int, width: int) -> tuple[int, ...]:
-        """Shape of Φ(x) for one ``height`` × ``width`` image, without the batch dimension.
-
-        Raises:
-            ValueError: if the layer gives no output for that size (the message gives the valid sides).
-        """
-        try:
-            return _trace_shape(self.layers, height, width)
-        except ValueError as err:
-            sides = (f"at least {self.min_size[0]}" if self.max_size is None
-                     else f"{self.min_size[0]} to {self.max_size[0]}")
-            raise ValueError(f"{self.spec}: {err}; valid input sides: {sides} pixels") from None
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is a ``(B, 1|3, H, W)`` batch of a size this layer accepts."""
-        super().check_input(x)
-        self.output_shape(*x.shape[-2:])
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        """Map RGB (or grey) in ``[0, 1]`` to the network's input convention (see Convention)."""
-        x = x.expand(-1, 3, -1, -1)
-        if self.family == "caffenet":
-            x = x.flip(1)  # RGB -> BGR
-        return (x * self.scale - self.mean) / self.std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.layers(self.preprocess(x))
+            norm = dict(scale=1.0, mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
+        names = _LAYERS[family]
+        super().__init__(f"{family}:{layer}", network, weights=weights, canonical_size=227,
+                         depth=(names.index(layer) + 1) / len(names), **norm)
+        self.family, self.layer = family, layer
 
 
 def _register(family: str, layer: str) -> None:
@@ -348,7 +222,8 @@ def _register(family: str, layer: str) -> None:
 
     builder.__name__ = builder.__qualname__ = f"{family}_{layer}"
     builder.__doc__ = f"``{family}:{layer}``: see :class:`CNNRepresentation`."
-    register_representation(f"{family}:{layer}")(builder)
+    names = _LAYERS[family]
+    register_representation(f"{family}:{layer}", depth=(names.index(layer) + 1) / len(names))(builder)
 
 
 for _family, _names in _LAYERS.items():

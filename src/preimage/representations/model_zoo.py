@@ -1,0 +1,216 @@
+"""Any layer of any torchvision (or timm) classification model: ``torchvision:<model>:<node>``, ``timm:<model>:<node>``.
+
+Nodes are named as ``torchvision.models.feature_extraction`` names them (the module path for module calls,
+e.g. ``features.29``, ``layer3``, ``avgpool``, ``fc``, ``encoder.layers.encoder_layer_3``; function calls get
+their own names such as ``layer1.0.add``); ``preimage list torchvision:<model>`` prints every node with its
+output shape. The network is traced with torch.fx and cut after the node, so nothing past it runs; modules are
+switched to ``inplace=False`` first, so that no in-place operation can change a captured activation.
+
+Weights (builder keyword ``weights``):
+
+- ``"imagenet"``: torchvision: the model's DEFAULT weights, read from the torch hub cache only
+  (``$TORCH_HOME/hub/checkpoints/<file>``) with ``weights_only=True``; a missing file is one clear error naming
+  it, never a download. timm: not available offline (timm's weights come from a hub); save a state_dict on a
+  machine with network and pass its path.
+- a path to a state_dict file of the whole model (its own keys);
+- ``"random"``: the model's own initialisation under seed 0 (flagged in every output).
+
+Input is RGB in ``[0, 1]``, normalised with the mean and std of the weights' own metadata (torchvision's
+``weights.transforms()``, timm's ``pretrained_cfg``); no resize or crop.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from .network import NetworkLayer, WeightsArg, check_state_dict, hub_cache_file, read_state_dict, seeded
+from .registry import register_family
+
+__all__ = ["ZooModel", "list_nodes", "node_shapes", "zoo_model"]
+
+
+class _NodeOutput(nn.Module):
+    """The traced network cut after one node; ``forward`` returns that node's tensor."""
+
+    def __init__(self, extractor: nn.Module, node: str) -> None:
+        super().__init__()
+        self.extractor, self.node = extractor, node
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x)[self.node]
+
+    def extra_repr(self) -> str:
+        return f"node={self.node!r}"
+
+
+def _no_inplace(model: nn.Module) -> nn.Module:
+    """Switch every module with an ``inplace`` flag (ReLU, ReLU6, Hardswish, Dropout, ...) to out-of-place."""
+    for module in model.modules():
+        if isinstance(getattr(module, "inplace", None), bool):
+            module.inplace = False
+    return model
+
+
+@contextlib.contextmanager
+def _hub_cache_only(path: Path) -> Iterator[None]:
+    """Make torchvision's weight loading read ``path`` with ``weights_only=True`` instead of downloading."""
+    import torchvision.models._api as api
+
+    def load(url: str, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        return read_state_dict(path)
+
+    original = api.load_state_dict_from_url
+    api.load_state_dict_from_url = load
+    try:
+        yield
+    finally:
+        api.load_state_dict_from_url = original
+
+
+class ZooModel:
+    """How one model zoo (torchvision, timm) names, builds, normalises and traces its models."""
+
+    def __init__(self, family: str) -> None:
+        if family == "timm" and importlib.util.find_spec("timm") is None:
+            raise ValueError("timm: the timm package is not installed (pip install timm, or preimage[timm])")
+        self.family = family
+
+    def models(self) -> list[str]:
+        if self.family == "torchvision":
+            import torchvision.models
+
+            return torchvision.models.list_models(module=torchvision.models)  # classification models only
+        import timm
+
+        return timm.list_models()
+
+    def check_model(self, model: str) -> None:
+        models = self.models()
+        if model not in models:
+            close = difflib.get_close_matches(model, models, n=5, cutoff=0.5)
+            hint = f"closest: {', '.join(close)}" if close else f"valid: {', '.join(models[:40])}, ..."
+            raise ValueError(f"{self.family}: unknown model {model!r}; {hint}")
+
+    def build(self, model: str, weights: WeightsArg) -> nn.Module:
+        """The whole model in eval mode, with ``weights``."""
+        self.check_model(model)
+        if self.family == "torchvision":
+            from torchvision.models import get_model_builder, get_model_weights
+
+            builder = get_model_builder(model)
+            if weights == "random":
+                return seeded(lambda: builder(weights=None)).eval()
+            if weights == "imagenet":
+                default = get_model_weights(model).DEFAULT
+                with _hub_cache_only(hub_cache_file(default.url, f"torchvision:{model}")):
+                    return builder(weights=default).eval()
+            network = seeded(lambda: builder(weights=None))
+        else:
+            import timm
+
+            if weights == "random":
+                return seeded(lambda: timm.create_model(model, pretrained=False)).eval()
+            if weights == "imagenet":
+                raise ValueError(
+                    f"timm:{model}: weights='imagenet' is not available offline (timm downloads them from a hub); "
+                    f"on a machine with network save timm.create_model({model!r}, pretrained=True).state_dict() "
+                    "with torch.save and pass weights=<that file>"
+                )
+            network = seeded(lambda: timm.create_model(model, pretrained=False))
+        state = read_state_dict(weights)
+        check_state_dict(f"{self.family}:{model}", state, network.state_dict(), repr(os.fspath(weights)))
+        network.load_state_dict(state)
+        return network.eval()
+
+    def normalisation(self, model: str, network: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+        """``(mean, std, canonical side)`` of the model's input, from its weights' metadata."""
+        if self.family == "torchvision":
+            from torchvision.models import get_model_weights
+
+            transform = get_model_weights(model).DEFAULT.transforms()
+            return tuple(transform.mean), tuple(transform.std), int(transform.crop_size[0])
+        cfg = network.pretrained_cfg
+        return tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1])
+
+    def _fx(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        if self.family == "torchvision":
+            from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+        else:
+            from timm.models._features_fx import create_feature_extractor, get_graph_node_names
+        return create_feature_extractor, get_graph_node_names
+
+    def nodes(self, network: nn.Module) -> list[str]:
+        """The eval-mode graph nodes of ``network``, input excluded, in execution order."""
+        return [n for n in self._fx()[1](network)[1] if n != "x"]
+
+    def cut(self, network: nn.Module, nodes: list[str]) -> nn.Module:
+        """``network`` traced and cut so that it returns the dict of ``nodes``' outputs."""
+        return self._fx()[0](_no_inplace(network), return_nodes={n: n for n in nodes})
+
+
+def zoo_model(family: str, rest: str, *, weights: WeightsArg = "imagenet") -> NetworkLayer:
+    """Build ``family:<model>:<node>`` (``rest`` = ``"<model>:<node>"``), see the module docstring."""
+    zoo = ZooModel(family)
+    model, sep, node = rest.partition(":")
+    if not sep or not node:
+        raise ValueError(f"{family}: a spec is {family}:<model>:<node>, got {family}:{rest} "
+                         f"(`preimage list {family}:{model or '<model>'}` prints the nodes)")
+    zoo.check_model(model)
+    network = zoo.build(model, weights)
+    nodes = zoo.nodes(network)
+    if node not in nodes:
+        close = difflib.get_close_matches(node, nodes, n=5, cutoff=0.4)
+        raise ValueError(f"{family}:{model} has no node {node!r}; closest: {', '.join(close) or nodes[-1]} "
+                         f"(`preimage list {family}:{model}` prints them all)")
+    mean, std, side = zoo.normalisation(model, network)
+    layer = NetworkLayer(f"{family}:{model}:{node}", _NodeOutput(zoo.cut(network, [node]), node), weights=weights,
+                         scale=1.0, mean=mean, std=std, canonical_size=side,
+                         depth=(nodes.index(node) + 1) / len(nodes))
+    layer.output_shape(side, side)  # a node that gives no tensor is refused now, not at the first forward
+    layer.family, layer.layer = family, node
+    return layer
+
+
+def node_shapes(family: str, model: str) -> tuple[int, list[tuple[str, tuple[int, ...] | str]]]:
+    """``(side, [(node, output shape without batch, or a type name for non-tensor nodes), ...])`` at the model's
+    canonical input side (224 for most), computed on fake tensors with random weights (no FLOPs, no files)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    zoo = ZooModel(family)
+    network = zoo.build(model, "random")
+    nodes = zoo.nodes(network)
+    side = zoo.normalisation(model, network)[2]
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        outputs = zoo.cut(network, nodes)(torch.empty(1, 3, side, side))
+    shapes = [(n, tuple(int(s) for s in v.shape[1:]) if isinstance(v, torch.Tensor) else type(v).__name__)
+              for n, v in outputs.items()]
+    return side, shapes
+
+
+def list_nodes(family: str, model: str) -> list[str]:
+    """The node names a ``family:<model>:<node>`` spec accepts (those whose output is a tensor)."""
+    return [n for n, shape in node_shapes(family, model)[1] if isinstance(shape, tuple)]
+
+
+def _depth(family: str) -> Callable[[str], float]:
+    def depth(rest: str) -> float:
+        model, _, node = rest.partition(":")
+        zoo = ZooModel(family)
+        zoo.check_model(model)
+        with torch.device("meta"):
+            network = zoo.build(model, "random")
+        nodes = zoo.nodes(network)
+        return (nodes.index(node) + 1) / len(nodes) if node in nodes else 1.0
+
+    return depth
+
+
+for _family in ("torchvision", "timm"):
+    register_family(_family, lambda rest, _f=_family, **kw: zoo_model(_f, rest, **kw), depth=_depth(_family))
