@@ -5,7 +5,7 @@
     preimage train --config configs/train/hog.yaml [key=value ...]
     preimage compare [--config configs/compare/default.yaml] [key=value ...]
     preimage analyze {invariance,window,groups,maximize,caricature} [IMAGE ...] [key=value ...] [--out DIR]
-    preimage list
+    preimage list [torchvision:MODEL]
 """
 from __future__ import annotations
 
@@ -93,10 +93,31 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from .inversion.presets import list_presets
-    from .representations import list_representations
+    from .representations import list_families, list_representations
 
+    if args.model:
+        return _list_nodes(args.model)
     print("representations:", " ".join(list_representations()))
+    print("families:", " ".join(f"{f}:<model>:<node>" for f in list_families()),
+          f"(models: `preimage list {list_families()[0]}:`; nodes: `preimage list {list_families()[0]}:<model>`)")
     print("presets:", " ".join(list_presets()))
+    return 0
+
+
+def _list_nodes(name: str) -> int:
+    from .representations.model_zoo import ZooModel, node_shapes
+
+    family, _, model = name.partition(":")
+    if family not in ("torchvision", "timm"):
+        raise ValueError(f"list: {name!r} is not FAMILY:MODEL (FAMILY is torchvision or timm), e.g. torchvision:resnet50")
+    if not model:
+        print(" ".join(ZooModel(family).models()))
+        return 0
+    side, shapes = node_shapes(family, model)
+    print(f"{family}:{model} nodes, output shape (without batch) at {side}x{side} px:")
+    for node, shape in shapes:
+        if isinstance(shape, tuple):
+            print(f"  {family}:{model}:{node}  {'x'.join(map(str, shape))}")
     return 0
 
 
@@ -130,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--config", "-c", help="compare config YAML (default configs/compare/default.yaml)")
     cmp.set_defaults(run=_compare)
     add_analyze_parser(sub)
-    lst = sub.add_parser("list", help="list the representation specs and GD presets")
+    lst = sub.add_parser("list", help="list the representation specs and GD presets, or a model's nodes",
+                         description="With no argument: the specs, families and presets. With FAMILY:MODEL (e.g. "
+                                     "torchvision:resnet50): every node of that model with its output shape; with "
+                                     "FAMILY: (e.g. torchvision:) the family's models.")
+    lst.add_argument("model", nargs="?", metavar="FAMILY:MODEL")
     lst.set_defaults(run=_list)
     return parser
 

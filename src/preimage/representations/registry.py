@@ -8,6 +8,7 @@ open families (``torchvision``, ``timm``) whose builder takes the rest of the sp
 """
 from __future__ import annotations
 
+import difflib
 from typing import Any, Callable
 
 from .base import Representation
@@ -81,7 +82,9 @@ def build_representation(spec: str, **overrides: Any) -> Representation:
     family = _family(spec)
     if spec not in _BUILDERS and family is None:
         families = ", ".join(f"{f}:<model>:<node>" for f in _FAMILIES)
-        raise ValueError(f"unknown representation {spec!r}; valid: {', '.join(list_representations())}, {families}")
+        close = difflib.get_close_matches(spec, list_representations(), n=4, cutoff=0.6)
+        hint = f"closest: {', '.join(close)}; " if close else ""
+        raise ValueError(f"unknown representation {spec!r}; {hint}valid: {', '.join(list_representations())}, {families}")
     try:
         if family is not None:
             rep = _FAMILIES[family][0](spec.partition(":")[2], **overrides)

