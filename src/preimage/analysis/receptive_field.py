@@ -13,6 +13,8 @@ Convention:
       (ReLU and local response normalisation act within one position). Fully connected layers see the
       whole pool5 map that fc6 flattens (6×6, from the canonical 227×227 input, where AlexNet's adaptive
       pool is the identity).
+    - Other networks (EfficientNet-Lite0, torchvision and timm models: residual branches, "same" padding):
+      measured as the support of the gradient of central neurons (:func:`measured_field`).
     - HOG (cell ``c``): a cell's tent (bilinear) pooling reaches ``2c`` pixels, from ``c·i − c//2``; block
       normalisation brings in the neighbouring cell on each side (``4c``), and the central-difference
       gradient one more pixel on each side: ``size = 4c + 2``, ``stride = c``, ``offset = −c − c//2 − 1``.
@@ -24,14 +26,18 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import nn
 
 from ..representations import Representation
 from ..representations.cnn import CNNRepresentation, _Flatten
+from ..representations.network import NetworkLayer
 from ..representations.dsift import NUM_BINS_XY, DenseSIFT
 from ..representations.hog import HOG
 
-__all__ = ["ReceptiveField", "receptive_field"]
+__all__ = ["ReceptiveField", "measured_field", "receptive_field"]
+
+_PROBE_SIDE = 320  # input side at which the fields of other networks' layers are measured
 
 class ReceptiveField(NamedTuple):
     """The input pixels a neuron depends on (see the module's Convention). Units: pixels."""
@@ -78,6 +84,43 @@ def _cnn_field(layers: nn.Sequential, layer: str) -> ReceptiveField:
     return ReceptiveField(size, stride, offset)
 
 
+def _support(representation: Representation, x: torch.Tensor, row: int, col: int) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` pixels where ∂(Σ_channels Φ[:, row, col])/∂x is non-zero (inclusive)."""
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(representation(x)[0, :, row, col].sum(), x)
+    ys, xs = grad[0].abs().sum(0).nonzero(as_tuple=True)
+    return int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
+
+
+def measured_field(representation: Representation, side: int = _PROBE_SIDE) -> ReceptiveField:
+    """The receptive field of a network layer's map, measured as the support of its neurons' gradients.
+
+    Neurons ``(c, c)`` and ``(c + 1, c + 1)`` at the centre ``c`` of the map of a ``side`` × ``side`` input:
+    the support of the gradient of each neuron's sum over channels (the union over two random inputs, so that
+    no single ReLU pattern hides a pixel) gives the size and, from the shift between the two, the stride; the
+    offset follows from ``start = offset + stride · c``. For layers whose field reaches the image border the
+    size is clipped to the image and the stride is ``round(side / map side)``. Vector outputs see every
+    pixel: ``(side, side, 0)``.
+    """
+    shape = representation.output_shape(side, side)
+    if len(shape) == 1:
+        return ReceptiveField(side, side, 0)
+    if len(shape) != 3:
+        raise ValueError(f"receptive field: {representation.spec} gives {len(shape)}-d features, not maps")
+    centre = shape[1] // 2
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.rand(1, 3, side, side, generator=generator) for _ in range(2)]
+    device = next(iter(representation.buffers()), torch.empty(0)).device
+    spans = []
+    for neuron in (centre, min(centre + 1, shape[1] - 1)):
+        boxes = [_support(representation, x.to(device), neuron, neuron) for x in inputs]
+        spans.append((min(b[0] for b in boxes), max(b[1] for b in boxes)))
+    (start, end), (next_start, next_end) = spans
+    clipped = start == 0 or next_end == side - 1
+    stride = next_start - start if shape[1] > 1 and not clipped else max(round(side / shape[1]), 1)
+    return ReceptiveField(end - start + 1, stride, start - stride * centre)
+
+
 def receptive_field(representation: Representation, layer: str | None = None) -> ReceptiveField:
     """The receptive field of a neuron of ``representation`` (or of one of its CNN layers).
 
@@ -99,6 +142,10 @@ def receptive_field(representation: Representation, layer: str | None = None) ->
     """
     if isinstance(representation, CNNRepresentation):
         return _cnn_field(representation.network, layer or representation.layer)
+    if isinstance(representation, NetworkLayer):
+        if layer not in (None, representation.layer):
+            raise ValueError(f"receptive field: {representation.spec} measures its own layer only; pass layer=None")
+        return measured_field(representation)
     if layer is not None:
         raise ValueError(f"receptive field: {representation.spec} has no layers; pass layer=None")
     if isinstance(representation, HOG):

@@ -31,7 +31,8 @@ def auto_size(representation: Representation, field: ReceptiveField) -> int:
     """M&V's image side for maximising a neuron: the largest whose map is at most ``reps`` neurons wide.
 
     ``reps = round(1.1 · size / stride)``, made odd (``exp_maximization.m``), so that the centre neuron's
-    field roughly fills the image. Vector outputs (fc layers) use the canonical 227 pixels.
+    field roughly fills the image. Vector outputs (fc layers) use the network's canonical side (227 for
+    AlexNet and CaffeNet, 224 for most ImageNet networks).
     """
     reps = round(1.1 * field.size / field.stride)
     reps += 1 - reps % 2
@@ -42,7 +43,7 @@ def auto_size(representation: Representation, field: ReceptiveField) -> int:
         except ValueError:
             continue
         if len(shape) != 3:
-            return _CANONICAL
+            return getattr(representation, "canonical_size", _CANONICAL)
         if shape[1] > reps:
             break
         best = side

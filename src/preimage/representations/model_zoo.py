@@ -146,13 +146,33 @@ class ZooModel:
             from timm.models._features_fx import create_feature_extractor, get_graph_node_names
         return create_feature_extractor, get_graph_node_names
 
-    def nodes(self, network: nn.Module) -> list[str]:
-        """The eval-mode graph nodes of ``network``, input excluded, in execution order."""
-        return [n for n in self._fx()[1](network)[1] if n != "x"]
+    def nodes(self, network: nn.Module) -> dict[str, str]:
+        """Every name a spec may use → the graph node whose output it is, in execution order.
+
+        The names are the eval-mode graph nodes (input excluded) and the modules that hold them (``layer3``
+        is the output of its last node, as ``create_feature_extractor`` takes it), each module listed right
+        after its last node, inner modules first.
+        """
+        leaves = [n for n in self._fx()[1](network)[1] if n != "x"]
+        last: dict[str, int] = {}
+        for i, name in enumerate(leaves):
+            parts = name.split(".")
+            for k in range(len(parts) - 1, 0, -1):
+                last[".".join(parts[:k])] = i
+        order = {name: (i, 0) for i, name in enumerate(leaves)}
+        for prefix, i in last.items():
+            order.setdefault(prefix, (i, 100 - prefix.count(".")))
+        return {name: leaves[order[name][0]] for name in sorted(order, key=order.__getitem__)}
 
     def cut(self, network: nn.Module, nodes: list[str]) -> nn.Module:
         """``network`` traced and cut so that it returns the dict of ``nodes``' outputs."""
         return self._fx()[0](_no_inplace(network), return_nodes={n: n for n in nodes})
+
+
+def _relative(nodes: dict[str, str], node: str) -> float:
+    """Relative depth ``(index + 1) / count`` of ``node``'s graph node among the graph's nodes."""
+    leaves = list(dict.fromkeys(nodes.values()))
+    return (leaves.index(nodes[node]) + 1) / len(leaves)
 
 
 def zoo_model(family: str, rest: str, *, weights: WeightsArg = "imagenet") -> NetworkLayer:
@@ -166,13 +186,13 @@ def zoo_model(family: str, rest: str, *, weights: WeightsArg = "imagenet") -> Ne
     network = zoo.build(model, weights)
     nodes = zoo.nodes(network)
     if node not in nodes:
-        close = difflib.get_close_matches(node, nodes, n=5, cutoff=0.4)
-        raise ValueError(f"{family}:{model} has no node {node!r}; closest: {', '.join(close) or nodes[-1]} "
+        close = difflib.get_close_matches(node, list(nodes), n=5, cutoff=0.4)
+        raise ValueError(f"{family}:{model} has no node {node!r}; closest: {', '.join(close) or list(nodes)[-1]} "
                          f"(`preimage list {family}:{model}` prints them all)")
     mean, std, side = zoo.normalisation(model, network)
     layer = NetworkLayer(f"{family}:{model}:{node}", _NodeOutput(zoo.cut(network, [node]), node), weights=weights,
                          scale=1.0, mean=mean, std=std, canonical_size=side,
-                         depth=(nodes.index(node) + 1) / len(nodes))
+                         depth=_relative(nodes, node))
     layer.output_shape(side, side)  # a node that gives no tensor is refused now, not at the first forward
     layer.family, layer.layer = family, node
     return layer
@@ -188,9 +208,9 @@ def node_shapes(family: str, model: str) -> tuple[int, list[tuple[str, tuple[int
     nodes = zoo.nodes(network)
     side = zoo.normalisation(model, network)[2]
     with FakeTensorMode(allow_non_fake_inputs=True):
-        outputs = zoo.cut(network, nodes)(torch.empty(1, 3, side, side))
-    shapes = [(n, tuple(int(s) for s in v.shape[1:]) if isinstance(v, torch.Tensor) else type(v).__name__)
-              for n, v in outputs.items()]
+        outputs = zoo.cut(network, list(dict.fromkeys(nodes.values())))(torch.empty(1, 3, side, side))
+    shapes = [(name, tuple(int(s) for s in v.shape[1:]) if isinstance(v, torch.Tensor) else type(v).__name__)
+              for name, v in ((name, outputs[leaf]) for name, leaf in nodes.items())]
     return side, shapes
 
 
@@ -207,7 +227,7 @@ def _depth(family: str) -> Callable[[str], float]:
         with torch.device("meta"):
             network = zoo.build(model, "random")
         nodes = zoo.nodes(network)
-        return (nodes.index(node) + 1) / len(nodes) if node in nodes else 1.0
+        return _relative(nodes, node) if node in nodes else 1.0
 
     return depth
 
