@@ -13,7 +13,7 @@ from PIL import Image
 from preimage import build_representation
 from preimage.analysis import studies
 from preimage.analysis.cli import add_analyze_parser
-from preimage.analysis.receptive_field import receptive_field
+from preimage.analysis.receptive_field import measured_field, receptive_field
 from preimage.analysis.studies import groups, invariance, window
 from preimage.analysis.visualise import caricature, maximize
 from preimage.config import config_dir, load_yaml
@@ -269,3 +269,37 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         args = parse(*argv, "--out", str(tmp_path / "bad"))
         with pytest.raises(ValueError, match=match):
             args.run(args)
+
+
+@pytest.mark.parametrize("node, layer", [("features.2", "pool1"), ("features.5", "pool2"), ("features.10", "conv5")])
+def test_measured_field_equals_the_analytic_one(node: str, layer: str) -> None:
+    """The gradient-support measurement on torchvision's AlexNet graph equals the field computed from kernels."""
+    measured = measured_field(build_representation(f"torchvision:alexnet:{node}", weights="random"), side=227)
+    assert measured == receptive_field(build_representation(f"alexnet:{layer}", weights="random"))
+
+
+def test_measured_field_of_the_real_network() -> None:
+    stage2 = build_representation("efficientnet_lite0:stage2")
+    rf = receptive_field(stage2)
+    assert rf.stride == 4 and rf.size == 19  # stem 3×3/2, block 0 3×3, blocks 1-2 3×3 at strides 2 and 4
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    (grad,) = torch.autograd.grad(stage2(x)[0, :, 12, 12].sum(), x)
+    assert nonzero_box(grad) == field_box(stage2, (12, 12), (12, 12), 96)
+    assert receptive_field(build_representation("efficientnet_lite0:pool")).stride == 320
+
+
+@pytest.mark.parametrize("kind, extra", [
+    ("invariance", ["layers=[efficientnet_lite0:stage2,torchvision:resnet18:layer1]", "weights=random"]),
+    ("window", ["layers=[efficientnet_lite0:stage2]", "window=2"]),
+    ("groups", ["layers=[efficientnet_lite0:stage1]"]),
+    ("caricature", ["layers=[efficientnet_lite0:stage2]"]),
+    ("maximize", ["layers=[efficientnet_lite0:stage1]", "channels=[3]", "size=33"]),
+])
+def test_every_analysis_takes_the_real_network(tmp_path: Path, kind: str, extra: list[str]) -> None:
+    images = [] if kind == "maximize" else (["builtin:astronaut", "builtin:chelsea"] if kind == "invariance"
+                                            else ["builtin:chelsea"])
+    size = [] if kind == "maximize" else ["size=48"]
+    args = parse(kind, *images, *extra, *size, "gd.schedule=[[0.004,3]]", "device=cpu", "progress=false",
+                 "--out", str(tmp_path))
+    assert args.run(args) == 0
+    assert checked(tmp_path, kind)["config"]["layers"] == extra[0].split("=", 1)[1].strip("[]").split(",")

@@ -45,6 +45,19 @@ def test_invert_writes_outputs(tmp_path: Path, capsys) -> None:
     assert (out / "overview.png").is_file()
 
 
+@pytest.mark.parametrize("spec, options", [("efficientnet_lite0:stage2", []),
+                                           ("torchvision:resnet18:layer1", ["representation_options.weights=random"])])
+def test_invert_takes_network_layers(tmp_path: Path, spec: str, options: list[str], capsys) -> None:
+    a = write_photo(tmp_path / "a.png", "astronaut", (100, 60, 50, 42))
+    b = write_photo(tmp_path / "b.png", "coffee", (200, 100, 50, 42))
+    out = tmp_path / "out"
+    assert main(["invert", "-r", spec, str(a), str(b), "--out", str(out), *FAST, *options]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["config"]["representation"] == spec and report["gd"]["lambda_tv"] == 1.0  # mv2015, shallow
+    assert np.load(out / "a.npy").shape == (42, 50, 3)  # colour, as the preset's CNN section says
+    assert ("RANDOM" in capsys.readouterr().err) == bool(options)
+
+
 def test_invert_restarts_and_tensorboard(tmp_path: Path) -> None:
     a = write_photo(tmp_path / "a.png", "coins", (10, 10, 40, 40))
     b = write_photo(tmp_path / "b.png", "moon", (100, 100, 40, 40))

@@ -136,6 +136,22 @@ def test_mv2015_preset_is_deep_goggle() -> None:
         resolve_preset("nope", "hog")
 
 
+def test_mv2015_lambda_tv_by_depth_is_deep_goggles_table() -> None:
+    """deep-goggle's CaffeNet λTV, layer by layer (1 for layers 1–6, 10 for 7–12, 100 for 13–20), and the same
+    rule by relative depth for every other network."""
+    caffenet = ["conv1", "relu1", "pool1", "norm1", "conv2", "relu2"], ["pool2", "norm2", "conv3", "relu3", "conv4",
+                "relu4"], ["conv5", "relu5", "pool5", "fc6", "relu6", "fc7", "relu7", "fc8"]
+    for lam, layers in zip((1.0, 10.0, 100.0), caffenet):
+        for layer in layers:
+            assert resolve_preset("mv2015", f"caffenet:{layer}")["lambda_tv"] == lam, layer
+    lite = {"stem": 1.0, "stage2": 1.0, "stage3": 10.0, "stage5": 10.0, "stage6": 100.0, "logits": 100.0}  # k/11
+    for layer, lam in lite.items():
+        assert resolve_preset("mv2015", f"efficientnet_lite0:{layer}")["lambda_tv"] == lam, layer
+    tuned_deep, mv_deep = resolve_preset("tuned", "efficientnet_lite0:stage6"), resolve_preset("mv2015", "efficientnet_lite0:stage6")
+    assert [lr for lr, _ in tuned_deep["schedule"]] == pytest.approx([lr / 10 for lr, _ in mv_deep["schedule"]])
+    assert resolve_preset("tuned", "efficientnet_lite0:stage5") == resolve_preset("mv2015", "efficientnet_lite0:stage5")
+
+
 def test_preset_inheritance() -> None:
     fast, mv = resolve_preset("fast", "hogb"), resolve_preset("mv2015", "hogb")
     assert fast["clamp"] is True and config_from_dict(fast).iterations == 200
