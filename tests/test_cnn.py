@@ -23,16 +23,30 @@ CAFFENET_NAMES = [
 ]
 CNN_SPECS = [s for s in list_representations() if s.startswith(("alexnet:", "caffenet:"))]
 FC_LAYERS = {"fc6", "relu6", "fc7", "relu7", "fc8"}
-# Known shapes for the canonical 227x227 input (Caffe's deploy.prototxt; torchvision's AlexNet).
-SHAPES_227 = {
-    "caffenet:conv1": (96, 55, 55), "caffenet:pool1": (96, 27, 27), "caffenet:norm1": (96, 27, 27),
-    "caffenet:conv2": (256, 27, 27), "caffenet:pool2": (256, 13, 13), "caffenet:conv3": (384, 13, 13),
-    "caffenet:conv4": (384, 13, 13), "caffenet:conv5": (256, 13, 13), "caffenet:pool5": (256, 6, 6),
-    "caffenet:fc6": (4096,), "caffenet:fc7": (4096,), "caffenet:fc8": (1000,),
+# Known shapes for the canonical 227x227 input (Caffe's deploy.prototxt; torchvision's AlexNet) of the layers
+# that change the shape; relu and norm layers keep the shape of the layer before them.
+_CHANGING_227 = {
+    "caffenet:conv1": (96, 55, 55), "caffenet:pool1": (96, 27, 27), "caffenet:conv2": (256, 27, 27),
+    "caffenet:pool2": (256, 13, 13), "caffenet:conv3": (384, 13, 13), "caffenet:conv4": (384, 13, 13),
+    "caffenet:conv5": (256, 13, 13), "caffenet:pool5": (256, 6, 6), "caffenet:fc6": (4096,), "caffenet:fc7": (4096,),
+    "caffenet:fc8": (1000,),
     "alexnet:conv1": (64, 56, 56), "alexnet:pool1": (64, 27, 27), "alexnet:conv2": (192, 27, 27),
     "alexnet:pool2": (192, 13, 13), "alexnet:conv3": (384, 13, 13), "alexnet:conv4": (256, 13, 13),
-    "alexnet:pool5": (256, 6, 6), "alexnet:fc6": (4096,), "alexnet:fc8": (1000,),
+    "alexnet:conv5": (256, 13, 13), "alexnet:pool5": (256, 6, 6), "alexnet:fc6": (4096,), "alexnet:fc7": (4096,),
+    "alexnet:fc8": (1000,),
 }
+
+
+def _shapes_227() -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for family, names in (("alexnet", ALEXNET_NAMES), ("caffenet", CAFFENET_NAMES)):
+        for name in names:
+            spec = f"{family}:{name}"
+            shapes[spec] = _CHANGING_227.get(spec) or shapes[f"{family}:{names[names.index(name) - 1]}"]
+    return shapes
+
+
+SHAPES_227 = _shapes_227()
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 CAFFE_MEAN_BGR = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
 
@@ -49,7 +63,7 @@ def test_output_shape_matches_forward(spec: str) -> None:
     assert rep.random_weights and rep.params == {"weights": "random"} and not rep.training
     assert not any(p.requires_grad for p in rep.parameters())
     assert list(rep.network.named_children())[-1][0] == spec.split(":")[1]  # nothing past the layer
-    assert rep.output_shape(227, 227) == SHAPES_227.get(spec, rep.output_shape(227, 227))
+    assert rep.output_shape(227, 227) == SHAPES_227[spec]
     caffe_fc = spec.startswith("caffenet:") and spec.split(":")[1] in FC_LAYERS
     sizes = [(227, 227), rep.min_size] + ([rep.max_size] if caffe_fc else [(163, 195)])
     with torch.no_grad():

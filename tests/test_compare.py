@@ -24,7 +24,7 @@ from preimage.images import load_npy
 from preimage.inversion.gd import GDConfig, invert_gd
 from preimage.inversion.learned import LearnedInverter, save_bundle
 from preimage.inversion.networks import build_decoder
-from preimage.inversion.objectives import FeatureReconstruction, ImagePrior, PixelSpace
+from preimage.inversion.objectives import PixelSpace
 from preimage.photos import TEST_PHOTOS
 
 SIZE = 40
@@ -60,14 +60,20 @@ def run(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _energy_at(representation, images: torch.Tensor, config: GDConfig, pixels_at_start: torch.Tensor) -> torch.Tensor:
-    """The total energy invert_gd minimises, evaluated by hand at given start pixels."""
-    pixels = PixelSpace(mean=config.pixel_mean)
-    sigma0 = config.sigma0(*images.shape[1:])
+    """M&V's energy written out, at given start pixels x (grey, mean 128, 0–255 units):
+    ‖Φ((x + 128)/255) − Φ0‖²/‖Φ0‖² + (λα/2 · Σ x⁶ + λTV/2 · Σ (dx² + dy²)) / σ0², σ0 = 27098.1 · √(CHW / (227²·3))."""
+    assert config.alpha == 6 and config.tv_beta == 2 and config.pixel_mean == (128.0,)
+    x = pixels_at_start.double()
+    c, h, w = images.shape[1:]
+    sigma0 = 27098.1 * math.sqrt(c * h * w / (227 * 227 * 3))
     with torch.no_grad():
-        data = FeatureReconstruction(representation, representation(images), pixels)(pixels_at_start)
-        prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
-                           tv_beta=config.tv_beta, sigma0=sigma0)(pixels_at_start)
-    return data + prior
+        target = representation(images).double()
+        features = representation(((x + 128.0) / 255.0).float()).double()
+    data = (features - target).flatten(1).square().sum(1) / target.flatten(1).square().sum(1)
+    dx, dy = x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+    tv = dx.square().flatten(1).sum(1) + dy.square().flatten(1).sum(1)
+    prior = (config.lambda_alpha / 2 * x.pow(6).flatten(1).sum(1) + config.lambda_tv / 2 * tv) / sigma0**2
+    return (data + prior).float()
 
 
 def test_gd_without_init_starts_from_the_seeded_noise_as_before() -> None:

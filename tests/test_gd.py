@@ -100,6 +100,12 @@ def test_mask_selects_neurons() -> None:
     a = FeatureReconstruction(rep, target, pixels, mask)(pix)
     b = FeatureReconstruction(rep, other, pixels, mask)(pix)
     torch.testing.assert_close(a, b)
+    features = rep(pixels.to_image(pix)).detach().requires_grad_(True)  # the term as a function of Φ's output
+    term = FeatureReconstruction(lambda image: features, target, pixels, mask)(pix)
+    (grad,) = torch.autograd.grad(term.sum(), features)
+    assert torch.all(grad[:, 0] == 0) and torch.any(grad[:, 1] != 0)
+    expected = 2 * (features[:, 1] - target[:, 1]) / target[:, 1].square().sum()  # ∂/∂f of ‖f − t‖²/‖t‖² in the mask
+    torch.testing.assert_close(grad[:, 1], expected.detach())
 
 
 def test_clamp_keeps_valid_range() -> None:
