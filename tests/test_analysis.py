@@ -15,10 +15,10 @@ from preimage.analysis import studies
 from preimage.analysis.cli import add_analyze_parser
 from preimage.analysis.receptive_field import measured_field, receptive_field
 from preimage.analysis.studies import groups, invariance, window
-from preimage.analysis.visualise import caricature, maximize
+from preimage.analysis.visualize import caricature, maximize
 from preimage.config import config_dir, load_yaml
 from preimage.evaluation.invert import build_mask
-from preimage.inversion.gd import GDConfig, config_from_dict, invert_gd, optimise_gd
+from preimage.inversion.gd import GDConfig, config_from_dict, invert_gd, optimize_gd
 from preimage.inversion.objectives import FeatureReconstruction, PixelSpace
 from preimage.inversion.presets import resolve_preset
 from preimage.inversion.terms import Caricature, NeuronActivation, neuron_weights
@@ -130,21 +130,21 @@ def test_terms_values() -> None:
         Caricature(rep, -features.abs(), pixels)
 
 
-def test_optimise_gd_is_invert_gd_with_another_term() -> None:
+def test_optimize_gd_is_invert_gd_with_another_term() -> None:
     """The sibling engine keeps invert_gd's conventions exactly (seeded starts, restarts, jitter, prior)."""
     hog = build_representation("hog")
     crops = torch.stack([load_photo(n)[:, 40:88, 60:108].mean(0, keepdim=True) for n in ("camera", "coins")])
     cfg = GDConfig(schedule=[(0.004, 8), (0.0004, 4)], grey=True, restarts=2, jitter=2)
     reference = invert_gd(hog, crops, cfg, device="cpu", progress=False)
     target = hog(crops)
-    ours = optimise_gd(hog, lambda pixels, d, k: FeatureReconstruction(hog, target.to(d).repeat_interleave(k, 0),
+    ours = optimize_gd(hog, lambda pixels, d, k: FeatureReconstruction(hog, target.to(d).repeat_interleave(k, 0),
                                                                         pixels),
                        tuple(crops.shape), cfg, device="cpu", progress=False)
     torch.testing.assert_close(ours.images, reference.images)
     torch.testing.assert_close(ours.energy, reference.energy)
 
 
-def test_optimise_gd_runs_phi_once_per_step_on_all_rows() -> None:
+def test_optimize_gd_runs_phi_once_per_step_on_all_rows() -> None:
     """Restarts are one batch: the data term sees all N·R rows at every step, not one restart at a time."""
     hog = build_representation("hog")
     crops = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -156,7 +156,7 @@ def test_optimise_gd_runs_phi_once_per_step_on_all_rows() -> None:
         term = FeatureReconstruction(hog, target.to(d).repeat_interleave(k, 0), pixels)
         return lambda x: calls.append(x.shape[0]) or term(x)
 
-    optimise_gd(hog, factory, tuple(crops.shape), cfg, device="cpu", progress=False)
+    optimize_gd(hog, factory, tuple(crops.shape), cfg, device="cpu", progress=False)
     assert calls == [6] * 4
 
 
@@ -211,11 +211,11 @@ def test_groups_masks_select_the_streams(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_maximize_raises_the_target(tmp_path: Path) -> None:
     report = maximize(layers=["hog", "caffenet:conv2"], out=tmp_path, channels=[0, 5],
-                      normaliser_images=["builtin:rocket"], normaliser_size=67, gd={"schedule": [[0.004, 15]]}, **RANDOM)
+                      normalizer_images=["builtin:rocket"], normalizer_size=67, gd={"schedule": [[0.004, 15]]}, **RANDOM)
     checked(tmp_path, "maximize")
     for spec, side in (("hog", 43), ("caffenet:conv2", 70)):
         f = report["figures"][spec]
-        assert f["image_size"] == side and min(f["normaliser"]) > 0
+        assert f["image_size"] == side and min(f["normalizer"]) > 0
         for start, final in zip(f["activation_start"], f["activation_final"]):
             assert final[0] > start[0] + 0.1 * abs(start[0]), spec
     assert report["gd"]["caffenet:conv2"]["lambda_tv"] == resolve_preset("maximize", "caffenet:conv2")["lambda_tv"]
@@ -285,7 +285,11 @@ def test_measured_field_of_the_real_network() -> None:
     x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(5), requires_grad=True)
     (grad,) = torch.autograd.grad(stage2(x)[0, :, 12, 12].sum(), x)
     assert nonzero_box(grad) == field_box(stage2, (12, 12), (12, 12), 96)
-    assert receptive_field(build_representation("efficientnet_lite0:pool")).stride == 320
+    pool = build_representation("efficientnet_lite0:pool")
+    assert receptive_field(pool) == (224, 224, 0)  # a vector sees the whole (canonical) image
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    (grad,) = torch.autograd.grad(pool(x)[0].sum(), x)
+    assert nonzero_box(grad) == (0, 0, 63, 63)
 
 
 @pytest.mark.parametrize("kind, extra", [

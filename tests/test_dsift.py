@@ -3,7 +3,7 @@
 Where our descriptors and VLFeat's differ, it is float rounding on VLFeat's side: its triangular
 binning runs integral (cumulative) sums along whole image columns and rows in float32, so a bin's value
 carries an absolute error set by the gradient mass of the whole column, not of the bin. After L2
-normalisation this is invisible except on near-flat patches (gradient mass thousands of times below
+normalization this is invisible except on near-flat patches (gradient mass thousands of times below
 the photo's median), whose tiny histograms it reshapes by up to ~5e-3. Our float32 result agrees with
 our own float64 result to ~1e-6.
 """
@@ -134,7 +134,7 @@ def test_rgb_input_is_grey_conversion() -> None:
     torch.testing.assert_close(rep(rgb), dsift(255 * grey), rtol=0, atol=1e-5)
 
 
-def test_mv_variant_is_clamped_not_renormalised() -> None:
+def test_mv_variant_is_clamped_not_renormalized() -> None:
     grey = 255 * torch.rand(1, 1, 61, 61)
     mv = dsift(grey, normalize_after_clamp=False)
     vl = dsift(grey)

@@ -131,7 +131,7 @@ def test_normalized_loss_by_hand() -> None:
     ref = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
     rec = torch.tensor([[3.0, 5.0], [1.0, 1.0]])
     torch.testing.assert_close(normalized_loss(rec, ref), torch.tensor([0.04, 0.5], dtype=torch.float64))
-    # a single image is fine here (no pairwise normalisation)
+    # a single image is fine here (no pairwise normalization)
     torch.testing.assert_close(normalized_loss(rec[:1], ref[:1]), torch.tensor([0.04], dtype=torch.float64))
 
 

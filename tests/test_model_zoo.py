@@ -18,14 +18,14 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 def _seeded_resnet18() -> torch.nn.Module:
-    """torchvision's resnet18 with its own initialisation under seed 0 (what weights='random' promises)."""
+    """torchvision's resnet18 with its own initialization under seed 0 (what weights='random' promises)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return torchvision.models.resnet18().eval()
 
 
 def _layer3(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """resnet18 up to layer3, written out module by module, on ImageNet-normalised input."""
+    """resnet18 up to layer3, written out module by module, on ImageNet-normalized input."""
     y = (x - IMAGENET_MEAN) / IMAGENET_STD
     y = model.maxpool(model.relu(model.bn1(model.conv1(y))))
     return model.layer3(model.layer2(model.layer1(y)))
@@ -97,8 +97,17 @@ def test_imagenet_weights_come_from_the_hub_cache_only(tmp_path: Path, monkeypat
         assert torch.equal(from_path(x), rep(x))
     bad = tmp_path / "bad.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="torchvision:resnet18: the state_dict .* wrong shape"):
+    with pytest.raises(ValueError, match="torchvision:resnet18: the state_dict .* does not match .*conv1.weight"):
         build_representation("torchvision:resnet18:layer3", weights=bad)
+    state = torch.random.get_rng_state()
+    build_representation("torchvision:resnet18:layer1")  # loading weights draws nothing from the caller's RNG
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_shapes_follow_the_device_and_dtype() -> None:
+    rep = build_representation("torchvision:resnet18:layer2", weights="random").to("meta")  # stands in for CUDA
+    assert rep.output_shape(97, 65) == (128, 13, 9)
+    assert rep.double().output_shape(33, 33) == (128, 5, 5)
 
 
 def test_depth_and_preset() -> None:

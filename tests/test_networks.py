@@ -127,7 +127,7 @@ def _fan_in_by_probe(layer: torch.nn.Module) -> int:
 
 
 @pytest.mark.parametrize("spec", ["hog", "dsift", "alexnet:fc7"])
-def test_initialisation_is_he_for_leaky_relu(spec: str) -> None:
+def test_initialization_is_he_for_leaky_relu(spec: str) -> None:
     """Weights start at std gain / sqrt(fan_in) (fan-in counted by a probe, not from the weight shape), and the
     hidden activations keep their scale through every layer (PyTorch's default init shrinks it ~√3 per layer)."""
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 
 A decoder that collapsed to a constant image still loads and runs; only a score on real photos catches it.
 The bar: on the 6 built-in test photos (never used in training), the learned reconstruction's image_error is
-below 0.8 × that of each photo's own mean grey level, the best a constant image can do (normalised
+below 0.8 × that of each photo's own mean grey level, the best a constant image can do (normalized
 descriptors do not even tell the mean).
 """
 from __future__ import annotations

@@ -150,7 +150,7 @@ def test_feature_term_backpropagates_through_the_representation() -> None:
     decoder = build_decoder(representation.output_shape(32, 32), (32, 32), width=8, pre_convs=1, min_width=4,
                             out_channels=1)
     batch = torch.rand(3, 1, 32, 32)
-    batch[0] = 0.5  # a flat crop: Φ is all zero, left out of the normalised feature term
+    batch[0] = 0.5  # a flat crop: Φ is all zero, left out of the normalized feature term
     plain = InverterModule(representation, decoder, grey=True).model_step(batch)
     assert set(plain) == {"images", "features", "recon", "loss"}
     out = InverterModule(representation, decoder, lambda_feat=0.5, grey=True).model_step(batch)

@@ -1,4 +1,4 @@
-"""preimage: reconstruct images from their representations, by optimisation and by learned inverters."""
+"""preimage: reconstruct images from their representations, by optimization and by learned inverters."""
 from importlib.metadata import PackageNotFoundError, version
 
 from .representations import Representation, build_representation, list_representations

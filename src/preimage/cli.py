@@ -105,11 +105,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _list_nodes(name: str) -> int:
-    from .representations.model_zoo import ZooModel, node_shapes
+    from .representations.model_zoo import FAMILIES, ZooModel, node_shapes
 
     family, _, model = name.partition(":")
-    if family not in ("torchvision", "timm"):
-        raise ValueError(f"list: {name!r} is not FAMILY:MODEL (FAMILY is torchvision or timm), e.g. torchvision:resnet50")
+    if family not in FAMILIES or ":" in model:
+        raise ValueError(f"list: {name!r} is not FAMILY:MODEL (FAMILY is {' or '.join(FAMILIES)}), "
+                         "e.g. torchvision:resnet50")
     if not model:
         print(" ".join(ZooModel(family).models()))
         return 0
@@ -130,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("items", nargs="*", metavar="IMAGE|key=value")
     inv.add_argument("--representation", "-r", help="representation spec, e.g. hog, hogb, dsift, caffenet:conv3")
     inv.add_argument("--method", "-m", choices=["gd", "learned"],
-                     help="inversion method: gd (optimisation, default) or learned (a trained decoder)")
+                     help="inversion method: gd (optimization, default) or learned (a trained decoder)")
     inv.add_argument("--checkpoint", help="method learned: the inverter bundle (bundle.pt of `preimage train`)")
     inv.add_argument("--out", "-o", required=True, help="output folder (created)")
     inv.add_argument("--config", help="config YAML (default configs/invert/default.yaml)")

@@ -2,7 +2,7 @@
 
 Convention:
     Images are float32 tensors ``(C, H, W)`` in ``[0, 1]``, ``C = 3`` (RGB) or ``C = 1`` (grey).
-    Reconstructions on disk (DESIGN §3): ``<stem>.png`` for looking at and ``<stem>.npy``, float32
+    Reconstructions on disk: ``<stem>.png`` for looking at and ``<stem>.npy``, float32
     ``H × W × C`` in ``[0, 1]``, for scoring (never score after an 8-bit round trip).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = [
     "ImageError", "load_image", "to_grey", "save_png", "save_npy", "load_npy", "side_by_side", "grid", "label_font",
 ]
 
-#: ITU-R BT.601 luma weights, as MATLAB's ``rgb2gray`` and DESIGN §3 (DSIFT's grey image).
+#: ITU-R BT.601 luma weights, as MATLAB's ``rgb2gray`` (DSIFT's grey image, as VLFeat's MATLAB examples make it).
 GREY_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 _GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
@@ -155,7 +155,7 @@ def save_png(image: torch.Tensor, path: PathLike) -> Path:
 
 
 def save_npy(image: torch.Tensor, path: PathLike) -> Path:
-    """Write ``(C, H, W)`` as float32 ``H × W × C`` in ``[0, 1]`` (DESIGN §3), exactly to ``path``.
+    """Write ``(C, H, W)`` as float32 ``H × W × C`` in ``[0, 1]``, exactly to ``path``.
 
     Values are clamped to ``[0, 1]``; non-finite values raise ``ValueError`` (they would poison scores).
     Parent folders are created. Returns the path written.

@@ -1,1 +1,1 @@
-"""Analyses of representations from the papers: invariance, windows, channel groups, maximisation, caricatures."""
+"""Analyses of representations from the papers: invariance, windows, channel groups, maximization, caricatures."""

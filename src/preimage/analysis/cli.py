@@ -25,7 +25,7 @@ _HELP = {
     "invariance": "several reconstructions per image from different random starts, per layer (M&V Fig. 1, 7)",
     "window": "reconstruct from a central k x k window of neurons, its receptive field boxed (M&V Fig. 9)",
     "groups": "reconstruct from one channel group, e.g. CaffeNet's two streams (M&V Fig. 10)",
-    "maximize": "images that maximise one neuron or channel per layer (M&V IJCV 2016)",
+    "maximize": "images that maximize one neuron or channel per layer (M&V IJCV 2016)",
     "caricature": "exaggerate what a layer detects in an image (M&V IJCV 2016)",
     "perturb": "learned inverter: reconstructions from binarised features and with half the dimensions dropped (D&B)",
     "interpolate": "learned inverter: reconstructions along the line between two images' features (D&B)",
@@ -36,7 +36,7 @@ _HELP = {
 def _analyses() -> dict[str, Callable[..., dict[str, Any]]]:
     from .learned_studies import interpolate, perturb, sample
     from .studies import groups, invariance, window
-    from .visualise import caricature, maximize
+    from .visualize import caricature, maximize
 
     return {"invariance": invariance, "window": window, "groups": groups, "maximize": maximize,
             "caricature": caricature, "perturb": perturb, "interpolate": interpolate, "sample": sample}

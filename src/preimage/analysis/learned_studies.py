@@ -119,7 +119,7 @@ def _inputs(images: Any, checkpoint: Any, out: Any, size: Any, device: Any, *, c
     if count == "two" and len(listed) != 2:
         raise ValueError(f"interpolate needs exactly 2 images (a and b), got {len(listed)}")
     if count == "several" and len(listed) < 2:
-        raise ValueError(f"this analysis needs at least 2 images (its normaliser compares them), got {len(listed)}")
+        raise ValueError(f"this analysis needs at least 2 images (its normalizer compares them), got {len(listed)}")
     fit(inverter.representation, size)  # a one-line error if Φ takes no size x size images
     grey = inverter.decoder.config.out_channels == 1
     batch = torch.stack([prepare_image(load_image(p), size=size, grey=grey) for _, p in listed])
@@ -198,7 +198,7 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
 
     Figures (keyed by the bundle's spec), per image and with their ``_mean`` over images, for each of
     ``plain``, ``binarised`` and ``dropout``: ``image_error_<p>`` (the reconstruction against the original,
-    normalised by the mean pairwise squared distance of the originals) and ``normalized_loss_<p>``
+    normalized by the mean pairwise squared distance of the originals) and ``normalized_loss_<p>``
     (``‖Φ(x̂) − Φ(x0)‖² / ‖Φ(x0)‖²``: how well the reconstruction reproduces the original's *unperturbed*
     features); ``feature_change_<p>`` for the two perturbations (``‖Φ' − Φ‖² / ‖Φ‖²``: how much the
     perturbation moved the features the decoder was given); ``binary_value`` (``c`` per image) and
@@ -347,8 +347,8 @@ def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str
 
     Figures: ``images_in_set``, ``dimensions``; per sample ``pixel_std`` (standard deviation of the
     reconstruction's pixels: its contrast; 0 for a flat image) and ``nearest_image`` /
-    ``nearest_distance`` (the set image minimising ``‖x̂_s − x0_j‖²``, and that distance divided by the
-    mean pairwise squared distance of the set: image_error's normaliser, about 1 for as far as two set
+    ``nearest_distance`` (the set image minimizing ``‖x̂_s − x0_j‖²``, and that distance divided by the
+    mean pairwise squared distance of the set: image_error's normalizer, about 1 for as far as two set
     images are apart; pixel distance favours the flattest, most mid-grey image of the set), with their
     ``_mean``; for reference ``set_pixel_std_mean`` (the originals),
     ``plain_pixel_std_mean`` and ``plain_image_error_mean`` (the set's own reconstructions and their

@@ -10,13 +10,13 @@ Convention:
     last few pixels of the image, which floor rounding leaves to no neuron):
 
     - CNN layers: computed from the kernels, strides, paddings and dilations of ``representation.network``
-      (ReLU and local response normalisation act within one position). Fully connected layers see the
+      (ReLU and local response normalization act within one position). Fully connected layers see the
       whole pool5 map that fc6 flattens (6×6, from the canonical 227×227 input, where AlexNet's adaptive
       pool is the identity).
     - Other networks (EfficientNet-Lite0, torchvision and timm models: residual branches, "same" padding):
       measured as the support of the gradient of central neurons (:func:`measured_field`).
     - HOG (cell ``c``): a cell's tent (bilinear) pooling reaches ``2c`` pixels, from ``c·i − c//2``; block
-      normalisation brings in the neighbouring cell on each side (``4c``), and the central-difference
+      normalization brings in the neighbouring cell on each side (``4c``), and the central-difference
       gradient one more pixel on each side: ``size = 4c + 2``, ``stride = c``, ``offset = −c − c//2 − 1``.
     - DSIFT (bin ``b``, step ``s``): the 4×4 bins span ``4b`` nominally; their triangular binning reaches
       ``b − 1`` pixels past the outer bin centres, and the gradient stencil one more:
@@ -89,10 +89,13 @@ def _support(representation: Representation, x: torch.Tensor, row: int, col: int
     x = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(representation(x)[0, :, row, col].sum(), x)
     ys, xs = grad[0].abs().sum(0).nonzero(as_tuple=True)
+    if ys.numel() == 0:
+        raise ValueError(f"receptive field: {representation.spec}: neuron ({row}, {col}) has a zero gradient "
+                         "everywhere on a random input (every unit saturated or dead), so its field cannot be measured")
     return int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
 
 
-def measured_field(representation: Representation, side: int = _PROBE_SIDE) -> ReceptiveField:
+def measured_field(representation: Representation, side: int | None = None) -> ReceptiveField:
     """The receptive field of a network layer's map, measured as the support of its neurons' gradients.
 
     Neurons ``(c, c)`` and ``(c + 1, c + 1)`` at the centre ``c`` of the map of a ``side`` × ``side`` input:
@@ -100,11 +103,16 @@ def measured_field(representation: Representation, side: int = _PROBE_SIDE) -> R
     no single ReLU pattern hides a pixel) gives the size and, from the shift between the two, the stride; the
     offset follows from ``start = offset + stride · c``. For layers whose field reaches the image border the
     size is clipped to the image and the stride is ``round(side / map side)``. Vector outputs see every
-    pixel: ``(side, side, 0)``.
+    pixel of the canonical input: ``(canonical, canonical, 0)``. ``side`` defaults to 320 pixels, or the
+    largest side the layer takes if that is smaller.
     """
+    if side is None:
+        largest = getattr(representation, "max_size", None)
+        side = min(_PROBE_SIDE, largest[0]) if largest else _PROBE_SIDE
     shape = representation.output_shape(side, side)
     if len(shape) == 1:
-        return ReceptiveField(side, side, 0)
+        canonical = getattr(representation, "canonical_size", side)
+        return ReceptiveField(canonical, canonical, 0)
     if len(shape) != 3:
         raise ValueError(f"receptive field: {representation.spec} gives {len(shape)}-d features, not maps")
     centre = shape[1] // 2

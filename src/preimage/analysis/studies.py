@@ -4,7 +4,7 @@
 - :func:`window`: reconstruction from a central k×k window of a layer's neurons, its receptive field boxed (Fig. 9).
 - :func:`groups`: reconstruction from one group of channels, e.g. one of CaffeNet's two streams (Fig. 10).
 - :func:`maximize`, :func:`caricature`: the same engine with other data terms (IJCV §3.2, §3.3), in
-  :mod:`preimage.analysis.visualise`.
+  :mod:`preimage.analysis.visualize`.
 
 Each function's keyword arguments are the keys of ``configs/analyze/<kind>.yaml``. It returns the report it
 writes as JSON: ``figures`` (per layer), ``definitions`` (what each figure means), ``config`` (the arguments),
@@ -58,9 +58,9 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
         device, progress: where to run; show progress bars.
 
     Figures per layer: ``error_percent[i][r]``, the feature_error of reconstruction r of image i (M&V Table 1,
-    normaliser over the image set; with a single image, the normalized_loss instead: ``error_metric`` says
+    normalizer over the image set; with a single image, the normalized_loss instead: ``error_metric`` says
     which) and ``spread[i]``, the mean over pairs of restarts of ``‖x_r − x_r'‖²`` divided by the mean pairwise
-    squared distance of the originals (image_error's normaliser; with one image, ``2‖x0 − mean(x0)‖²``, the
+    squared distance of the originals (image_error's normalizer; with one image, ``2‖x0 − mean(x0)‖²``, the
     distance to a shuffle of its own pixels): 0 when all restarts agree, about 1 when they differ as much as
     two different images do. Invariance grows with depth as the spread does. A strong prior also lowers the
     spread by flattening every restart, so ``spread_relative[i]`` divides the same pair distance by the

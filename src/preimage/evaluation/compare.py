@@ -380,7 +380,7 @@ def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list
     """Score the gathered reconstructions over the whole set and write every output (global rank 0)."""
     stems, n = unique_stems(paths), len(images)
     if n < 2:
-        notes.append("feature_error and image_error need at least 2 images (their normaliser is over the set)")
+        notes.append("feature_error and image_error need at least 2 images (their normalizer is over the set)")
     records, recons = _score(c, names, stems, images, representations, raw, device, run_dir, notes)
     rows = rpt.summary_rows(records, c["representations"])
     table = rpt.markdown_table(rows)
@@ -403,7 +403,7 @@ def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list
     result = {
         "records": records, "summary": rows,
         "images": [{"index": i, "image": names[i], "stem": stems[i], "shape": list(images[i].shape)} for i in range(n)],
-        "units": {"feature_error": "% (M&V Table 1, normalised over this image set)", "normalized_loss": "fraction",
+        "units": {"feature_error": "% (M&V Table 1, normalized over this image set)", "normalized_loss": "fraction",
                   "image_error": "fraction", "psnr": "dB", "ssim": "1", "seconds": "s per image",
                   "images_per_second": "1 / s"},
         "config": c, "methods": settings, "command": command, "device": device_name, "world_size": world_size,

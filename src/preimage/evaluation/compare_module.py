@@ -3,7 +3,7 @@
 :class:`CompareModule.predict_step` takes a batch of image-set items and, for every representation, runs
 the methods asked for (``gd``, ``learned``, ``hybrid``) on them, returning one record per image ×
 representation × method: the reconstruction (CPU tensor) and its timing. Nothing is scored here:
-feature_error's normaliser is over the whole image set, so scoring happens after gathering.
+feature_error's normalizer is over the whole image set, so scoring happens after gathering.
 """
 from __future__ import annotations
 

@@ -226,7 +226,7 @@ def run_invert(cfg: DictConfig, images: Sequence[str], out: str | Path) -> dict[
 
     Args:
         cfg: the resolved invert config (configs/invert/default.yaml + overrides). ``method``: ``gd``
-            (optimisation, ``preset`` + ``gd``) or ``learned`` (the bundle ``checkpoint``; ``representation``
+            (optimization, ``preset`` + ``gd``) or ``learned`` (the bundle ``checkpoint``; ``representation``
             may be null to take the bundle's).
         images: image paths or ``builtin:NAME``.
         out: output folder (created).
@@ -278,7 +278,7 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
     if getattr(representation, "random_weights", False):
         notes.append("made with RANDOM CNN weights: not the pretrained network")
     if len(paths) < 2:
-        notes.append("feature_error and image_error need at least 2 images (their normaliser is over the set)")
+        notes.append("feature_error and image_error need at least 2 images (their normalizer is over the set)")
     report = {
         "images": records,
         "units": {"feature_error": "% (M&V Table 1)", "normalized_loss": "fraction", "image_error": "fraction",

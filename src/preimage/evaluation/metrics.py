@@ -1,4 +1,4 @@
-"""Reconstruction metrics: the single source of the formulas in DESIGN §4.
+"""Reconstruction metrics: the single source of every score (feature_error, normalized_loss, image_error, PSNR, SSIM).
 
 Every per-image metric returns a float64 tensor of shape ``(n,)``, one value per image, on the
 device of its input; :func:`mean_std` turns that into the ``mean ± std`` reported over an image set.
@@ -158,7 +158,7 @@ def image_error(images: Batch, reference: Batch) -> torch.Tensor:
 
 
 def normalized_loss(features: Batch, reference: Batch) -> torch.Tensor:
-    r"""``‖Φ(x*_i) − Φ(x0_i)‖² / ‖Φ(x0_i)‖²`` per image: the data term that GD minimises.
+    r"""``‖Φ(x*_i) − Φ(x0_i)‖² / ‖Φ(x0_i)‖²`` per image: the data term that GD minimizes.
 
     Args:
         features: Φ(x*), ``(n, ...)`` or a list of per-image tensors.

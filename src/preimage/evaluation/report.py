@@ -22,8 +22,8 @@ METHOD_ORDER = ("gd", "learned", "hybrid")
 #: M&V 2015 Table 1 (100 ILSVRC-2012 val images, GD with their released code): feature_error %, mean ± std.
 MV2015_TABLE1: dict[str, tuple[float, float]] = {"hog": (28.10, 7.9), "hogb": (10.67, 5.2), "dsift": (10.89, 7.5)}
 PAPER_FEATURE_ERROR: dict[str, str] = {spec: f"{m:.2f} ± {s}" for spec, (m, s) in MV2015_TABLE1.items()}
-#: D&B 2016 image-space error on AlexNet/CaffeNet layers (as re-quoted, approximate; DESIGN §5):
-#: the learned inverter, and M&V's optimisation as D&B measured it.
+#: D&B 2016 image-space error on AlexNet/CaffeNet layers (as re-quoted, approximate):
+#: the learned inverter, and M&V's optimization as D&B measured it.
 PAPER_IMAGE_ERROR: dict[str, dict[str, str]] = {
     "learned": {"conv5": "≈0.35", "fc6": "≈0.51", "fc7": "≈0.56", "fc8": "≈0.58"},
     "gd": {"conv5": "≈0.71", "fc6": "≈0.80", "fc7": "≈0.82", "fc8": "≈0.84"},
@@ -179,7 +179,7 @@ def write_markdown(path: Path, title_lines: Sequence[str], table: str, targets: 
     parts = ["# preimage compare", "", *title_lines, "", "## Results (mean ± std over the image set)", "", table, "",
              "Columns headed \"paper\" hold the published figures, not ours: M&V 2015 Table 1 (GD with their "
              "released code, 100 ILSVRC-2012 val images) and D&B 2016 (AlexNet/CaffeNet layers only, as re-quoted, "
-             "approximate). Our feature_error is normalised over this image set (DESIGN §4): comparable between "
+             "approximate). Our feature_error is normalized over this image set (the mean pairwise distance of its originals' features): comparable between "
              "the methods of one representation, not directly with the paper's image set."]
     if targets:
         parts += ["", "## Hybrid targets (feature_error ≤ gd's, image_error ≤ learned's, time ≤ 1/5 of gd's)", "",

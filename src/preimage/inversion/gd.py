@@ -1,14 +1,14 @@
 """Gradient-descent inversion (Mahendran & Vedaldi 2015/2016), batched and device-agnostic.
 
-Minimises, independently for every image of a batch,
+Minimizes, independently for every image of a batch,
 
     E(x) = ‖m ⊙ (Φ(x) − Φ0)‖² / ‖m ⊙ Φ0‖²  +  (λα/2 Σ|x|^α + λTV/2 TV^β(x)) / σ0²
 
 by momentum gradient descent on the pixels x with a piecewise-constant learning rate; the step is
 ``lr · σ0² · ∇E`` (M&V's released code) and the momentum is reset whenever the learning rate changes.
 
-:func:`optimise_gd` is the engine with any data term in place of Φ-reconstruction (the analyses' activation
-maximisation and caricatures); :func:`invert_gd` is it with :class:`~.objectives.FeatureReconstruction`.
+:func:`optimize_gd` is the engine with any data term in place of Φ-reconstruction (the analyses' activation
+maximization and caricatures); :func:`invert_gd` is it with :class:`~.objectives.FeatureReconstruction`.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ class GDResult:
         images: reconstructions ``(B, R, C, H, W)`` in ``[0, 1]`` (clamped), R = restarts.
         energy: total energy per iteration ``(T, B, R)``.
         data_loss: the data term per iteration ``(T, B, R)``.
-        seconds: wall time of the optimisation (device synchronised).
+        seconds: wall time of the optimization (device synchronised).
         device: where it ran.
     """
 
@@ -200,7 +200,7 @@ class GDSetup:
     """What every GD problem of a config shares (see :func:`gd_setup`).
 
     Attributes:
-        pixels: the parametrisation (mean-subtracted 0–255 pixels).
+        pixels: the parametrization (mean-subtracted 0–255 pixels).
         sigma0: σ0 for this image size, scaling the priors and the step.
         generators: one per row ``i·R + r``, seeded ``seed + r``: the random start (if drawn), then the jitter.
         starts: random starts ``(N·R, C, H, W)`` in pixel units (CPU), each of L2 norm σ0; ``None`` if not drawn.
@@ -233,11 +233,11 @@ def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width:
     return GDSetup(pixels, sigma0, generators, starts, prior)
 
 
-def optimise_gd(representation: Representation, data_term: DataTermFactory, shape: Sequence[int],
+def optimize_gd(representation: Representation, data_term: DataTermFactory, shape: Sequence[int],
                 config: GDConfig, *, init: torch.Tensor | None = None, random_starts: bool | None = None,
                 device: str | torch.device | None = None, progress: bool = True,
                 callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> GDResult:
-    """Minimise ``data_term + prior`` for ``N`` independent problems × ``config.restarts`` by gradient descent.
+    """Minimize ``data_term + prior`` for ``N`` independent problems × ``config.restarts`` by gradient descent.
 
         E(x) = data(x) + (λα/2 Σ|x|^α + λTV/2 TV^β(x)) / σ0²
 
@@ -248,7 +248,7 @@ def optimise_gd(representation: Representation, data_term: DataTermFactory, shap
         representation: Φ (frozen); moved to the device before ``data_term`` is built.
         data_term: ``factory(pixels, device, restarts)`` returning a term ``(N·R, C, H, W) -> (N·R,)`` for the
             rows laid out ``i·R + r`` (see :data:`DataTermFactory`).
-        shape: ``(N, C, H, W)`` of the images optimised (C is 1 when ``config.grey``).
+        shape: ``(N, C, H, W)`` of the images optimized (C is 1 when ``config.grey``).
         config: the hyper-parameters; ``restarts`` rows per problem.
         init: optional starting images ``(N, C, H, W)`` in ``[0, 1]`` (converted to grey if ``config.grey``):
             every restart of problem i starts exactly at ``init[i]``, no noise; default: the seeded random
@@ -328,7 +328,7 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
 
     An image's reconstruction depends only on the image, the config and the seed, not on the rest of
     the batch: every term is per image and the random start of restart r is drawn from ``seed + r``.
-    This is :func:`optimise_gd` with the data term :class:`~.objectives.FeatureReconstruction` of Φ(images).
+    This is :func:`optimize_gd` with the data term :class:`~.objectives.FeatureReconstruction` of Φ(images).
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be (B, 1|3, H, W), got {tuple(images.shape)}")
@@ -349,7 +349,7 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
                 rows = rows.repeat_interleave(restarts, dim=0)
         return FeatureReconstruction(representation, target.to(d).repeat_interleave(restarts, dim=0), pixels, rows)
 
-    return optimise_gd(representation, reconstruction, originals.shape, config, init=init, device=dev,
+    return optimize_gd(representation, reconstruction, originals.shape, config, init=init, device=dev,
                        progress=progress, callback=callback)
 
 

@@ -1,4 +1,4 @@
-"""Inverter bundles (DESIGN §3) and the learned inverter built from one.
+"""Inverter bundles and the learned inverter built from one.
 
 A bundle is one ``torch.save`` file (``checkpoints/*.pt``) holding only plain values and tensors, so that
 ``torch.load(path, weights_only=True)`` reads it and no code ever runs on loading::

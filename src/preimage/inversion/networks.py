@@ -18,8 +18,8 @@ any image size. The rows and columns past the last cell (DSIFT at 192 px: 12 of 
 with ``paint_margin``, are painted by the decoder itself from features padded with zero cells, so that the
 image loss trains it to guess that margin from the cells beside it.
 
-The weights start from He et al.'s initialisation for LeakyReLU (:func:`init_decoder_`), which keeps the
-activations' scale through the 10–13 layers. PyTorch's default initialisation shrinks it by about √3 per
+The weights start from He et al.'s initialization for LeakyReLU (:func:`init_decoder_`), which keeps the
+activations' scale through the 10–13 layers. PyTorch's default initialization shrinks it by about √3 per
 layer, so the output starts nearly independent of Φ(x); HOG decoders escape that within a few hundred
 steps, but DSIFT decoders (one layer more, 128 channels) stayed at the mean image for over 1000 steps.
 """
@@ -115,7 +115,7 @@ class DecoderConfig:
 
 
 def init_decoder_(layers: nn.Module, leaky_slope: float) -> None:
-    """He (Kaiming) normal initialisation for LeakyReLU networks, in place; biases start at 0.
+    """He (Kaiming) normal initialization for LeakyReLU networks, in place; biases start at 0.
 
     Every ``Conv2d`` / ``Linear`` weight gets ``std = gain / sqrt(fan_in)``, ``gain = sqrt(2 / (1 + slope²))``.
     A 4×4 stride-2 ``ConvTranspose2d`` feeds each output pixel from ``in_channels · 2 · 2`` inputs, so that is
@@ -176,7 +176,7 @@ class Decoder(nn.Module):
 
     Convention:
         The output is the image in ``[0, 1]`` units, predicted directly as D&B do: a linear last layer
-        (bias initialised to 0.5, mid-grey), **not clamped**, so that an image MSE has a gradient
+        (bias initialized to 0.5, mid-grey), **not clamped**, so that an image MSE has a gradient
         everywhere. Clamp to ``[0, 1]`` before showing or scoring it (:class:`LearnedInverter` does).
         Before the resize the decoder's own output is ``(h'·2ⁿ, w'·2ⁿ)`` (``2ⁿ · seed_side`` square
         for vectors; ``h', w'`` counting the zero cells that ``paint_margin`` adds); the resize is

@@ -1,6 +1,6 @@
-"""Energy terms the gradient-descent engine minimises, as small composable pieces.
+"""Energy terms the gradient-descent engine minimizes, as small composable pieces.
 
-Every term maps a batch of images in the optimiser's pixel units to a ``(B,)`` tensor of per-image
+Every term maps a batch of images in the optimizer's pixel units to a ``(B,)`` tensor of per-image
 values, so that each image in a batch is an independent problem.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from .regularizers import alpha_norm, total_variation
 
 @dataclass(frozen=True)
 class PixelSpace:
-    """The optimiser's parametrisation: ``image01 = (x + mean) / scale``.
+    """The optimizer's parametrization: ``image01 = (x + mean) / scale``.
 
-    M&V optimise mean-subtracted 0–255 pixels; the representations take ``[0, 1]`` images.
+    M&V optimize mean-subtracted 0–255 pixels; the representations take ``[0, 1]`` images.
 
     Args:
         mean: per-channel mean in 0–255 units, broadcast over ``(C, 1, 1)``.
@@ -52,12 +52,12 @@ Energy = Callable[[torch.Tensor], torch.Tensor]
 
 
 class FeatureReconstruction:
-    """M&V's data term ‖m ⊙ (Φ(x) − Φ0)‖² / ‖m ⊙ Φ0‖², one normaliser per image.
+    """M&V's data term ‖m ⊙ (Φ(x) − Φ0)‖² / ‖m ⊙ Φ0‖², one normalizer per image.
 
     Args:
         representation: Φ, taking ``(B, C, H, W)`` images in ``[0, 1]``.
         target: Φ0 ``(B, ...)``.
-        pixels: the parametrisation from pixels to images.
+        pixels: the parametrization from pixels to images.
         mask: optional 0/1 (or weight) tensor broadcastable to ``target``: only selected neurons count.
     """
 
@@ -80,7 +80,7 @@ class FeatureReconstruction:
 
 
 class ImagePrior:
-    """(λα/2 · Σ|x|^α + λTV/2 · TV^β(x)) / σ0², M&V's regulariser in their units.
+    """(λα/2 · Σ|x|^α + λTV/2 · TV^β(x)) / σ0², M&V's regularizer in their units.
 
     Args:
         lambda_alpha, alpha: weight and exponent of the α-norm (0 weight disables it).

@@ -1,8 +1,9 @@
 """GD presets: YAML files under ``configs/presets/``, resolved per representation spec.
 
 A preset file holds a ``defaults`` section and sections keyed by ``cnn`` (any layer of a network), a family
-(``alexnet``, ``efficientnet_lite0``, ``torchvision``), a model (``torchvision:resnet50``), a layer name
-(``conv3``) or an exact spec (``hog``, ``caffenet:fc8``), merged in that order of increasing specificity.
+(``alexnet``, ``efficientnet_lite0``, ``torchvision``), a model (``torchvision:resnet50``), a layer name of a
+fixed family (``conv3``, for ``alexnet:conv3`` and ``caffenet:conv3``) or an exact spec (``hog``,
+``caffenet:fc8``), merged in that order of increasing specificity.
 ``inherit: OTHER`` starts from preset OTHER's resolution.
 
 A section may hold ``by_depth: [[d1, {settings}], [d2, {settings}], ...]`` (increasing ``d``): a network
@@ -26,9 +27,13 @@ def list_presets() -> list[str]:
 
 
 def _sections(spec: str) -> list[str]:
+    """The sections that apply to ``spec``, least specific first. A bare layer name (``conv3``) is a section
+    for the fixed families' ``family:layer`` specs only, not for the nodes of open families' models."""
     parts = spec.split(":")
+    if len(parts) == 1:
+        return ["defaults", spec]
     prefixes = [":".join(parts[:k]) for k in range(1, len(parts))]  # family, family:model, ...
-    return ["defaults"] + (["cnn"] + prefixes + [parts[-1]] if len(parts) > 1 else []) + [spec]
+    return ["defaults", "cnn", *prefixes, *([parts[-1]] if len(parts) == 2 else []), spec]
 
 
 def _at_depth(section: DictConfig, depth: float | None, where: str) -> DictConfig:

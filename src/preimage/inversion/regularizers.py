@@ -2,7 +2,7 @@
 
 Both are per-image sums, so that a batch is a set of independent problems.
 
-Convention: images are in the optimiser's pixel units (mean-subtracted 0–255 in the M&V presets);
+Convention: images are in the optimizer's pixel units (mean-subtracted 0–255 in the M&V presets);
 finite differences use replicated borders, i.e. the last row/column has zero forward difference,
 as in M&V's released code.
 """

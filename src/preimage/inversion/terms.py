@@ -1,8 +1,8 @@
-"""Data terms of M&V's IJCV 2016 visualisations other than inversion, as pieces the GD engine composes.
+"""Data terms of M&V's IJCV 2016 visualizations other than inversion, as pieces the GD engine composes.
 
 Same call convention as :class:`~preimage.inversion.objectives.FeatureReconstruction`: a term maps pixels
-``(B, C, H, W)`` in the optimiser's units to a ``(B,)`` tensor, one independent value per image, to be
-*minimised* together with :class:`~preimage.inversion.objectives.ImagePrior`.
+``(B, C, H, W)`` in the optimizer's units to a ``(B,)`` tensor, one independent value per image, to be
+*minimized* together with :class:`~preimage.inversion.objectives.ImagePrior`.
 """
 from __future__ import annotations
 
@@ -50,46 +50,46 @@ def neuron_weights(feature_shape: Sequence[int], channel: int, position: tuple[i
 
 
 class NeuronActivation:
-    """Activation maximisation (M&V IJCV §3.2): ``−⟨w, Φ(x)⟩ / normaliser`` per image.
+    """Activation maximization (M&V IJCV §3.2): ``−⟨w, Φ(x)⟩ / normalizer`` per image.
 
-    Minimising it maximises the weighted activation; with ``normaliser`` the typical maximum of that
+    Minimizing it maximizes the weighted activation; with ``normalizer`` the typical maximum of that
     activation on natural images (M&V use the maximum over ImageNet images), the term is about −1 where
     the neuron responds as strongly as it does to a photograph.
 
     Args:
         representation: Φ, taking ``(B, C, H, W)`` images in ``[0, 1]``.
         weights: ``w``, broadcastable to Φ's output ``(B, ...)`` (see :func:`neuron_weights`).
-        pixels: the parametrisation from pixels to images.
-        normaliser: a positive number or ``(B,)`` tensor, one per image.
+        pixels: the parametrization from pixels to images.
+        normalizer: a positive number or ``(B,)`` tensor, one per image.
     """
 
     def __init__(self, representation: Representation, weights: torch.Tensor, pixels: PixelSpace,
-                 normaliser: float | torch.Tensor = 1.0) -> None:
+                 normalizer: float | torch.Tensor = 1.0) -> None:
         self.representation, self.pixels = representation, pixels
         self.weights = weights
-        self.normaliser = torch.as_tensor(normaliser, dtype=weights.dtype, device=weights.device)
-        if not bool((self.normaliser > 0).all()):
-            raise ValueError(f"the activation normaliser must be positive, got {self.normaliser.tolist()}")
+        self.normalizer = torch.as_tensor(normalizer, dtype=weights.dtype, device=weights.device)
+        if not bool((self.normalizer > 0).all()):
+            raise ValueError(f"the activation normalizer must be positive, got {self.normalizer.tolist()}")
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:
-        """``⟨w, Φ(x)⟩`` per image ``(B,)``, un-normalised (in Φ's units)."""
+        """``⟨w, Φ(x)⟩`` per image ``(B,)``, un-normalized (in Φ's units)."""
         features = self.representation(self.pixels.to_image(x))
         return (features * self.weights).flatten(1).sum(1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.activation(x) / self.normaliser
+        return -self.activation(x) / self.normalizer
 
 
 class Caricature:
     """Caricaturisation (M&V IJCV §3.3): ``−⟨Φ(x), Φ0⁺⟩ / ‖Φ0⁺‖²`` per image, ``Φ0⁺ = max(Φ0, 0)``.
 
-    Minimising it exaggerates the patterns Φ detects in the original (only the neurons that respond
+    Minimizing it exaggerates the patterns Φ detects in the original (only the neurons that respond
     positively count, as in M&V's code); it is −1 at the original itself.
 
     Args:
         representation: Φ, taking ``(B, C, H, W)`` images in ``[0, 1]``.
         target: Φ0 ``(B, ...)``, the original images' features.
-        pixels: the parametrisation from pixels to images.
+        pixels: the parametrization from pixels to images.
     """
 
     def __init__(self, representation: Representation, target: torch.Tensor, pixels: PixelSpace) -> None:

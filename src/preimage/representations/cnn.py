@@ -2,7 +2,7 @@
 
 Two networks, each registered layer by layer in network order (M&V Table 2 names):
 
-- ``alexnet``: torchvision's AlexNet (64-192-384-256-256 channels, no normalisation layers, an adaptive
+- ``alexnet``: torchvision's AlexNet (64-192-384-256-256 channels, no normalization layers, an adaptive
   average pool to 6×6 before the classifier), layers ``conv1 relu1 pool1 conv2 relu2 pool2 conv3 relu3
   conv4 relu4 conv5 relu5 pool5 fc6 relu6 fc7 relu7 fc8``.
 - ``caffenet``: the Caffe reference network (``bvlc_reference_caffenet``, M&V's CNN-A), layers ``conv1 relu1
@@ -192,7 +192,7 @@ class CNNRepresentation(NetworkLayer):
         - Output: :math:`(B, C, h, w)` up to ``pool5``, :math:`(B, D)` from ``fc6`` on; see :meth:`output_shape`.
 
     Convention:
-        - ``alexnet``: RGB in ``[0, 1]``, normalised per channel with ImageNet mean (0.485, 0.456, 0.406) and
+        - ``alexnet``: RGB in ``[0, 1]``, normalized per channel with ImageNet mean (0.485, 0.456, 0.406) and
           std (0.229, 0.224, 0.225), as torchvision's ``AlexNet_Weights`` transforms do (no resize, no crop).
         - ``caffenet``: Caffe's convention: channels reordered to **BGR**, scaled to ``[0, 255]``, the
           ImageNet mean pixel (B, G, R) = (103.939, 116.779, 123.68) subtracted, no std scaling.

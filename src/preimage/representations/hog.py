@@ -15,7 +15,7 @@ from .base import Representation
 from .registry import register_representation
 
 _BLOCK_EPS = 1e-4  # added to each block's squared L2 norm (VLFeat, "as implemented in UOCTTI code")
-_CLAMP = 0.2  # saturation of the block-normalised histograms
+_CLAMP = 0.2  # saturation of the block-normalized histograms
 _TEXTURE_SCALE = 1.0 / math.sqrt(18.0)  # VLFeat uses 1/sqrt(18) whatever the number of orientations
 
 
@@ -143,8 +143,8 @@ def _pool_cells(histogram: torch.Tensor, cell_size: int, rows: int, cols: int) -
     return blocks[..., :-1, 0, :] + blocks[..., 1:, 1, :]
 
 
-def _normalise(cells: torch.Tensor, orientations: int, texture: bool) -> torch.Tensor:
-    """UoCTTI block normalisation of directed cell histograms ``(B, 2n, rows, cols)`` into the features."""
+def _normalize(cells: torch.Tensor, orientations: int, texture: bool) -> torch.Tensor:
+    """UoCTTI block normalization of directed cell histograms ``(B, 2n, rows, cols)`` into the features."""
     n = orientations
     undirected = cells[:, :n] + cells[:, n:]
     energy = (undirected * undirected).sum(dim=1, keepdim=True)  # (B, 1, rows, cols)
@@ -156,11 +156,11 @@ def _normalise(cells: torch.Tensor, orientations: int, texture: bool) -> torch.T
     factors = torch.stack(
         [factors[..., :-1, :-1], factors[..., :-1, 1:], factors[..., 1:, :-1], factors[..., 1:, 1:]], dim=1
     )  # (B, 4, 1, rows, cols)
-    normalised = (factors * torch.cat([cells, undirected], dim=1).unsqueeze(1)).clamp(max=_CLAMP)
-    features = 0.5 * normalised.sum(dim=1)  # (B, 3n, rows, cols)
+    normalized = (factors * torch.cat([cells, undirected], dim=1).unsqueeze(1)).clamp(max=_CLAMP)
+    features = 0.5 * normalized.sum(dim=1)  # (B, 3n, rows, cols)
     if not texture:
         return features
-    return torch.cat([features, _TEXTURE_SCALE * normalised[:, :, 2 * n :].sum(dim=2)], dim=1)
+    return torch.cat([features, _TEXTURE_SCALE * normalized[:, :, 2 * n :].sum(dim=2)], dim=1)
 
 
 def hog(
@@ -175,9 +175,9 @@ def hog(
 
     Central-difference gradients (none on the outer pixel ring; for colour, per pixel the channel
     with the largest gradient), hard (or bilinear) assignment to ``2n`` directed orientations,
-    bilinear (tent) pooling into cells, normalisation by the four 2x2 blocks holding each cell
+    bilinear (tent) pooling into cells, normalization by the four 2x2 blocks holding each cell
     (squared norm of the undirected histograms + 1e-4, edge cells replicated), clamp at 0.2, and
-    the four normalised copies summed with weight 0.5; texture terms are the four sums of the
+    the four normalized copies summed with weight 0.5; texture terms are the four sums of the
     clamped undirected histograms times ``1/sqrt(18)``.
 
     Args:
@@ -215,7 +215,7 @@ def hog(
     b, _, h, w = gx.shape
     per_pixel = weights.new_zeros(b, 2 * orientations, h, w).scatter_add(1, bins, weights)
     cells = _pool_cells(per_pixel, cell_size, rows, cols)
-    return _normalise(cells, orientations, texture)
+    return _normalize(cells, orientations, texture)
 
 
 class HOG(Representation):

@@ -3,8 +3,8 @@
 Nodes are named as ``torchvision.models.feature_extraction`` names them (the module path for module calls,
 e.g. ``features.29``, ``layer3``, ``avgpool``, ``fc``, ``encoder.layers.encoder_layer_3``; function calls get
 their own names such as ``layer1.0.add``); ``preimage list torchvision:<model>`` prints every node with its
-output shape. The network is traced with torch.fx and cut after the node, so nothing past it runs; modules are
-switched to ``inplace=False`` first, so that no in-place operation can change a captured activation.
+output shape. The network is traced with torch.fx and cut after the node, so nothing past it runs (in-place
+operations included); modules are switched to ``inplace=False`` first as well.
 
 Weights (builder keyword ``weights``):
 
@@ -13,9 +13,9 @@ Weights (builder keyword ``weights``):
   it, never a download. timm: not available offline (timm's weights come from a hub); save a state_dict on a
   machine with network and pass its path.
 - a path to a state_dict file of the whole model (its own keys);
-- ``"random"``: the model's own initialisation under seed 0 (flagged in every output).
+- ``"random"``: the model's own initialization under seed 0 (flagged in every output).
 
-Input is RGB in ``[0, 1]``, normalised with the mean and std of the weights' own metadata (torchvision's
+Input is RGB in ``[0, 1]``, normalized with the mean and std of the weights' own metadata (torchvision's
 ``weights.transforms()``, timm's ``pretrained_cfg``); no resize or crop.
 """
 from __future__ import annotations
@@ -33,7 +33,9 @@ from torch import nn
 from .network import NetworkLayer, WeightsArg, check_state_dict, hub_cache_file, read_state_dict, seeded
 from .registry import register_family
 
-__all__ = ["ZooModel", "list_nodes", "node_shapes", "zoo_model"]
+__all__ = ["FAMILIES", "ZooModel", "list_nodes", "node_shapes", "zoo_model"]
+
+FAMILIES = ("torchvision", "timm")
 
 
 class _NodeOutput(nn.Module):
@@ -51,7 +53,11 @@ class _NodeOutput(nn.Module):
 
 
 def _no_inplace(model: nn.Module) -> nn.Module:
-    """Switch every module with an ``inplace`` flag (ReLU, ReLU6, Hardswish, Dropout, ...) to out-of-place."""
+    """Switch every module with an ``inplace`` flag (ReLU, ReLU6, Hardswish, Dropout, ...) to out-of-place.
+
+    Together with the cut after the node (nothing that comes after it in the graph runs, functional in-place
+    ops included), no in-place operation can change a captured activation.
+    """
     for module in model.modules():
         if isinstance(getattr(module, "inplace", None), bool):
             module.inplace = False
@@ -75,9 +81,11 @@ def _hub_cache_only(path: Path) -> Iterator[None]:
 
 
 class ZooModel:
-    """How one model zoo (torchvision, timm) names, builds, normalises and traces its models."""
+    """How one model zoo (torchvision, timm) names, builds, normalizes and traces its models."""
 
     def __init__(self, family: str) -> None:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
         if family == "timm" and importlib.util.find_spec("timm") is None:
             raise ValueError("timm: the timm package is not installed (pip install timm, or preimage[timm])")
         self.family = family
@@ -99,7 +107,7 @@ class ZooModel:
             raise ValueError(f"{self.family}: unknown model {model!r}; {hint}")
 
     def build(self, model: str, weights: WeightsArg) -> nn.Module:
-        """The whole model in eval mode, with ``weights``."""
+        """The whole model in eval mode, with ``weights`` (the caller's RNG is left as it was)."""
         self.check_model(model)
         if self.family == "torchvision":
             from torchvision.models import get_model_builder, get_model_weights
@@ -107,29 +115,34 @@ class ZooModel:
             builder = get_model_builder(model)
             if weights == "random":
                 return seeded(lambda: builder(weights=None)).eval()
-            if weights == "imagenet":
-                default = get_model_weights(model).DEFAULT
-                with _hub_cache_only(hub_cache_file(default.url, f"torchvision:{model}")):
-                    return builder(weights=default).eval()
-            network = seeded(lambda: builder(weights=None))
-        else:
-            import timm
+            default = get_model_weights(model).DEFAULT
+            path = hub_cache_file(default.url, f"torchvision:{model}") if weights == "imagenet" else Path(weights)
+            # torchvision's builder with its DEFAULT weights, their file replaced by `path`: a state_dict file gets
+            # exactly the architecture the released weights get (googlenet's transform_input, aux heads, ...)
+            try:
+                with _hub_cache_only(path):
+                    return seeded(lambda: builder(weights=default)).eval()
+            except RuntimeError as err:  # load_state_dict's mismatch report
+                lines = [line.strip()[:240] for line in str(err).splitlines() if line.strip()]
+                raise ValueError(f"torchvision:{model}: the state_dict in {str(path)!r} does not match the network "
+                                 f"({'; '.join(lines[1:4])})") from None
+        import timm
 
-            if weights == "random":
-                return seeded(lambda: timm.create_model(model, pretrained=False)).eval()
-            if weights == "imagenet":
-                raise ValueError(
-                    f"timm:{model}: weights='imagenet' is not available offline (timm downloads them from a hub); "
-                    f"on a machine with network save timm.create_model({model!r}, pretrained=True).state_dict() "
-                    "with torch.save and pass weights=<that file>"
-                )
-            network = seeded(lambda: timm.create_model(model, pretrained=False))
+        if weights == "random":
+            return seeded(lambda: timm.create_model(model, pretrained=False)).eval()
+        if weights == "imagenet":
+            raise ValueError(
+                f"timm:{model}: weights='imagenet' is not available offline (timm downloads them from a hub); "
+                f"on a machine with network save timm.create_model({model!r}, pretrained=True).state_dict() "
+                "with torch.save and pass weights=<that file>"
+            )
+        network = seeded(lambda: timm.create_model(model, pretrained=False))
         state = read_state_dict(weights)
-        check_state_dict(f"{self.family}:{model}", state, network.state_dict(), repr(os.fspath(weights)))
+        check_state_dict(f"timm:{model}", state, network.state_dict(), repr(os.fspath(weights)))
         network.load_state_dict(state)
         return network.eval()
 
-    def normalisation(self, model: str, network: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    def normalization(self, model: str, network: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...], int]:
         """``(mean, std, canonical side)`` of the model's input, from its weights' metadata."""
         if self.family == "torchvision":
             from torchvision.models import get_model_weights
@@ -182,14 +195,13 @@ def zoo_model(family: str, rest: str, *, weights: WeightsArg = "imagenet") -> Ne
     if not sep or not node:
         raise ValueError(f"{family}: a spec is {family}:<model>:<node>, got {family}:{rest} "
                          f"(`preimage list {family}:{model or '<model>'}` prints the nodes)")
-    zoo.check_model(model)
     network = zoo.build(model, weights)
     nodes = zoo.nodes(network)
     if node not in nodes:
         close = difflib.get_close_matches(node, list(nodes), n=5, cutoff=0.4)
         raise ValueError(f"{family}:{model} has no node {node!r}; closest: {', '.join(close) or list(nodes)[-1]} "
                          f"(`preimage list {family}:{model}` prints them all)")
-    mean, std, side = zoo.normalisation(model, network)
+    mean, std, side = zoo.normalization(model, network)
     layer = NetworkLayer(f"{family}:{model}:{node}", _NodeOutput(zoo.cut(network, [node]), node), weights=weights,
                          scale=1.0, mean=mean, std=std, canonical_size=side,
                          depth=_relative(nodes, node))
@@ -206,7 +218,7 @@ def node_shapes(family: str, model: str) -> tuple[int, list[tuple[str, tuple[int
     zoo = ZooModel(family)
     network = zoo.build(model, "random")
     nodes = zoo.nodes(network)
-    side = zoo.normalisation(model, network)[2]
+    side = zoo.normalization(model, network)[2]
     with FakeTensorMode(allow_non_fake_inputs=True):
         outputs = zoo.cut(network, list(dict.fromkeys(nodes.values())))(torch.empty(1, 3, side, side))
     shapes = [(name, tuple(int(s) for s in v.shape[1:]) if isinstance(v, torch.Tensor) else type(v).__name__)
@@ -219,18 +231,20 @@ def list_nodes(family: str, model: str) -> list[str]:
     return [n for n, shape in node_shapes(family, model)[1] if isinstance(shape, tuple)]
 
 
-def _depth(family: str) -> Callable[[str], float]:
-    def depth(rest: str) -> float:
+def _depth(family: str) -> Callable[[str], float | None]:
+    def depth(rest: str) -> float | None:
         model, _, node = rest.partition(":")
         zoo = ZooModel(family)
-        zoo.check_model(model)
-        with torch.device("meta"):
+        try:
+            with torch.device("meta"):  # no memory, no initialization
+                network = zoo.build(model, "random")
+        except NotImplementedError:  # builders that read their own tensors (RegNet's block widths)
             network = zoo.build(model, "random")
         nodes = zoo.nodes(network)
-        return _relative(nodes, node) if node in nodes else 1.0
+        return _relative(nodes, node) if node in nodes else None
 
     return depth
 
 
-for _family in ("torchvision", "timm"):
+for _family in FAMILIES:
     register_family(_family, lambda rest, _f=_family, **kw: zoo_model(_f, rest, **kw), depth=_depth(_family))

@@ -1,7 +1,7 @@
 """One layer of a neural network as a representation: the machinery every CNN family shares.
 
 A family (``alexnet``, ``caffenet``, ``efficientnet_lite0``, ``torchvision``, ``timm``) only says how to build
-its network up to the named layer and how its input is normalised; :class:`NetworkLayer` adds the rest:
+its network up to the named layer and how its input is normalized; :class:`NetworkLayer` adds the rest:
 preprocessing from RGB in ``[0, 1]``, output shapes and valid input sizes (found without computing anything,
 on fake tensors), the weights label (``"random"`` outputs must say so), and the offline weight loaders.
 """
@@ -72,8 +72,9 @@ def seeded(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
         return build()
 
 
-def _fake_output_shape(network: nn.Module, height: int, width: int, dtype: torch.dtype) -> tuple[int, ...]:
-    """Output shape of ``network`` for one ``(1, 3, height, width)`` ``dtype`` input, on fake tensors (no FLOPs).
+def _fake_output_shape(network: nn.Module, height: int, width: int, like: torch.Tensor) -> tuple[int, ...]:
+    """Output shape of ``network`` for one ``(1, 3, height, width)`` input of ``like``'s dtype and device,
+    computed on fake tensors (no FLOPs, no memory).
 
     Raises:
         ValueError: the network gives no output for that size (or its output is not a tensor).
@@ -85,7 +86,7 @@ def _fake_output_shape(network: nn.Module, height: int, width: int, dtype: torch
     log.setLevel(logging.CRITICAL)
     try:
         with FakeTensorMode(allow_non_fake_inputs=True):
-            out = network(torch.empty(1, 3, height, width, dtype=dtype))
+            out = network(torch.empty(1, 3, height, width, dtype=like.dtype, device=like.device))
     except Exception as err:  # shape errors surface as RuntimeError, AssertionError, ValueError, ...
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"the {height}x{width} input gives no output ({message})") from None
@@ -105,10 +106,10 @@ class NetworkLayer(Representation):
         spec: the registry name, e.g. ``"efficientnet_lite0:stage4"``.
         network: the network up to and including the layer (eval mode), mapping ``(B, 3, H, W)`` to the features.
         weights: the weights it was built with: ``"imagenet"``, ``"random"`` or a file path (recorded in params).
-        scale, mean, std: the input normalisation, per RGB channel (``mean``/``std`` in ``scale`` units).
+        scale, mean, std: the input normalization, per RGB channel (``mean``/``std`` in ``scale`` units).
         canonical_size: a side the network is known to accept (224 for ImageNet models), the anchor from which
             :attr:`min_size` and :attr:`max_size` are searched.
-        rgb_to_bgr: reorder the channels to B, G, R before normalising (Caffe networks).
+        rgb_to_bgr: reorder the channels to B, G, R before normalizing (Caffe networks).
         depth: the layer's relative depth in its network, ``(index + 1) / count`` over the family's named
             layers (the GD presets choose λTV by it).
 
@@ -120,7 +121,9 @@ class NetworkLayer(Representation):
     Attributes:
         network: the truncated network.
         min_size, max_size: the smallest and largest ``(H, W)`` accepted (``max_size`` ``None``: unbounded up to
-            1024); sizes are assumed valid in one contiguous range around ``canonical_size``.
+            1024), searched by bisection from ``canonical_size`` on the assumption that the valid sides form one
+            range (models that need sides divisible by some number refuse sizes inside it: their own error
+            says so).
         random_weights: whether the weights are the seeded random ones (say so next to any output).
         depth: relative depth of the layer in ``(0, 1]``.
     """
@@ -147,7 +150,7 @@ class NetworkLayer(Representation):
         key = (int(height), int(width))
         if key not in self._shapes:
             try:
-                self._shapes[key] = _fake_output_shape(self.network, *key, self.mean.dtype)
+                self._shapes[key] = _fake_output_shape(self.network, *key, self.mean)
             except ValueError as err:
                 self._shapes[key] = str(err)
         return self._shapes[key]

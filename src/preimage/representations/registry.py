@@ -17,7 +17,7 @@ Builder = Callable[..., Representation]
 FamilyBuilder = Callable[..., Representation]  # (rest of the spec, **overrides) -> Representation
 _BUILDERS: dict[str, Builder] = {}
 _DEPTHS: dict[str, float] = {}
-_FAMILIES: dict[str, tuple[FamilyBuilder, Callable[[str], float]]] = {}
+_FAMILIES: dict[str, tuple[FamilyBuilder, Callable[[str], float | None]]] = {}
 
 
 def register_representation(name: str, *, depth: float | None = None) -> Callable[[Builder], Builder]:
@@ -38,8 +38,8 @@ def register_representation(name: str, *, depth: float | None = None) -> Callabl
     return wrap
 
 
-def register_family(prefix: str, builder: FamilyBuilder, *, depth: Callable[[str], float]) -> None:
-    """Register the open family ``prefix:<rest>``: ``builder(rest, **overrides)``, ``depth(rest)``."""
+def register_family(prefix: str, builder: FamilyBuilder, *, depth: Callable[[str], float | None]) -> None:
+    """Register the open family ``prefix:<rest>``: ``builder(rest, **overrides)``, ``depth(rest)`` (``None``: no such layer)."""
     if prefix in _FAMILIES or any(name.startswith(f"{prefix}:") for name in _BUILDERS):
         raise ValueError(f"representation family {prefix!r} is already registered")
     _FAMILIES[prefix] = (builder, depth)
@@ -66,7 +66,8 @@ def is_representation(spec: str) -> bool:
 
 
 def layer_depth(spec: str) -> float | None:
-    """Relative depth in ``(0, 1]`` of a network layer spec; ``None`` for representations that are not layers."""
+    """Relative depth in ``(0, 1]`` of a network layer spec; ``None`` for representations that are not layers
+    (and for layers an open family does not have)."""
     family = _family(spec)
     if family is not None:
         return _FAMILIES[family][1](spec.partition(":")[2])

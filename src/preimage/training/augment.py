@@ -1,7 +1,7 @@
 """Training-time augmentations that wrap a source, item by item, as deterministically as the sources are.
 
-Representations that normalise away intensity (DSIFT's gradients ignore an offset and its unit descriptors
-a gain; HOG's block normalisation likewise) cannot tell a dark crop from a bright one or a foggy one from a
+Representations that normalize away intensity (DSIFT's gradients ignore an offset and its unit descriptors
+a gain; HOG's block normalization likewise) cannot tell a dark crop from a bright one or a foggy one from a
 stark one, so an image-MSE decoder can only guess the brightness and contrast. Trained on a handful of
 photos it guesses them from the pattern (the built-in ``coins`` came out with a mean of 0.2 instead of
 0.38), and dead leaves coloured from a photo palette are all stark. :class:`IntensityJitter` spreads both

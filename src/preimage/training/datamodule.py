@@ -1,4 +1,4 @@
-"""The LightningDataModule of learned inverters: a weighted mixture of image sources (DESIGN §6).
+"""The LightningDataModule of learned inverters: a weighted mixture of image sources.
 
 Example (keys of a config equal the constructor's arguments)::
 

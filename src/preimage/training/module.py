@@ -83,7 +83,7 @@ def _settings(cls: type, values: Mapping[str, Any] | None, what: str) -> Any:
 
 def lr_factor(step: int, *, total_steps: int, name: str = "cosine", warmup_steps: int = 0, min_factor: float = 0.0,
               step_size: int = 1000, gamma: float = 0.1) -> float:
-    """The factor applied to the base learning rate at optimiser step ``step`` (0-based) of ``total_steps``.
+    """The factor applied to the base learning rate at optimizer step ``step`` (0-based) of ``total_steps``.
 
     Example:
         >>> [round(lr_factor(s, total_steps=10, warmup_steps=2), 3) for s in (0, 1, 2, 6, 9)]
@@ -108,7 +108,7 @@ class InverterModule(pl.LightningModule):
             the training state (Φ is rebuilt from its spec).
         decoder: the network to train, built for Φ's output shape and the training crop size.
         optimizer: :class:`OptimizerConfig` fields (AdamW).
-        scheduler: :class:`SchedulerConfig` fields, stepped every optimiser step.
+        scheduler: :class:`SchedulerConfig` fields, stepped every optimizer step.
         lambda_feat: weight of ``normalized_loss(Φ(x̂), Φ(x))`` added to the image MSE (0: D&B's loss).
         grey: invert grey images (colour batches are turned grey first); the decoder must have
             ``out_channels = 1``, and 3 otherwise.
@@ -122,7 +122,7 @@ class InverterModule(pl.LightningModule):
     Convention:
         The MSE is taken on the decoder's raw (unclamped) output. Validation metrics score the clamped
         reconstruction, as ``LearnedInverter`` and ``preimage invert`` do: ``val/feature_error`` (%) and
-        ``val/image_error`` are normalised over the whole validation set (N² of DESIGN §4), so the
+        ``val/image_error`` are normalized over the whole validation set (N², the mean pairwise distance of the originals' features), so the
         features are gathered over the epoch, across DDP ranks too (Lightning's distributed sampler pads
         the set to a multiple of the world size by repeating a few items); ``val/psnr`` and ``val/ssim`` are
         means over images. Flat crops whose Φ is all zero are left out of the feature term.

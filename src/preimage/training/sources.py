@@ -1,4 +1,4 @@
-"""Image sources for training learned inverters (DESIGN §6): built-in photos, dead leaves, folders, mixtures.
+"""Image sources for training learned inverters: built-in photos, dead leaves, folders, mixtures.
 
 Every source is a map-style :class:`torch.utils.data.Dataset` over an unbounded index: item ``k`` (any
 ``k >= 0``) is a deterministic function of ``(seed, split, k)`` alone, drawn from its own

@@ -5,9 +5,9 @@ A run directory (``run_dir``, default ``runs/<name>``) holds::
     config.yaml           the resolved config of the latest invocation
     tensorboard/          the TensorBoard run (events, hparams.yaml)
     checkpoints/          best-step<N>.ckpt (lowest val/feature_error) and last.ckpt (Lightning checkpoints)
-    bundle.pt             the decoder of the best checkpoint, as an inverter bundle (DESIGN §3)
+    bundle.pt             the decoder of the best checkpoint, as an inverter bundle (see inversion/learned.py)
 
-``resume=true`` continues from ``checkpoints/last.ckpt`` with the global step, optimiser and schedule
+``resume=true`` continues from ``checkpoints/last.ckpt`` with the global step, optimizer and schedule
 intact; without it, a run directory that already holds checkpoints is refused rather than overwritten.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "name": "inverter",       # run name: run_dir defaults to runs/<name>
     "run_dir": None,
     "resume": False,          # continue from <run_dir>/checkpoints/last.ckpt
-    "seed": 0,                # pl.seed_everything: decoder initialisation (data.seed is the training stream)
+    "seed": 0,                # pl.seed_everything: decoder initialization (data.seed is the training stream)
     "representation": "hog",
     "representation_options": {},
     "grey": False,            # invert grey images: sets data.grey and decoder.out_channels (1)

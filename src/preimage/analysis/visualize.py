@@ -1,4 +1,4 @@
-"""Activation maximisation and caricatures (M&V IJCV 2016 §3.2–3.3): the GD engine with other data terms.
+"""Activation maximization and caricatures (M&V IJCV 2016 §3.2–3.3): the GD engine with other data terms.
 
 Both write ``<out>/<kind>.png`` and ``<out>/<kind>.json`` like :mod:`preimage.analysis.studies`; their GD
 settings come from ``configs/presets/maximize.yaml`` and ``configs/presets/caricature.yaml``.
@@ -14,7 +14,7 @@ import torch
 
 from ..evaluation.invert import prepare_output_dir
 from ..images import to_grey
-from ..inversion.gd import GDConfig, gd_setup, optimise_gd, resolve_device
+from ..inversion.gd import GDConfig, gd_setup, optimize_gd, resolve_device
 from ..inversion.terms import Caricature, NeuronActivation, neuron_weights
 from ..representations import Representation
 from .common import (build, check_layers, check_size, enlarge, fit, gd_config, gd_record, load_images, plan,
@@ -28,7 +28,7 @@ _TARGETS = ("neuron", "channel")
 
 
 def auto_size(representation: Representation, field: ReceptiveField) -> int:
-    """M&V's image side for maximising a neuron: the largest whose map is at most ``reps`` neurons wide.
+    """M&V's image side for maximizing a neuron: the largest whose map is at most ``reps`` neurons wide.
 
     ``reps = round(1.1 · size / stride)``, made odd (``exp_maximization.m``), so that the centre neuron's
     field roughly fills the image. Vector outputs (fc layers) use the network's canonical side (227 for
@@ -36,20 +36,18 @@ def auto_size(representation: Representation, field: ReceptiveField) -> int:
     """
     reps = round(1.1 * field.size / field.stride)
     reps += 1 - reps % 2
-    best = None
-    for side in range(representation.min_size[0], 1025):
-        try:
-            shape = representation.output_shape(side, side)
-        except ValueError:
-            continue
-        if len(shape) != 3:
-            return getattr(representation, "canonical_size", _CANONICAL)
-        if shape[1] > reps:
-            break
-        best = side
-    if best is None:
+    low = representation.min_size[0]
+    shape = representation.output_shape(low, low)
+    if len(shape) != 3:
+        return getattr(representation, "canonical_size", _CANONICAL)
+    if shape[1] > reps:
         raise ValueError(f"{representation.spec}: no image size gives a map of at most {reps} neurons")
-    return best
+    largest = getattr(representation, "max_size", None)
+    high = largest[0] + 1 if largest else 1025  # the map grows with the side: bisect for the last side that fits
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if representation.output_shape(mid, mid)[1] <= reps else (low, mid)
+    return low
 
 
 def _max_response(features: torch.Tensor, channel: int, target: str) -> float:
@@ -62,7 +60,7 @@ def _max_response(features: torch.Tensor, channel: int, target: str) -> float:
 
 @dataclass
 class _Problem:
-    """One layer's maximisation, prepared before any GD runs."""
+    """One layer's maximization, prepared before any GD runs."""
 
     spec: str
     rep: Representation
@@ -72,7 +70,7 @@ class _Problem:
     config: GDConfig
     position: tuple[int, int] | None
     weights: torch.Tensor  # (N, *shape)
-    normalisers: torch.Tensor  # (N,)
+    normalizers: torch.Tensor  # (N,)
 
 
 def _prepare(spec: str, channels: Sequence[int], target: str, size: int | str, references: torch.Tensor,
@@ -85,13 +83,13 @@ def _prepare(spec: str, channels: Sequence[int], target: str, size: int | str, r
     config = gd_config(preset, spec, gd)
     with torch.no_grad():
         features = rep.to(dev)(to_grey(references).to(dev) if config.grey else references.to(dev)).cpu()
-    normalisers = torch.tensor([_max_response(features, c, target) for c in channels])
-    if not bool((normalisers > 0).all()):
-        dead = [c for c, v in zip(channels, normalisers.tolist()) if not v > 0]
-        raise ValueError(f"{spec}: channel(s) {dead} respond to none of normaliser_images; pick others")
+    normalizers = torch.tensor([_max_response(features, c, target) for c in channels])
+    if not bool((normalizers > 0).all()):
+        dead = [c for c, v in zip(channels, normalizers.tolist()) if not v > 0]
+        raise ValueError(f"{spec}: channel(s) {dead} respond to none of normalizer_images; pick others")
     position = (shape[1] // 2, shape[2] // 2) if len(shape) == 3 and target == "neuron" else None
     w = torch.stack([neuron_weights(shape, c, position) for c in channels])
-    return _Problem(spec, rep, field, side, shape, config, position, w, normalisers)
+    return _Problem(spec, rep, field, side, shape, config, position, w, normalizers)
 
 
 def _activation(problem: _Problem, images: torch.Tensor, dev: torch.device) -> list[list[float]]:
@@ -102,28 +100,28 @@ def _activation(problem: _Problem, images: torch.Tensor, dev: torch.device) -> l
 
 
 def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] = (0, 1, 2, 3),
-             target: str = "neuron", size: int | str = "auto", normaliser_images: Sequence[str] = ("builtin:rocket",),
-             normaliser_size: int = _CANONICAL, preset: str = "maximize", gd: Mapping[str, Any] | None = None,
+             target: str = "neuron", size: int | str = "auto", normalizer_images: Sequence[str] = ("builtin:rocket",),
+             normalizer_size: int = _CANONICAL, preset: str = "maximize", gd: Mapping[str, Any] | None = None,
              weights: str = "imagenet", device: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Images that maximise one neuron (or one channel's mean) of each layer, from random starts.
+    """Images that maximize one neuron (or one channel's mean) of each layer, from random starts.
 
-    The data term is :class:`~preimage.inversion.terms.NeuronActivation`, ``−⟨w, Φ(x)⟩ / normaliser``, with
-    ``normaliser`` the largest magnitude of the channel's response to ``normaliser_images`` (at
-    ``normaliser_size`` pixels; M&V use its maximum over ImageNet images, the same for ReLU outputs), so
+    The data term is :class:`~preimage.inversion.terms.NeuronActivation`, ``−⟨w, Φ(x)⟩ / normalizer``, with
+    ``normalizer`` the largest magnitude of the channel's response to ``normalizer_images`` (at
+    ``normalizer_size`` pixels; M&V use its maximum over ImageNet images, the same for ReLU outputs), so
     that ``activation_ratio`` 1 is a photograph's best.
 
     Args:
         layers: representation specs (CNN layers, ``hog``, ``dsift``).
         out: output folder (created).
-        channels: the channels (components of fc layers) maximised, one image each.
+        channels: the channels (components of fc layers) maximized, one image each.
         target: ``neuron`` (the centre neuron of the channel) or ``channel`` (its mean over positions).
         size: image side in pixels, or ``auto`` (:func:`auto_size`, as M&V).
-        normaliser_images, normaliser_size: the photos (paths or ``builtin:NAME``) that set the normaliser.
+        normalizer_images, normalizer_size: the photos (paths or ``builtin:NAME``) that set the normalizer.
         preset, gd: GD preset (per layer) and overrides; weights, device, progress: as :func:`~.studies.invariance`.
 
     Figures per layer: ``image_size``, ``receptive_field``, ``neuron`` (``[y, x]`` or ``None``), and per channel
-    ``normaliser`` and the activation ``⟨w, Φ⟩`` of the start and final images (``activation_start``,
-    ``activation_final``, per restart) and ``activation_ratio`` (final / normaliser). A dead ReLU neuron
+    ``normalizer`` and the activation ``⟨w, Φ⟩`` of the start and final images (``activation_start``,
+    ``activation_final``, per restart) and ``activation_ratio`` (final / normalizer). A dead ReLU neuron
     (0 at the start) has no gradient and stays at 0.
     """
     if target not in _TARGETS:
@@ -132,21 +130,21 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
         raise ValueError(f"channels must be a non-empty list of channel indices, got {channels!r}")
     if size != "auto":
         check_size(size, "size (or auto)")
-    _, references = load_images(normaliser_images, normaliser_size)
+    _, references = load_images(normalizer_images, normalizer_size)
     dev = resolve_device(device)
     problems = [_prepare(spec, channels, target, size, references, weights, preset, gd, dev)
                 for spec in check_layers(layers)]
     out = prepare_output_dir(out)
     config = dict(layers=list(layers), out=str(out), channels=list(channels), target=target, size=size,
-                  normaliser_images=list(normaliser_images), normaliser_size=normaliser_size, preset=preset,
+                  normalizer_images=list(normalizer_images), normalizer_size=normalizer_size, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
     figures, gd_used, rows, row_labels = {}, {}, [], []
     tic = time.perf_counter()
     for p in problems:
         n, c, r = len(channels), 1 if p.config.grey else 3, p.config.restarts
-        res = optimise_gd(p.rep, lambda pixels, d, k: NeuronActivation(
+        res = optimize_gd(p.rep, lambda pixels, d, k: NeuronActivation(
                               p.rep, p.weights.to(d).repeat_interleave(k, 0), pixels,
-                              p.normalisers.to(d).repeat_interleave(k, 0)),
+                              p.normalizers.to(d).repeat_interleave(k, 0)),
                           (n, c, p.side, p.side), p.config, device=dev, progress=progress)
         setup = gd_setup(p.config, n, c, p.side, p.side)
         starts = setup.pixels.to_image(setup.starts).clamp(0, 1).view(n, r, c, p.side, p.side)
@@ -154,9 +152,9 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
         figures[p.spec] = {
             "image_size": p.side, "receptive_field": p.field._asdict(),
             "neuron": list(p.position) if p.position else None, "channels": list(channels),
-            "normaliser": p.normalisers.tolist(),
+            "normalizer": p.normalizers.tolist(),
             "activation_start": _activation(p, starts, dev), "activation_final": final,
-            "activation_ratio": [[v / m for v in a] for a, m in zip(final, p.normalisers.tolist())]}
+            "activation_ratio": [[v / m for v in a] for a, m in zip(final, p.normalizers.tolist())]}
         gd_used[p.spec] = gd_record(p.config)
         rows.append([enlarge(x) for i in range(n) for x in res.images[i]])
         row_labels.append(f"{p.spec}\n{p.side}x{p.side} px\nfield {p.field.size} px")
@@ -165,9 +163,9 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
     return write_report(out, "maximize", rows, cols if len(restarts) == 1 else None, row_labels, {
         "figures": figures,
         "definitions": {"activation": f"<w, phi(x)>: the {target} (w one-hot, or 1/(h*w) over a channel), phi units",
-                        "normaliser": "the largest |response| of the channel to normaliser_images "
+                        "normalizer": "the largest |response| of the channel to normalizer_images "
                                       "(M&V: its maximum over ImageNet)",
-                        "activation_ratio": "activation_final / normaliser"},
+                        "activation_ratio": "activation_final / normalizer"},
         "config": config, "gd": gd_used, "representations": {p.spec: p.rep.params for p in problems},
         "device": str(dev), "seconds": time.perf_counter() - tic,
         "notes": random_weight_note([p.rep for p in problems])})
@@ -176,7 +174,7 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
 def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path, size: int = _CANONICAL,
                preset: str = "caricature", gd: Mapping[str, Any] | None = None, weights: str = "imagenet",
                device: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Exaggerate what each layer sees in each image: start from the image, minimise −⟨Φ(x), Φ0⁺⟩/‖Φ0⁺‖².
+    """Exaggerate what each layer sees in each image: start from the image, minimize −⟨Φ(x), Φ0⁺⟩/‖Φ0⁺‖².
 
     Args: as :func:`~.studies.invariance` (no restarts): images, layers, out, size, preset, gd, weights,
     device, progress.
@@ -200,7 +198,7 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     figures, gd_used, columns, col_labels = {}, {}, [], []
     tic = time.perf_counter()
     for (spec, rep, _, cfg), x0, target in zip(steps, starts, targets):
-        res = optimise_gd(rep, lambda pixels, d, k: Caricature(rep, target.to(d).repeat_interleave(k, 0), pixels),
+        res = optimize_gd(rep, lambda pixels, d, k: Caricature(rep, target.to(d).repeat_interleave(k, 0), pixels),
                           tuple(x0.shape), cfg, init=x0, random_starts=True, device=dev, progress=progress)
         result = res.images[:, 0]
         positive = target.clamp(min=0)
