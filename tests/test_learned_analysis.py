@@ -16,7 +16,7 @@ from PIL import Image
 
 from preimage import build_representation
 from preimage.analysis.cli import add_analyze_parser
-from preimage.analysis.feature_perturbations import binarise, drop_dimensions, interpolate_features, sample_features
+from preimage.analysis.feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
 from preimage.analysis.learned_studies import interpolate, interpolation, load_inverter, perturb, sample
 from preimage.config import config_dir, load_yaml
 from preimage.evaluation.compare import grey_square, prepare_image
@@ -69,17 +69,17 @@ def grey_features(names: list[str]) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ feature maths
 
 
-def test_binarise_keeps_signs_and_norm_with_one_magnitude() -> None:
+def test_binarize_keeps_signs_and_norm_with_one_magnitude() -> None:
     phi = grey_features(["astronaut", "chelsea", "coffee"])
     assert phi.min() >= 0 and (phi == 0).any()  # HOG: non-negative, with some zero entries
-    out, c = binarise(phi)
+    out, c = binarize(phi)
     for i in range(len(phi)):
         values = set(out[i].unique().tolist())
         assert values <= {0.0, float(c[i])} and float(c[i]) in values  # binary: 0 or the one constant
         assert torch.equal(out[i] != 0, phi[i] != 0)
         assert out[i].norm() == pytest.approx(float(phi[i].norm()), rel=1e-5)
     signed = torch.tensor([[-2.0, 0.0, 1.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
-    out, c = binarise(signed)
+    out, c = binarize(signed)
     assert torch.allclose(out[0], torch.tensor([-1.0, 0.0, 1.0, 1.0]) * 21**0.5 / 3**0.5)
     assert torch.equal(out[1], signed[1]) and c[1] == 0  # an all-zero image stays zero
 
@@ -130,14 +130,14 @@ def test_perturb(grey_bundle: Path, tmp_path: Path) -> None:
     assert checked(tmp_path, "perturb") == json.loads(json.dumps(report))
     fig = report["figures"]["hog"]
     assert fig["images"] == THREE
-    for p in ("plain", "binarised", "dropout"):
+    for p in ("plain", "binarized", "dropout"):
         for key in (f"image_error_{p}", f"normalized_loss_{p}"):
             assert len(fig[key]) == 3 and all(v >= 0 for v in fig[key])
             assert fig[f"{key}_mean"] == pytest.approx(sum(fig[key]) / 3)
     assert fig["dropped_fraction"] == [0.5] * 3  # 496 HOG entries at 32×32: exactly half
     assert all(0 < v <= 1 for v in fig["feature_change_dropout"])
-    # the binarisation constant is the one computed from the same features here
-    _, c = binarise(grey_features(["astronaut", "chelsea", "coffee"]))
+    # the binarization constant is the one computed from the same features here
+    _, c = binarize(grey_features(["astronaut", "chelsea", "coffee"]))
     assert fig["binary_value"] == pytest.approx(c.tolist(), rel=1e-5)
     assert all(0.9 < f <= 1 for f in fig["nonzero_fraction"])
     assert report["config"] == {"images": THREE, "checkpoint": str(grey_bundle), "out": str(tmp_path), "size": SIDE,

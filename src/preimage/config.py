@@ -1,6 +1,7 @@
-"""Where the YAML configs live and how ``key=value`` overrides are applied (OmegaConf)."""
+"""Where the YAML configs and shipped bundles live and how ``key=value`` overrides are applied (OmegaConf)."""
 from __future__ import annotations
 
+import importlib.resources
 import math
 import os
 from pathlib import Path
@@ -9,12 +10,30 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 
+def package_root() -> Path:
+    """The installed ``preimage`` package folder, which holds ``configs/`` and ``checkpoints/`` as package data
+    (in a source checkout the repository's top-level ``configs`` and ``checkpoints`` link to them)."""
+    return Path(str(importlib.resources.files("preimage")))
+
+
 def config_dir() -> Path:
-    """The ``configs/`` folder: ``$PREIMAGE_CONFIG_DIR`` if set, else the repository's (src layout)."""
+    """The ``configs/`` folder: ``$PREIMAGE_CONFIG_DIR`` if set, else the package's own."""
     env = os.environ.get("PREIMAGE_CONFIG_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    path = Path(env) if env else package_root() / "configs"
     if not path.is_dir():
         raise FileNotFoundError(f"config folder {path} not found (set PREIMAGE_CONFIG_DIR)")
+    return path
+
+
+def bundle_path(value: str | os.PathLike | None) -> Path | None:
+    """An inverter bundle path as given (from the working folder); a relative path found only in the package
+    (the shipped ``checkpoints/hog.pt`` ...) resolves there, so the configs' defaults work from any folder and
+    from an installed wheel. ``None`` for an empty value."""
+    if not value:
+        return None
+    path = Path(os.fspath(value))
+    if not path.is_absolute() and not path.exists() and (package_root() / path).exists():
+        return package_root() / path
     return path
 
 

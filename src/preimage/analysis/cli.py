@@ -27,7 +27,7 @@ _HELP = {
     "groups": "reconstruct from one channel group, e.g. CaffeNet's two streams (M&V Fig. 10)",
     "maximize": "images that maximize one neuron or channel per layer (M&V IJCV 2016)",
     "caricature": "exaggerate what a layer detects in an image (M&V IJCV 2016)",
-    "perturb": "learned inverter: reconstructions from binarised features and with half the dimensions dropped (D&B)",
+    "perturb": "learned inverter: reconstructions from binarized features and with half the dimensions dropped (D&B)",
     "interpolate": "learned inverter: reconstructions along the line between two images' features (D&B)",
     "sample": "learned inverter: reconstructions of random features drawn per dimension from an image set (D&B)",
 }

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["binarise", "drop_dimensions", "interpolate_features", "sample_features"]
+__all__ = ["binarize", "drop_dimensions", "interpolate_features", "sample_features"]
 
 
-def binarise(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def binarize(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Keep each entry's sign and set every magnitude to one constant per image that keeps ``‖Φ‖`` (D&B).
 
     ``Φ'_i = sign(Φ_i) · c_i`` with ``c_i = ‖Φ_i‖ / sqrt(#{d : Φ_id ≠ 0})``; zero entries stay zero, so
@@ -20,11 +20,11 @@ def binarise(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features: tensor of shape :math:`(B, *)`, any float dtype.
 
     Returns:
-        ``(binarised, c)``: binarised of the shape and dtype of ``features``, and ``c`` of shape :math:`(B,)`
+        ``(binarized, c)``: binarized of the shape and dtype of ``features``, and ``c`` of shape :math:`(B,)`
         (0 for an all-zero image).
 
     Example:
-        >>> b, c = binarise(torch.tensor([[0.0, 3.0, 4.0]]))
+        >>> b, c = binarize(torch.tensor([[0.0, 3.0, 4.0]]))
         >>> b, c
         (tensor([[0.0000, 3.5355, 3.5355]]), tensor([3.5355]))
     """

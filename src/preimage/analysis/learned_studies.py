@@ -1,12 +1,12 @@
 """Analyses of a learned inverter (Dosovitskiy & Brox, CVPR 2016, §5), each writing ``<out>/<kind>.png`` and ``.json``.
 
-- :func:`perturb`: reconstructions from binarised features and from features with half their dimensions
+- :func:`perturb`: reconstructions from binarized features and from features with half their dimensions
   dropped (D&B "perturbing the features"): how much of the picture lives in the exact values.
 - :func:`interpolate`: reconstructions along the straight line between two images' features.
 - :func:`sample`: reconstructions of random feature vectors drawn dimension-wise from the empirical
   distribution of Φ over a set of images.
 
-The feature maths (``binarise``, ``drop_dimensions``, ``interpolate_features``, ``sample_features``) is in
+The feature maths (``binarize``, ``drop_dimensions``, ``interpolate_features``, ``sample_features``) is in
 :mod:`.feature_perturbations`; :func:`interpolation` decodes interpolated features. Each analysis's keyword
 arguments are the keys of ``configs/analyze/<kind>.yaml``. It returns the report it writes as JSON:
 ``figures`` (keyed by the bundle's representation spec), ``definitions``, ``config``, ``bundle`` (path and
@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..config import config_dir
+from ..config import bundle_path
 from ..evaluation.compare import BUILTIN, list_images, prepare_image
 from ..evaluation.invert import prepare_output_dir, unique_stems
 from ..evaluation.metrics import image_error, mean_pairwise_sq_dist, normalized_loss
@@ -39,7 +39,7 @@ from ..images import load_image, to_grey
 from ..inversion.gd import resolve_device
 from ..inversion.learned import LearnedInverter
 from .common import check_size, enlarge, fit, random_weight_note, write_report
-from .feature_perturbations import binarise, drop_dimensions, interpolate_features, sample_features
+from .feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
 
 __all__ = ["interpolate", "interpolation", "load_inverter", "perturb", "sample"]
 
@@ -70,13 +70,10 @@ def interpolation(inverter: LearnedInverter, a: torch.Tensor, b: torch.Tensor,
 
 
 def _bundle_path(checkpoint: Any) -> Path:
-    """The bundle path as given, or relative to the repository root (where configs/ lives) if only found there."""
+    """The bundle path (see :func:`~preimage.config.bundle_path`), refusing anything that is not a path."""
     if not checkpoint or not isinstance(checkpoint, (str, Path)):
         raise ValueError(f"checkpoint must be the path of an inverter bundle (.pt), got {checkpoint!r}")
-    path = Path(checkpoint)
-    if not path.is_absolute() and not path.exists() and (config_dir().parent / path).exists():
-        return config_dir().parent / path
-    return path
+    return bundle_path(checkpoint)
 
 
 def load_inverter(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[LearnedInverter, Path]:
@@ -177,14 +174,14 @@ def _view(image: torch.Tensor) -> torch.Tensor:
 
 # -------------------------------------------------------------------------------------------- perturb
 
-_PERTURBATIONS = ("plain", "binarised", "dropout")
+_PERTURBATIONS = ("plain", "binarized", "dropout")
 
 
 def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, size: int = 128,
             dropout: float = 0.5, seed: int = 0, device: str = "auto") -> dict[str, Any]:
-    """Reconstruct each image from its features as they are, binarised, and with ``dropout`` of them dropped.
+    """Reconstruct each image from its features as they are, binarized, and with ``dropout`` of them dropped.
 
-    The picture has one row per image: original | reconstruction | from binarised Φ (:func:`binarise`) |
+    The picture has one row per image: original | reconstruction | from binarized Φ (:func:`binarize`) |
     from Φ with ``dropout`` of its dimensions zeroed (:func:`drop_dimensions`, seeded ``seed``).
 
     Args:
@@ -197,7 +194,7 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``.
 
     Figures (keyed by the bundle's spec), per image and with their ``_mean`` over images, for each of
-    ``plain``, ``binarised`` and ``dropout``: ``image_error_<p>`` (the reconstruction against the original,
+    ``plain``, ``binarized`` and ``dropout``: ``image_error_<p>`` (the reconstruction against the original,
     normalized by the mean pairwise squared distance of the originals) and ``normalized_loss_<p>``
     (``‖Φ(x̂) − Φ(x0)‖² / ‖Φ(x0)‖²``: how well the reconstruction reproduces the original's *unperturbed*
     features); ``feature_change_<p>`` for the two perturbations (``‖Φ' − Φ‖² / ‖Φ‖²``: how much the
@@ -214,9 +211,9 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
     tic = time.perf_counter()
     spec = inverter.representation.spec
     phi = _features(inverter, x0, dev)
-    binarised, c = binarise(phi)
+    binarized, c = binarize(phi)
     dropped, kept = drop_dimensions(phi, float(dropout), generator=torch.Generator().manual_seed(seed))
-    given = {"plain": phi, "binarised": binarised, "dropout": dropped}
+    given = {"plain": phi, "binarized": binarized, "dropout": dropped}
     recon = {p: _decode(inverter, f, size) for p, f in given.items()}
     figures: dict[str, Any] = {"images": names}
     for p in _PERTURBATIONS:
@@ -231,19 +228,19 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
     figures["nonzero_fraction"] = _floats((phi.flatten(1) != 0).double().mean(1))
     figures["dropped_fraction"] = _floats((~kept).flatten(1).double().mean(1))
     rows = [[_view(x0[i]), *(_view(recon[p][i]) for p in _PERTURBATIONS)] for i in range(len(stems))]
-    row_labels = [f"{s}\nerr {figures['image_error_plain'][i]:.2f} / {figures['image_error_binarised'][i]:.2f} / "
+    row_labels = [f"{s}\nerr {figures['image_error_plain'][i]:.2f} / {figures['image_error_binarized'][i]:.2f} / "
                   f"{figures['image_error_dropout'][i]:.2f}" for i, s in enumerate(stems)]
     cols = ["original", f"reconstruction\nerr {figures['image_error_plain_mean']:.3f}",
-            f"binarised\nerr {figures['image_error_binarised_mean']:.3f}",
+            f"binarized\nerr {figures['image_error_binarized_mean']:.3f}",
             f"dropout {100 * dropout:.0f}%\nerr {figures['image_error_dropout_mean']:.3f}"]
     return write_report(out, "perturb", rows, cols, row_labels, {
         "figures": {spec: figures},
         "definitions": {
             "image_error_<p>": "||x_p - x0||^2 / mean pairwise ||x0_j - x0_k||^2 (metrics.image_error); p = plain "
-                               "(unperturbed features), binarised, dropout",
+                               "(unperturbed features), binarized, dropout",
             "normalized_loss_<p>": "||phi(x_p) - phi(x0)||^2 / ||phi(x0)||^2, against the unperturbed features",
             "feature_change_<p>": "||phi' - phi||^2 / ||phi||^2: how far the perturbation moved the decoder's input",
-            "binarised": "phi' = sign(phi) * c, c = ||phi|| / sqrt(#nonzero entries) per image (norm kept; D&B)",
+            "binarized": "phi' = sign(phi) * c, c = ||phi|| / sqrt(#nonzero entries) per image (norm kept; D&B)",
             "dropout": f"round({dropout} * D) of the D entries of each image zeroed at random (seed {seed}), the "
                        "rest rescaled to keep ||phi|| (D&B)",
             "dimension": "one entry of an image's features: (channel, y, x) for spatial maps",

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import check_finite, config_dir
+from ..config import bundle_path, check_finite
 from ..images import load_image, save_npy, to_grey
 from ..inversion.gd import config_from_dict, resolve_device
 from ..inversion.learned import BundleError, LearnedInverter
@@ -193,16 +193,6 @@ def truncate_schedule(schedule: Sequence[Sequence[float]], iterations: int) -> l
     return out
 
 
-def _bundle_path(value: Any) -> Path | None:
-    """A bundle path as given, or relative to the repository root (where configs/ lives) if only found there."""
-    if not value:
-        return None
-    path = Path(str(value))
-    if not path.is_absolute() and not path.exists() and (config_dir().parent / path).exists():
-        return config_dir().parent / path
-    return path
-
-
 def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, list, dict[str, Any], list[str]]:
     """Representations, inverters and plans per spec, their settings and notes (skipped methods)."""
     from .compare_module import Plan
@@ -222,7 +212,7 @@ def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, list, dict[str
             mine["gd"] = {"preset": c["preset"], **_plain_gd(gd_config)}
         inverter, wanted = None, [m for m in ("learned", "hybrid") if m in c["methods"]]
         if wanted:
-            path = _bundle_path(c["bundles"].get(spec))
+            path = bundle_path(c["bundles"].get(spec))
             why = None
             if path is None:
                 why = f"no bundle configured (bundles.{spec}=PATH)"

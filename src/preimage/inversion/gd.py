@@ -101,7 +101,7 @@ class GDResult:
         images: reconstructions ``(B, R, C, H, W)`` in ``[0, 1]`` (clamped), R = restarts.
         energy: total energy per iteration ``(T, B, R)``.
         data_loss: the data term per iteration ``(T, B, R)``.
-        seconds: wall time of the optimization (device synchronised).
+        seconds: wall time of the optimization (device synchronized).
         device: where it ran.
     """
 

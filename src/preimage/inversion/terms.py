@@ -81,7 +81,7 @@ class NeuronActivation:
 
 
 class Caricature:
-    """Caricaturisation (M&V IJCV §3.3): ``−⟨Φ(x), Φ0⁺⟩ / ‖Φ0⁺‖²`` per image, ``Φ0⁺ = max(Φ0, 0)``.
+    """Caricaturization (M&V IJCV §3.3): ``−⟨Φ(x), Φ0⁺⟩ / ‖Φ0⁺‖²`` per image, ``Φ0⁺ = max(Φ0, 0)``.
 
     Minimizing it exaggerates the patterns Φ detects in the original (only the neurons that respond
     positively count, as in M&V's code); it is −1 at the original itself.

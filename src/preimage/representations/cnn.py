@@ -133,7 +133,7 @@ def cnn_network(family: str, layer: str | None = None, *, weights: WeightsArg = 
     """Build ``family``'s network up to and including ``layer`` (the whole network if ``None``).
 
     The full network is laid out on the ``meta`` device first (no memory, no global RNG draws); a weights
-    file is checked strictly against it, then only the kept layers are materialised.
+    file is checked strictly against it, then only the kept layers are materialized.
 
     Args:
         family: ``"alexnet"`` or ``"caffenet"``.
