@@ -15,8 +15,10 @@ import time
 import torch
 
 from preimage import build_representation
-from preimage.inversion.gd import config_from_dict, invert_gd, resolve_device, synchronize
-from preimage.inversion.objectives import FeatureReconstruction, PixelSpace
+from preimage.common import resolve_device, synchronize
+from preimage.inversion.gd import config_from_dict, invert_gd
+from preimage.inversion.objectives import FeatureReconstruction
+from preimage.inversion.parametrization import PixelSpace
 from preimage.inversion.presets import resolve_preset
 from preimage.photos import TEST_PHOTOS, load_photo
 
@@ -35,7 +37,7 @@ def forward_backward_seconds(rep, images: torch.Tensor, pixels: PixelSpace, sigm
     """Fastest time of one forward+backward of the normalized data term at this batch, from a GD-like start."""
     with torch.no_grad():
         target = rep(images)
-    term = FeatureReconstruction(rep, target, pixels)
+    term = FeatureReconstruction(rep, target)
     x = torch.randn_like(images)
     x = x / x.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
     times = []
@@ -43,7 +45,7 @@ def forward_backward_seconds(rep, images: torch.Tensor, pixels: PixelSpace, sigm
         synchronize(device)
         t0 = time.perf_counter()
         x.requires_grad_(True)
-        (g,) = torch.autograd.grad(term(x).sum(), x)
+        (g,) = torch.autograd.grad(term(pixels.to_image(x)).sum(), x)
         synchronize(device)
         times.append(time.perf_counter() - t0)
     return min(times)

@@ -14,8 +14,9 @@ import time
 
 import torch
 
-from preimage.evaluation.compare import grey_square
-from preimage.inversion.gd import config_from_dict, invert_gd, resolve_device, synchronize
+from preimage.common import grey_square
+from preimage.common import resolve_device, synchronize
+from preimage.inversion.gd import config_from_dict, invert_gd
 from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.presets import resolve_preset
 from preimage.photos import TEST_PHOTOS

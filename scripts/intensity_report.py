@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preimage.evaluation.compare import grey_square
+from preimage.common import grey_square
 from preimage.evaluation.metrics import image_error
 from preimage.photos import TEST_PHOTOS
 

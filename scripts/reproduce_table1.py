@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from preimage import build_representation
-from preimage.evaluation.compare import grey_square
+from preimage.common import grey_square
 from preimage.evaluation.report import MV2015_TABLE1
 from preimage.evaluation.metrics import feature_error, image_error, mean_std
 from preimage.inversion.gd import config_from_dict, invert_gd

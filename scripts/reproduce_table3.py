@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from preimage import build_representation, list_representations
-from preimage.evaluation.compare import prepare_image
+from preimage.common import prepare_image
 from preimage.evaluation.metrics import mean_std, normalized_loss
 from preimage.images import grid, save_png
 from preimage.inversion.gd import config_from_dict, invert_gd

@@ -17,11 +17,10 @@ from preimage.analysis.receptive_field import measured_field, receptive_field
 from preimage.analysis.studies import groups, invariance, window
 from preimage.analysis.visualize import caricature, maximize
 from preimage.config import config_dir, load_yaml
-from preimage.evaluation.invert import build_mask
+from preimage.inversion.masks import build_mask
 from preimage.inversion.gd import GDConfig, config_from_dict, invert_gd, optimize_gd
-from preimage.inversion.objectives import FeatureReconstruction, PixelSpace
+from preimage.inversion.objectives import Caricature, FeatureReconstruction, NeuronActivation, neuron_weights
 from preimage.inversion.presets import resolve_preset
-from preimage.inversion.terms import Caricature, NeuronActivation, neuron_weights
 from preimage.photos import load_photo
 from preimage.representations import Representation, list_representations
 
@@ -96,9 +95,8 @@ def test_window_data_term_gradient_is_zero_outside_the_field(spec: str, size: in
     g = torch.Generator().manual_seed(0)
     original, x = torch.rand(2, 1, 3, size, size, generator=g)
     mask = build_mask({"window": k}, rep, size, size)
-    pixels = PixelSpace()
-    term = FeatureReconstruction(rep, rep(original), pixels, mask)
-    start = pixels.from_image(x).requires_grad_(True)
+    term = FeatureReconstruction(rep, rep(original), mask)
+    start = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(term(start).sum(), start)
     ys, xs = mask[0].nonzero(as_tuple=True)
     top, left, bottom, right = field_box(rep, (int(ys.min()), int(ys.max())), (int(xs.min()), int(xs.max())), size)
@@ -113,21 +111,35 @@ def test_window_data_term_gradient_is_zero_outside_the_field(spec: str, size: in
 
 def test_terms_values() -> None:
     rep = build_representation("caffenet:conv2", weights="random")
-    pixels = PixelSpace(mean=(120.0, 110.0, 100.0))
     images = torch.rand(2, 3, 67, 67, generator=torch.Generator().manual_seed(1))
-    x = pixels.from_image(images)
     features = rep(images)
     w = torch.stack([neuron_weights(features.shape[1:], 5, (2, 3)), neuron_weights(features.shape[1:], 7)])
-    values = NeuronActivation(rep, w, pixels, torch.tensor([2.0, 4.0]))(x)
+    values = NeuronActivation(rep, w, torch.tensor([2.0, 4.0]))(images)
     torch.testing.assert_close(values, torch.stack([-features[0, 5, 2, 3] / 2, -features[1, 7].mean() / 4]))
-    torch.testing.assert_close(Caricature(rep, features, pixels)(x), torch.full((2,), -1.0))
+    torch.testing.assert_close(Caricature(rep, features)(images), torch.full((2,), -1.0))
     assert float(neuron_weights((10,), 3).sum()) == 1.0
     with pytest.raises(ValueError, match="outside"):
         neuron_weights((4, 3, 3), 0, (3, 0))
     with pytest.raises(ValueError, match="positive"):
-        NeuronActivation(rep, w, pixels, 0.0)
+        NeuronActivation(rep, w, 0.0)
     with pytest.raises(ValueError, match="no positive value"):
-        Caricature(rep, -features.abs(), pixels)
+        Caricature(rep, -features.abs())
+
+
+def test_objectives_compose_and_expand_over_restarts() -> None:
+    rep = build_representation("hog")
+    originals, x = torch.rand(2, 2, 1, 24, 24, generator=torch.Generator().manual_seed(2))
+    target = rep(originals)
+    w = torch.stack([neuron_weights(target.shape[1:], 3, (1, 1)), neuron_weights(target.shape[1:], 30)])
+    combined = FeatureReconstruction(rep, target) + 0.5 * NeuronActivation(rep, w, torch.tensor([2.0, 3.0]))
+    with torch.no_grad():
+        f = rep(x)
+        by_hand = ((f - target).flatten(1).square().sum(1) / target.flatten(1).square().sum(1)
+                   - 0.5 * torch.stack([f[0, 3, 1, 1] / 2, f[1, 30].mean() / 3]))
+        torch.testing.assert_close(combined(x), by_hand)
+        # expanded for 3 restarts: rows i·3 + r all belong to problem i
+        torch.testing.assert_close(combined.expand(3)(x.repeat_interleave(3, 0)), by_hand.repeat_interleave(3))
+        assert sum([FeatureReconstruction(rep, target)])(x).shape == (2,)
 
 
 def test_optimize_gd_is_invert_gd_with_another_term() -> None:
@@ -137,9 +149,7 @@ def test_optimize_gd_is_invert_gd_with_another_term() -> None:
     cfg = GDConfig(schedule=[(0.004, 8), (0.0004, 4)], grey=True, restarts=2, jitter=2)
     reference = invert_gd(hog, crops, cfg, device="cpu", progress=False)
     target = hog(crops)
-    ours = optimize_gd(hog, lambda pixels, d, k: FeatureReconstruction(hog, target.to(d).repeat_interleave(k, 0),
-                                                                        pixels),
-                       tuple(crops.shape), cfg, device="cpu", progress=False)
+    ours = optimize_gd(1.0 * FeatureReconstruction(hog, target), tuple(crops.shape), cfg, device="cpu", progress=False)
     torch.testing.assert_close(ours.images, reference.images)
     torch.testing.assert_close(ours.energy, reference.energy)
 
@@ -152,11 +162,11 @@ def test_optimize_gd_runs_phi_once_per_step_on_all_rows() -> None:
     target = hog(crops)
     calls: list[int] = []
 
-    def factory(pixels: PixelSpace, d: torch.device, k: int):
-        term = FeatureReconstruction(hog, target.to(d).repeat_interleave(k, 0), pixels)
-        return lambda x: calls.append(x.shape[0]) or term(x)
+    def counted(images: torch.Tensor) -> torch.Tensor:
+        calls.append(images.shape[0])
+        return hog(images)
 
-    optimize_gd(hog, factory, tuple(crops.shape), cfg, device="cpu", progress=False)
+    optimize_gd(FeatureReconstruction(counted, target), tuple(crops.shape), cfg, device="cpu", progress=False)
     assert calls == [6] * 4
 
 

@@ -16,15 +16,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from preimage import build_representation
 from preimage.cli import main
 from preimage.config import config_dir, load_yaml
-from preimage.evaluation.compare import (DEFAULTS, grey_square, list_images, load_image_set, resolve_config,
-                                         truncate_schedule)
+from preimage.common import grey_square, list_images, load_image_set
+from preimage.evaluation.compare import DEFAULTS, resolve_config, truncate_schedule
 from preimage.evaluation.report import (PAPER_FE_HEADER, PAPER_IE_HEADER, format_mean_std, paper_feature_error,
                                         paper_image_error, write_json)
 from preimage.images import load_npy
 from preimage.inversion.gd import GDConfig, invert_gd
 from preimage.inversion.learned import LearnedInverter, save_bundle
 from preimage.inversion.networks import build_decoder
-from preimage.inversion.objectives import PixelSpace
+from preimage.inversion.parametrization import PixelSpace
 from preimage.photos import TEST_PHOTOS
 
 SIZE = 40

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from preimage import build_representation
 from preimage.inversion.gd import GDConfig, config_from_dict, descend, invert_gd
-from preimage.inversion.objectives import FeatureReconstruction, PixelSpace
+from preimage.inversion.objectives import FeatureReconstruction
 from preimage.inversion.presets import list_presets, resolve_preset
 from preimage.photos import load_photo
 from preimage.representations import Representation
@@ -95,13 +95,12 @@ def test_mask_selects_neurons() -> None:
     mask[:, 1] = 1  # one channel
     other = target.clone()
     other[:, 0] += 5.0
-    pixels = PixelSpace()
-    pix = pixels.from_image(torch.rand(1, 1, 16, 16))
-    a = FeatureReconstruction(rep, target, pixels, mask)(pix)
-    b = FeatureReconstruction(rep, other, pixels, mask)(pix)
+    image = torch.rand(1, 1, 16, 16)
+    a = FeatureReconstruction(rep, target, mask)(image)
+    b = FeatureReconstruction(rep, other, mask)(image)
     torch.testing.assert_close(a, b)
-    features = rep(pixels.to_image(pix)).detach().requires_grad_(True)  # the term as a function of Φ's output
-    term = FeatureReconstruction(lambda image: features, target, pixels, mask)(pix)
+    features = rep(image).detach().requires_grad_(True)  # the term as a function of Φ's output
+    term = FeatureReconstruction(lambda _: features, target, mask)(image)
     (grad,) = torch.autograd.grad(term.sum(), features)
     assert torch.all(grad[:, 0] == 0) and torch.any(grad[:, 1] != 0)
     expected = 2 * (features[:, 1] - target[:, 1]) / target[:, 1].square().sum()  # ∂/∂f of ‖f − t‖²/‖t‖² in the mask

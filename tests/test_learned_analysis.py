@@ -19,7 +19,7 @@ from preimage.analysis.cli import add_analyze_parser
 from preimage.analysis.feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
 from preimage.analysis.learned_studies import interpolate, interpolation, load_inverter, perturb, sample
 from preimage.config import config_dir, load_yaml
-from preimage.evaluation.compare import grey_square, prepare_image
+from preimage.common import grey_square, prepare_image
 from preimage.inversion.learned import save_bundle
 from preimage.inversion.networks import build_decoder
 from preimage.photos import TEST_PHOTOS, load_photo, photo_path

@@ -5,7 +5,8 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
-from preimage.config import bundle_path, config_dir, package_root
+from preimage.common import bundle_path
+from preimage.config import config_dir, package_root
 
 ROOT = Path(__file__).resolve().parents[1]
 

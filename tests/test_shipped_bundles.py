@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from preimage.evaluation.compare import grey_square
+from preimage.common import grey_square
 from preimage.evaluation.metrics import image_error
 from preimage.inversion.learned import LearnedInverter, load_bundle
 from preimage.photos import TEST_PHOTOS

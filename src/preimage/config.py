@@ -25,18 +25,6 @@ def config_dir() -> Path:
     return path
 
 
-def bundle_path(value: str | os.PathLike | None) -> Path | None:
-    """An inverter bundle path as given (from the working folder); a relative path found only in the package
-    (the shipped ``checkpoints/hog.pt`` ...) resolves there, so the configs' defaults work from any folder and
-    from an installed wheel. ``None`` for an empty value."""
-    if not value:
-        return None
-    path = Path(os.fspath(value))
-    if not path.is_absolute() and not path.exists() and (package_root() / path).exists():
-        return package_root() / path
-    return path
-
-
 def load_yaml(path: str | Path) -> DictConfig:
     """Load one YAML file as a DictConfig, with a clear error if it is missing or malformed."""
     path = Path(path)

@@ -6,39 +6,27 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ..evaluation.invert import resolve_image_path, unique_stems, versions
+from ..common import prepare_image, resolve_image_path, unique_stems, versions
 from ..images import grid, load_image, save_png
 from ..inversion.gd import GDConfig, config_from_dict
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
 
 __all__ = ["build", "check_layers", "check_size", "draw_box", "enlarge", "fit", "gd_config", "gd_record",
-           "load_images", "plan", "random_weight_note", "square", "write_report"]
+           "load_images", "plan", "random_weight_note", "write_report"]
 
 RANDOM_NOTE = "made with RANDOM CNN weights ({specs}): not the pretrained network; the pictures show nothing it learned"
 
 
-def square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """The central square of ``(C, H, W)`` resized to ``size`` × ``size`` (bilinear, antialiased), in ``[0, 1]``."""
-    h, w = image.shape[-2:]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = image[:, top:top + side, left:left + side]
-    if side == size:
-        return crop.clone()
-    return F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True,
-                         align_corners=False)[0].clamp(0, 1)
-
-
 def load_images(items: Sequence[str], size: int) -> tuple[list[str], torch.Tensor]:
-    """Images (paths or ``builtin:NAME``) as ``(stems, (N, 3, size, size))`` in ``[0, 1]``, grey replicated to RGB."""
+    """Images (paths or ``builtin:NAME``) as ``(stems, (N, 3, size, size))`` in ``[0, 1]``, grey replicated to RGB,
+    squared by :func:`~preimage.common.square`."""
     if isinstance(items, str) or not items:
         raise ValueError("images must be a non-empty list of paths or builtin:NAME")
     check_size(size)
     paths = [resolve_image_path(str(i)) for i in items]
-    batch = torch.stack([square(load_image(p).expand(3, -1, -1), size) for p in paths])
+    batch = torch.stack([prepare_image(load_image(p), size=size, grey=False) for p in paths])
     return unique_stems(paths), batch
 
 

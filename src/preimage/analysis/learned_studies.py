@@ -31,12 +31,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..config import bundle_path
-from ..evaluation.compare import BUILTIN, list_images, prepare_image
-from ..evaluation.invert import prepare_output_dir, unique_stems
+from ..common import BUILTIN, bundle_path, list_images, prepare_image, prepare_output_dir, resolve_device, unique_stems
 from ..evaluation.metrics import image_error, mean_pairwise_sq_dist, normalized_loss
 from ..images import load_image, to_grey
-from ..inversion.gd import resolve_device
 from ..inversion.learned import LearnedInverter
 from .common import check_size, enlarge, fit, random_weight_note, write_report
 from .feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features

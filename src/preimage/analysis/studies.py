@@ -19,10 +19,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..evaluation.invert import build_mask, prepare_output_dir, score, scoring_features
+from ..common import prepare_output_dir, resolve_device
+from ..evaluation.metrics import score, scoring_features
+from ..inversion.masks import build_mask
 from ..evaluation.metrics import mean_pairwise_sq_dist
 from ..images import to_grey
-from ..inversion.gd import invert_gd, resolve_device
+from ..inversion.gd import invert_gd
 from .common import draw_box, gd_record, load_images, plan, random_weight_note, write_report
 from .receptive_field import receptive_field
 

@@ -12,10 +12,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..evaluation.invert import prepare_output_dir
+from ..common import prepare_output_dir, resolve_device
 from ..images import to_grey
-from ..inversion.gd import GDConfig, gd_setup, optimize_gd, resolve_device
-from ..inversion.terms import Caricature, NeuronActivation, neuron_weights
+from ..inversion.gd import GDConfig, gd_setup, optimize_gd
+from ..inversion.objectives import Caricature, NeuronActivation, neuron_weights
 from ..representations import Representation
 from .common import (build, check_layers, check_size, enlarge, fit, gd_config, gd_record, load_images, plan,
                      random_weight_note, write_report)
@@ -105,7 +105,7 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
              weights: str = "imagenet", device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Images that maximize one neuron (or one channel's mean) of each layer, from random starts.
 
-    The data term is :class:`~preimage.inversion.terms.NeuronActivation`, ``−⟨w, Φ(x)⟩ / normalizer``, with
+    The data term is :class:`~preimage.inversion.objectives.NeuronActivation`, ``−⟨w, Φ(x)⟩ / normalizer``, with
     ``normalizer`` the largest magnitude of the channel's response to ``normalizer_images`` (at
     ``normalizer_size`` pixels; M&V use its maximum over ImageNet images, the same for ReLU outputs), so
     that ``activation_ratio`` 1 is a photograph's best.
@@ -142,10 +142,8 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
     tic = time.perf_counter()
     for p in problems:
         n, c, r = len(channels), 1 if p.config.grey else 3, p.config.restarts
-        res = optimize_gd(p.rep, lambda pixels, d, k: NeuronActivation(
-                              p.rep, p.weights.to(d).repeat_interleave(k, 0), pixels,
-                              p.normalizers.to(d).repeat_interleave(k, 0)),
-                          (n, c, p.side, p.side), p.config, device=dev, progress=progress)
+        res = optimize_gd(NeuronActivation(p.rep, p.weights, p.normalizers), (n, c, p.side, p.side), p.config,
+                          device=dev, progress=progress)
         setup = gd_setup(p.config, n, c, p.side, p.side)
         starts = setup.pixels.to_image(setup.starts).clamp(0, 1).view(n, r, c, p.side, p.side)
         final = _activation(p, res.images, dev)
@@ -198,8 +196,8 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     figures, gd_used, columns, col_labels = {}, {}, [], []
     tic = time.perf_counter()
     for (spec, rep, _, cfg), x0, target in zip(steps, starts, targets):
-        res = optimize_gd(rep, lambda pixels, d, k: Caricature(rep, target.to(d).repeat_interleave(k, 0), pixels),
-                          tuple(x0.shape), cfg, init=x0, random_starts=True, device=dev, progress=progress)
+        res = optimize_gd(Caricature(rep, target), tuple(x0.shape), cfg, init=x0, random_starts=True, device=dev,
+                          progress=progress)
         result = res.images[:, 0]
         positive = target.clamp(min=0)
         with torch.no_grad():

@@ -32,23 +32,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import bundle_path, check_finite
-from ..images import load_image, save_npy, to_grey
-from ..inversion.gd import config_from_dict, resolve_device
+from ..common import (BUILTIN, bundle_path, load_image_set, prepare_output_dir, resolve_device, unique_stems,
+                      versions)
+from ..config import check_finite
+from ..images import save_npy
+from ..inversion.gd import config_from_dict
 from ..inversion.learned import BundleError, LearnedInverter
 from ..inversion.presets import resolve_preset
-from ..photos import TEST_PHOTOS, load_photo
 from ..representations import build_representation
 from . import report as rpt
-from .invert import prepare_output_dir, resolve_image_path, score, scoring_features, unique_stems, versions
+from .metrics import score, scoring_features
 
 METHODS = ("gd", "learned", "hybrid")
-BUILTIN = "builtin"
 SSIM_MIN_SIZE = 11  # torchmetrics' 11×11 Gaussian window
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 
 #: Every key of a compare config with its default (configs/compare/default.yaml sets them all).
 DEFAULTS: dict[str, Any] = {
@@ -59,61 +57,6 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 6, "device": "auto", "accelerator": None, "devices": 1, "strategy": "auto", "num_nodes": 1,
     "save_reconstructions": True, "grid_images": 16, "tensorboard": True, "progress": False,
 }
-
-
-# ------------------------------------------------------------------------------------------ image set
-
-
-def square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """``(C, H, W)`` → ``(C, size, size)``: shorter side resized to ``size`` (bicubic, antialiased), centre crop."""
-    x = image[None]
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
-                      antialias=True, align_corners=False)
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[0, :, top:top + size, left:left + size].clamp(0, 1)
-
-
-def prepare_image(image: torch.Tensor, *, size: int | None, grey: bool) -> torch.Tensor:
-    """The image as compared: grey (or RGB, grey files replicated), then :func:`square` if ``size`` is set."""
-    image = to_grey(image) if grey else image.expand(3, -1, -1).contiguous()
-    return square(image, size) if size else image
-
-
-def grey_square(name: str, size: int) -> torch.Tensor:
-    """Built-in photo ``name`` as grey ``(1, size, size)`` in [0, 1]: shorter side resized to size, centre crop."""
-    return prepare_image(load_photo(name), size=size, grey=True)
-
-
-def list_images(images: str | Sequence[str]) -> list[tuple[str, Path]]:
-    """``(name, path)`` of every image: ``builtin`` (the built-in test photos, never used in training), a folder
-    (recursive, sorted), one file, or a list of files / ``builtin:NAME``."""
-    if isinstance(images, str):
-        if images in (BUILTIN, f"{BUILTIN}:test"):
-            return [(f"{BUILTIN}:{n}", resolve_image_path(f"{BUILTIN}:{n}")) for n in TEST_PHOTOS]
-        root = Path(images)
-        if root.is_file():
-            return [(str(root), root)]
-        if not root.is_dir():
-            raise ValueError(f"images: {root} is neither a folder nor an image file (or `builtin`)")
-        found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not found:
-            raise ValueError(f"images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
-        return [(str(p), p) for p in found]
-    items = [str(i) for i in images]
-    if not items:
-        raise ValueError("images: an empty list")
-    return [(i, resolve_image_path(i)) for i in items]
-
-
-def load_image_set(images: str | Sequence[str], *, limit: int | None = None, size: int | None = None,
-                   grey: bool = True) -> tuple[list[str], list[Path], list[torch.Tensor]]:
-    """Names, paths and prepared images (:func:`prepare_image`) of an image set (:func:`list_images`)."""
-    listed = list_images(images)[:limit]
-    return [n for n, _ in listed], [p for _, p in listed], [prepare_image(load_image(p), size=size, grey=grey)
-                                                            for _, p in listed]
 
 
 # -------------------------------------------------------------------------------------------- config

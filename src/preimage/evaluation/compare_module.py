@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..inversion.gd import GDConfig, invert_gd, synchronize
+from ..common import synchronize
+from ..inversion.gd import GDConfig, invert_gd
 from ..inversion.learned import LearnedInverter
 from ..representations import Representation
 

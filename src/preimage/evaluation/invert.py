@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -12,100 +11,15 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .. import __version__
+from ..common import prepare_output_dir, resolve_device, resolve_image_path, unique_stems, versions
 from ..config import check_finite
 from ..images import load_image, save_npy, save_png, side_by_side, to_grey
-from ..inversion.gd import config_from_dict, invert_gd, resolve_device
+from ..inversion.gd import config_from_dict, invert_gd
 from ..inversion.learned import LearnedInverter
-from ..inversion.masks import channel_mask, window_mask
+from ..inversion.masks import build_mask
 from ..inversion.presets import resolve_preset
-from ..photos import photo_path
 from ..representations import Representation, build_representation
-from .metrics import feature_error, image_error, normalized_loss, psnr, ssim
-
-BUILTIN_PREFIX = "builtin:"
-
-
-def resolve_image_path(item: str) -> Path:
-    """``builtin:NAME`` → the built-in photo's file; anything else is a path."""
-    return photo_path(item[len(BUILTIN_PREFIX):]) if item.startswith(BUILTIN_PREFIX) else Path(item)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that produced an output."""
-    import numpy
-    import pytorch_lightning
-    import torchvision
-
-    return {"preimage": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "pytorch_lightning": pytorch_lightning.__version__,
-            "numpy": numpy.__version__}
-
-
-def prepare_output_dir(out: str | Path) -> Path:
-    """Create ``out`` and check it is writable; ``ValueError`` with one clear line otherwise."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".preimage-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
-    return out
-
-
-def build_mask(spec: Any, representation: Representation, height: int, width: int) -> torch.Tensor | None:
-    """The mask config (``null``, ``{window: k}`` or ``{channels: [...]}``) as a tensor over Φ's output."""
-    if spec is None:
-        return None
-    shape = representation.output_shape(height, width)
-    spec = dict(spec)
-    if set(spec) == {"window"}:
-        return window_mask(shape, int(spec["window"]))
-    if set(spec) == {"channels"}:
-        return channel_mask(shape, [int(c) for c in spec["channels"]])
-    raise ValueError(f"mask must be null, {{window: k}} or {{channels: [...]}}, got {spec}")
-
-
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique with a numeric suffix where two images share one."""
-    seen: dict[str, int] = defaultdict(int)
-    stems = []
-    for p in paths:
-        seen[p.stem] += 1
-        stems.append(p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}")
-    return stems
-
-
-def scoring_features(representation: Representation, images: Sequence[torch.Tensor],
-                     device: torch.device) -> list[torch.Tensor]:
-    """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU."""
-    rep = representation.to(device)
-    with torch.no_grad():
-        return [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in images]
-
-
-def score(representation: Representation, originals: list[torch.Tensor], reconstructions: list[torch.Tensor],
-          device: torch.device, reference: list[torch.Tensor] | None = None) -> dict[str, list[float | None]]:
-    """All metrics of evaluation/metrics.py for one set of (original, reconstruction) pairs (each (C, H, W)).
-
-    ``reference``: the originals' :func:`scoring_features`, when the caller scores several reconstructions
-    of one set (restarts, methods) and computes them once.
-    """
-    f0 = scoring_features(representation, originals, device) if reference is None else reference
-    f1 = scoring_features(representation, reconstructions, device)
-    n = len(originals)
-    result: dict[str, list[float | None]] = {
-        "normalized_loss": [float(normalized_loss(a[None], b[None])[0]) for a, b in zip(f1, f0)],
-        "psnr": [float(psnr(a[None], b[None])[0]) for a, b in zip(reconstructions, originals)],
-        "ssim": [float(ssim(a[None], b[None])[0]) for a, b in zip(reconstructions, originals)],
-    }
-    distinct = n >= 2
-    result["feature_error"] = [float(v) for v in feature_error(f1, f0)] if distinct else [None] * n
-    result["image_error"] = [float(v) for v in image_error(reconstructions, originals)] if distinct else [None] * n
-    return result
-
+from .metrics import score, scoring_features
 
 @dataclass
 class Inversion:

@@ -1,4 +1,5 @@
-"""Reconstruction metrics: the single source of every score (feature_error, normalized_loss, image_error, PSNR, SSIM).
+"""Reconstruction metrics: the single source of every score (feature_error, normalized_loss, image_error, PSNR, SSIM),
+and :func:`score`, the one scorer every job uses.
 
 Every per-image metric returns a float64 tensor of shape ``(n,)``, one value per image, on the
 device of its input; :func:`mean_std` turns that into the ``mean ± std`` reported over an image set.
@@ -14,14 +15,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import torch
+
+if TYPE_CHECKING:
+    from ..representations import Representation
 
 Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 __all__ = [
     "feature_error", "normalized_loss", "image_error", "psnr", "ssim", "mean_std", "mean_pairwise_sq_dist",
+    "score", "scoring_features",
 ]
 
 
@@ -257,3 +262,32 @@ def mean_std(values: torch.Tensor | Sequence[float]) -> tuple[float, float]:
     if v.numel() == 1:
         return mean, 0.0 if math.isfinite(mean) else math.nan
     return mean, float(v.std(correction=1))
+
+
+def scoring_features(representation: Representation, images: Sequence[torch.Tensor],
+                     device: torch.device) -> list[torch.Tensor]:
+    """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU."""
+    rep = representation.to(device)
+    with torch.no_grad():
+        return [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in images]
+
+
+def score(representation: Representation, originals: list[torch.Tensor], reconstructions: list[torch.Tensor],
+          device: torch.device, reference: list[torch.Tensor] | None = None) -> dict[str, list[float | None]]:
+    """All metrics of evaluation/metrics.py for one set of (original, reconstruction) pairs (each (C, H, W)).
+
+    ``reference``: the originals' :func:`scoring_features`, when the caller scores several reconstructions
+    of one set (restarts, methods) and computes them once.
+    """
+    f0 = scoring_features(representation, originals, device) if reference is None else reference
+    f1 = scoring_features(representation, reconstructions, device)
+    n = len(originals)
+    result: dict[str, list[float | None]] = {
+        "normalized_loss": [float(normalized_loss(a[None], b[None])[0]) for a, b in zip(f1, f0)],
+        "psnr": [float(psnr(a[None], b[None])[0]) for a, b in zip(reconstructions, originals)],
+        "ssim": [float(ssim(a[None], b[None])[0]) for a, b in zip(reconstructions, originals)],
+    }
+    distinct = n >= 2
+    result["feature_error"] = [float(v) for v in feature_error(f1, f0)] if distinct else [None] * n
+    result["image_error"] = [float(v) for v in image_error(reconstructions, originals)] if distinct else [None] * n
+    return result

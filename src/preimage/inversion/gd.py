@@ -7,8 +7,10 @@ Minimizes, independently for every image of a batch,
 by momentum gradient descent on the pixels x with a piecewise-constant learning rate; the step is
 ``lr · σ0² · ∇E`` (M&V's released code) and the momentum is reset whenever the learning rate changes.
 
-:func:`optimize_gd` is the engine with any data term in place of Φ-reconstruction (the analyses' activation
-maximization and caricatures); :func:`invert_gd` is it with :class:`~.objectives.FeatureReconstruction`.
+:func:`optimize_gd` is the engine with any objective (:mod:`.objectives`, composable: ``a + 0.1 * b``) in
+place of Φ-reconstruction (the analyses' activation maximization and caricatures); :func:`invert_gd` is it
+with :class:`~.objectives.FeatureReconstruction`. The engine owns the parametrization (:mod:`.parametrization`),
+the prior, the restarts and the jitter; objectives see images in ``[0, 1]``, one row per problem.
 """
 from __future__ import annotations
 
@@ -20,9 +22,12 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..common import resolve_device, synchronize
 from ..images import to_grey
 from ..representations import Representation
-from .objectives import Energy, FeatureReconstruction, ImagePrior, PixelSpace
+from .objectives import FeatureReconstruction, Objective
+from .parametrization import PixelSpace
+from .regularizers import ImagePrior
 
 #: σ0 of M&V's code for a 227×227×3 image (≈ 68.9 per value); scaled with the square root of the value count.
 SIGMA0_227 = 27098.1
@@ -112,22 +117,6 @@ class GDResult:
     device: str
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA), so that wall-clock timings include it; no-op on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` → CUDA when available, else CPU; anything else as given."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for but CUDA is not available here")
-    return device
-
-
 def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
             schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
             bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -177,22 +166,12 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
     return x.detach(), totals, data
 
 
-def jittered(fn: Energy, jitter: int, generators: list[torch.Generator]) -> Energy:
-    """Wrap ``fn`` so that each image is rolled by its own random shift in ``[-jitter, jitter]`` first."""
-
-    def shifted(x: torch.Tensor) -> torch.Tensor:
-        rolled = [
-            torch.roll(xi, shifts=tuple(int(s) for s in torch.randint(-jitter, jitter + 1, (2,), generator=g)), dims=(-2, -1))
-            for xi, g in zip(x, generators)
-        ]
-        return fn(torch.stack(rolled))
-
-    return shifted
-
-
-#: ``factory(pixels, device, restarts) -> term``: the data term of all ``N·R`` rows at once (row ``i·R + r`` is
-#: problem i's restart r, so per-problem tensors enter as ``t.to(device).repeat_interleave(restarts, 0)``).
-DataTermFactory = Callable[[PixelSpace, torch.device, int], Energy]
+def jitter_images(images: torch.Tensor, jitter: int, generators: list[torch.Generator]) -> torch.Tensor:
+    """Each image rolled by its own random shift in ``[-jitter, jitter]`` (row k drawn from ``generators[k]``)."""
+    return torch.stack([
+        torch.roll(xi, shifts=tuple(int(s) for s in torch.randint(-jitter, jitter + 1, (2,), generator=g)), dims=(-2, -1))
+        for xi, g in zip(images, generators)
+    ])
 
 
 @dataclass
@@ -233,21 +212,19 @@ def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width:
     return GDSetup(pixels, sigma0, generators, starts, prior)
 
 
-def optimize_gd(representation: Representation, data_term: DataTermFactory, shape: Sequence[int],
-                config: GDConfig, *, init: torch.Tensor | None = None, random_starts: bool | None = None,
-                device: str | torch.device | None = None, progress: bool = True,
+def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *, init: torch.Tensor | None = None,
+                random_starts: bool | None = None, device: str | torch.device | None = None, progress: bool = True,
                 callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> GDResult:
-    """Minimize ``data_term + prior`` for ``N`` independent problems × ``config.restarts`` by gradient descent.
+    """Minimize ``objective + prior`` for ``N`` independent problems × ``config.restarts`` by gradient descent.
 
-        E(x) = data(x) + (λα/2 Σ|x|^α + λTV/2 TV^β(x)) / σ0²
+        E(x) = objective(image(x)) + (λα/2 Σ|x|^α + λTV/2 TV^β(x)) / σ0²
 
     with :func:`invert_gd`'s conventions (pixel space, σ0, seeded starts, jitter, clamping); all ``N·R`` rows
     are one batch, so Φ runs once per step.
 
     Args:
-        representation: Φ (frozen); moved to the device before ``data_term`` is built.
-        data_term: ``factory(pixels, device, restarts)`` returning a term ``(N·R, C, H, W) -> (N·R,)`` for the
-            rows laid out ``i·R + r`` (see :data:`DataTermFactory`).
+        objective: one row per problem (:mod:`.objectives`); moved to the device and expanded to the ``N·R``
+            rows here (row ``i·R + r`` is problem i's restart r).
         shape: ``(N, C, H, W)`` of the images optimized (C is 1 when ``config.grey``).
         config: the hyper-parameters; ``restarts`` rows per problem.
         init: optional starting images ``(N, C, H, W)`` in ``[0, 1]`` (converted to grey if ``config.grey``):
@@ -267,7 +244,6 @@ def optimize_gd(representation: Representation, data_term: DataTermFactory, shap
     if config.grey:
         c = 1
     dev = resolve_device(device)
-    representation.to(dev)
     r = config.restarts
     setup = gd_setup(config, n, c, h, w, random_starts=init is None if random_starts is None else random_starts)
     if init is None:
@@ -283,12 +259,13 @@ def optimize_gd(representation: Representation, data_term: DataTermFactory, shap
         if not bool(torch.isfinite(start_images).all()):
             raise ValueError("init has NaN or infinite values")
         x0 = setup.pixels.from_image(start_images).repeat_interleave(r, dim=0)
-    term = data_term(setup.pixels, dev, r)
-    if config.jitter:
-        term = jittered(term, config.jitter, setup.generators)
+    rows = objective.to(dev).expand(r)
 
     def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        data = term(x)
+        images = setup.pixels.to_image(x)
+        if config.jitter:
+            images = jitter_images(images, config.jitter, setup.generators)
+        data = rows(images)
         return data + setup.prior(x), data
 
     x0 = x0.to(dev)
@@ -337,20 +314,14 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
     originals = images.to(dev, torch.float32)
     if config.grey and originals.shape[1] == 3:
         originals = to_grey(originals)
-    b = originals.shape[0]
     with torch.no_grad():
         target = representation(originals)
-
-    def reconstruction(pixels: PixelSpace, d: torch.device, restarts: int) -> Energy:
-        rows = None
-        if mask is not None:
-            rows = mask.to(d, torch.float32)
-            if rows.dim() == target.dim() and rows.shape[0] == b:
-                rows = rows.repeat_interleave(restarts, dim=0)
-        return FeatureReconstruction(representation, target.to(d).repeat_interleave(restarts, dim=0), pixels, rows)
-
-    return optimize_gd(representation, reconstruction, originals.shape, config, init=init, device=dev,
-                       progress=progress, callback=callback)
+    if mask is not None:
+        mask = mask.to(dev, torch.float32)
+        if mask.dim() == target.dim() and mask.shape[0] != target.shape[0]:
+            mask = mask[0]  # one (1, ...) mask for every image
+    return optimize_gd(FeatureReconstruction(representation, target, mask), originals.shape, config, init=init,
+                       device=dev, progress=progress, callback=callback)
 
 
 def config_from_dict(values: dict[str, Any]) -> GDConfig:

@@ -1,7 +1,7 @@
 """Masks over Φ's output that select which neurons the data term counts."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -37,3 +37,16 @@ def channel_mask(feature_shape: Sequence[int], channels: Sequence[int]) -> torch
     mask = torch.zeros(*feature_shape)
     mask[list(channels)] = 1
     return mask
+
+
+def build_mask(spec: Any, representation: Any, height: int, width: int) -> torch.Tensor | None:
+    """The mask config (``null``, ``{window: k}`` or ``{channels: [...]}``) as a tensor over Φ's output."""
+    if spec is None:
+        return None
+    shape = representation.output_shape(height, width)
+    spec = dict(spec)
+    if set(spec) == {"window"}:
+        return window_mask(shape, int(spec["window"]))
+    if set(spec) == {"channels"}:
+        return channel_mask(shape, [int(c) for c in spec["channels"]])
+    raise ValueError(f"mask must be null, {{window: k}} or {{channels: [...]}}, got {spec}")

@@ -1,6 +1,6 @@
-"""The image priors of Mahendran & Vedaldi: the α-norm and total variation TV^β.
+"""The image priors of Mahendran & Vedaldi: the α-norm and total variation TV^β, and the prior the GD engine adds.
 
-Both are per-image sums, so that a batch is a set of independent problems.
+All are per-image sums, so that a batch is a set of independent problems.
 
 Convention: images are in the optimizer's pixel units (mean-subtracted 0–255 in the M&V presets);
 finite differences use replicated borders, i.e. the last row/column has zero forward difference,
@@ -50,3 +50,26 @@ def total_variation(x: torch.Tensor, beta: float, eps: float = 1e-8) -> torch.Te
     squared = F.pad(dx.square(), (0, 1)) + F.pad(dy.square(), (0, 0, 0, 1))
     v = (squared + eps).pow(beta / 2) if beta < 2 else squared.pow(beta / 2)
     return v.flatten(1).sum(1)
+
+
+class ImagePrior:
+    """(λα/2 · Σ|x|^α + λTV/2 · TV^β(x)) / σ0², M&V's regularizer in their units, on the engine's pixels.
+
+    Args:
+        lambda_alpha, alpha: weight and exponent of the α-norm (0 weight disables it).
+        lambda_tv, tv_beta: weight and exponent of TV^β (0 weight disables it).
+        sigma0: the typical image norm σ0 that scales the priors against the data term.
+    """
+
+    def __init__(self, *, lambda_alpha: float, alpha: float, lambda_tv: float, tv_beta: float, sigma0: float) -> None:
+        self.lambda_alpha, self.alpha = lambda_alpha, alpha
+        self.lambda_tv, self.tv_beta = lambda_tv, tv_beta
+        self.sigma0 = sigma0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        value = x.new_zeros(x.shape[0])
+        if self.lambda_alpha:
+            value = value + self.lambda_alpha / 2 * alpha_norm(x, self.alpha)
+        if self.lambda_tv:
+            value = value + self.lambda_tv / 2 * total_variation(x, self.tv_beta)
+        return value / self.sigma0**2

@@ -37,8 +37,8 @@ from ..photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 from .dead_leaves import check_leaves, dead_leaves
 
 __all__ = [
-    "VAL_PHOTOS", "IMAGE_EXTENSIONS", "UnreadableImageWarning", "builtin_split", "random_crop", "power_law_radii",
-    "leaf_radii", "dead_leaves", "scan_images", "split_of", "ImageSource", "BuiltinPhotos", "ImageFolder",
+    "VAL_PHOTOS", "IMAGE_EXTENSIONS", "UnreadableImageWarning", "builtin_split", "random_crop",
+    "dead_leaves", "scan_images", "split_of", "ImageSource", "BuiltinPhotos", "ImageFolder",
     "DeadLeaves", "Mixture",
 ]
 

@@ -1,0 +1,163 @@
+"""What every job shares: image sets and the one square crop, output folders, stems, versions, bundle paths, devices.
+
+Neutral ground: the jobs (invert, compare, train, the analyses) and the scripts import from here; this module
+imports nothing of theirs.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config import package_root
+from .images import load_image, to_grey
+from .photos import TEST_PHOTOS, load_photo, photo_path
+
+__all__ = ["BUILTIN", "IMAGE_SUFFIXES", "bundle_path", "grey_square", "list_images", "load_image_set",
+           "prepare_image", "prepare_output_dir", "resolve_device", "resolve_image_path", "square", "synchronize",
+           "unique_stems", "versions"]
+
+BUILTIN = "builtin"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+# ------------------------------------------------------------------------------------------------- images
+
+
+def resolve_image_path(item: str) -> Path:
+    """``builtin:NAME`` → the built-in photo's file; anything else is a path."""
+    prefix = f"{BUILTIN}:"
+    return photo_path(item[len(prefix):]) if item.startswith(prefix) else Path(item)
+
+
+def square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``(C, H, W)`` → ``(C, size, size)`` in ``[0, 1]``: the shorter side resized to ``size`` (bicubic,
+    antialiased), then the central square cropped.
+
+    The one square crop of every job (compare, the analyses, the scripts): resizing the whole photo first
+    and antialiasing it keeps the crop free of aliasing when a large photo is shrunk, as torchvision's
+    ImageNet ``Resize`` + ``CenterCrop`` do.
+    """
+    x = image[None]
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
+                      antialias=True, align_corners=False)
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[0, :, top:top + size, left:left + size].clamp(0, 1)
+
+
+def prepare_image(image: torch.Tensor, *, size: int | None, grey: bool) -> torch.Tensor:
+    """The image as a job sees it: grey (or RGB, grey files replicated), then :func:`square` if ``size`` is set."""
+    image = to_grey(image) if grey else image.expand(3, -1, -1).contiguous()
+    return square(image, size) if size else image
+
+
+def grey_square(name: str, size: int) -> torch.Tensor:
+    """Built-in photo ``name`` as grey ``(1, size, size)`` in [0, 1] (:func:`prepare_image`)."""
+    return prepare_image(load_photo(name), size=size, grey=True)
+
+
+def list_images(images: str | Sequence[str]) -> list[tuple[str, Path]]:
+    """``(name, path)`` of every image: ``builtin`` (the built-in test photos, never used in training), a folder
+    (recursive, sorted), one file, or a list of files / ``builtin:NAME``."""
+    if isinstance(images, str):
+        if images in (BUILTIN, f"{BUILTIN}:test"):
+            return [(f"{BUILTIN}:{n}", resolve_image_path(f"{BUILTIN}:{n}")) for n in TEST_PHOTOS]
+        root = Path(images)
+        if root.is_file():
+            return [(str(root), root)]
+        if not root.is_dir():
+            raise ValueError(f"images: {root} is neither a folder nor an image file (or `builtin`)")
+        found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            raise ValueError(f"images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+        return [(str(p), p) for p in found]
+    items = [str(i) for i in images]
+    if not items:
+        raise ValueError("images: an empty list")
+    return [(i, resolve_image_path(i)) for i in items]
+
+
+def load_image_set(images: str | Sequence[str], *, limit: int | None = None, size: int | None = None,
+                   grey: bool = True) -> tuple[list[str], list[Path], list[torch.Tensor]]:
+    """Names, paths and prepared images (:func:`prepare_image`) of an image set (:func:`list_images`)."""
+    listed = list_images(images)[:limit]
+    return [n for n, _ in listed], [p for _, p in listed], [prepare_image(load_image(p), size=size, grey=grey)
+                                                            for _, p in listed]
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def prepare_output_dir(out: str | Path) -> Path:
+    """Create ``out`` and check it is writable; ``ValueError`` with one clear line otherwise."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".preimage-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
+    return out
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique with a numeric suffix where two images share one."""
+    seen: dict[str, int] = defaultdict(int)
+    stems = []
+    for p in paths:
+        seen[p.stem] += 1
+        stems.append(p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}")
+    return stems
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software that produced an output."""
+    import numpy
+    import pytorch_lightning
+    import torchvision
+
+    from . import __version__
+
+    return {"preimage": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "pytorch_lightning": pytorch_lightning.__version__,
+            "numpy": numpy.__version__}
+
+
+def bundle_path(value: str | os.PathLike | None) -> Path | None:
+    """An inverter bundle path as given (from the working folder); a relative path found only in the package
+    (the shipped ``checkpoints/hog.pt`` ...) resolves there, so the configs' defaults work from any folder and
+    from an installed wheel. ``None`` for an empty value."""
+    if not value:
+        return None
+    path = Path(os.fspath(value))
+    if not path.is_absolute() and not path.exists() and (package_root() / path).exists():
+        return package_root() / path
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ devices
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda was asked for but CUDA is not available here")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that wall-clock timings include it; no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
