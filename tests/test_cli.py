@@ -109,7 +109,7 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, case: str, capsys) -> None:
     assert len(lines) == 1, stderr
     expect = {"missing": "nope.png", "not_image": "text.png", "truncated": "cut.png", "too_small": "smaller",
               "unknown_rep": "valid", "unknown_layer": "caffenet:conv1", "unwritable": "cannot write",
-              "nan": "finite", "non_numeric": "number", "unknown_preset": "mv2015"}[case]
+              "nan": "finite", "non_numeric": "gd.lambda_tv: Value 'abc'", "unknown_preset": "mv2015"}[case]
     assert expect in lines[0], lines[0]
 
 

@@ -15,9 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from preimage import build_representation
 from preimage.cli import main
-from preimage.config import config_dir, load_yaml
 from preimage.common import grey_square, list_images, load_image_set
-from preimage.evaluation.compare import DEFAULTS, resolve_config, truncate_schedule
+from preimage.evaluation.compare import resolve_config, truncate_schedule
 from preimage.evaluation.report import (PAPER_FE_HEADER, PAPER_IE_HEADER, format_mean_std, paper_feature_error,
                                         paper_image_error, write_json)
 from preimage.images import load_npy
@@ -132,9 +131,8 @@ def test_truncate_schedule_and_default_config() -> None:
     assert truncate_schedule([[0.004, 200], [0.0004, 200]], 250) == [[0.004, 200], [0.0004, 50]]
     assert truncate_schedule([[0.004, 200]], 50) == [[0.004, 50]]
     assert truncate_schedule([[0.0002, 100]], 150) == [[0.0002, 150]]  # the last rate continues
-    c = resolve_config(load_yaml(config_dir() / "compare" / "default.yaml"))
-    assert set(c) == set(DEFAULTS) and c == {**DEFAULTS, "bundles": c["bundles"]}  # the YAML states every default
-    assert c["bundles"] == {s: f"checkpoints/{s}.pt" for s in ("hog", "hogb", "dsift")}
+    c = resolve_config({})  # the schema's defaults
+    assert c["bundles"] == {s: f"checkpoints/{s}.pt" for s in ("hog", "hogb", "dsift")} and c["gd"] == {}
     assert c["images"] == "builtin" and c["representations"] == ["hog", "hogb", "dsift"]
 
 
@@ -243,12 +241,14 @@ def test_a_method_without_bundle_is_skipped_with_a_note(bundle: Path, tmp_path: 
     ("methods=[gd,magic]", "unknown method(s) magic"),
     ("limit=0", "limit must be an integer >= 1"),
     ("gd.lambda_tv=.nan", "must be a finite number"),
-    ("image_size=.inf", "must be a finite number"),
+    ("image_size=.inf", "image_size: Value 'inf' of type 'float' could not be converted to Integer"),
     ("hybrid.iterations=0", "hybrid.iterations must be"),
-    ("imgaes=x", "unknown compare config key(s) imgaes"),
+    ("imgaes=x", "Key 'imgaes' not in 'CompareConfig'"),
+    ("grey=maybe", "grey: Value 'maybe' is not a valid bool"),
+    ("gd.restarts=abc", "gd.restarts: Value 'abc' of type 'str' could not be converted to Integer"),
     ("image_size=8", "smaller than"),
-    ("representation_options.cell_size=4", "representation_options maps a spec"),
-    ("hybrid.schedule=[0.001]", "hybrid.schedule must hold"),
+    ("representation_options.cell_size=4", "representation_options.cell_size: Value 4 (int) is incompatible"),
+    ("hybrid.schedule=[0.001]", "hybrid.schedule: Invalid value assigned"),
     ("gd.restarts=2", "set gd.restarts=1"),
     ("strategy=ddp_spawn", "use strategy=ddp"),
 ])

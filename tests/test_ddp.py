@@ -12,10 +12,11 @@ import torch
 SCRIPT = """
 import sys
 import torch
-from preimage.config import apply_overrides, config_dir, load_yaml
+from preimage.config import config_dir
+from preimage.schemas import TrainConfig, load_config
 from preimage.training.train import train
 
-metrics, objects = train(apply_overrides(load_yaml(config_dir() / "train" / "tiny.yaml"), sys.argv[1:]))
+metrics, objects = train(load_config(TrainConfig, config_dir() / "train" / "tiny.yaml", sys.argv[1:]))
 trainer = objects["trainer"]
 state = objects["module"].decoder.state_dict()
 torch.save({k: v.clone() for k, v in state.items()}, objects["run_dir"] / f"rank{trainer.global_rank}.pt")

@@ -6,7 +6,6 @@ on real features; the checks are on what the analyses compute, not on how good t
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from pathlib import Path
 
@@ -216,12 +215,10 @@ def test_bad_input_is_one_line_value_error(grey_bundle: Path, tmp_path: Path) ->
 # -------------------------------------------------------------------------------------------- configs, CLI
 
 
-def test_configs_mirror_the_functions() -> None:
-    for kind, fn in {"perturb": perturb, "interpolate": interpolate, "sample": sample}.items():
+def test_configs_name_the_shipped_bundle() -> None:
+    for kind in ("perturb", "interpolate", "sample"):
         cfg = load_yaml(config_dir() / "analyze" / f"{kind}.yaml")
-        assert set(cfg) == set(inspect.signature(fn).parameters), kind
         assert cfg.checkpoint == "checkpoints/hog.pt" and cfg.out == f"outputs/analyze/{kind}"
-    assert load_yaml(config_dir() / "analyze" / "interpolate.yaml").t == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 def test_cli(grey_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

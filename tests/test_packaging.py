@@ -24,7 +24,7 @@ def test_package_data_covers_every_config_and_bundle() -> None:
 
 def test_configs_and_bundles_resolve_from_any_folder(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert config_dir() == package_root() / "configs" and (config_dir() / "compare" / "default.yaml").is_file()
+    assert config_dir() == package_root() / "configs" and (config_dir() / "presets" / "mv2015.yaml").is_file()
     assert bundle_path("checkpoints/hog.pt") == package_root() / "checkpoints" / "hog.pt"
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "hog.pt").write_bytes(b"")

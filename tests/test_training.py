@@ -14,7 +14,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from preimage import build_representation
 from preimage.cli import main
-from preimage.config import apply_overrides, config_dir, load_yaml
+from preimage.config import config_dir
+from preimage.schemas import TrainConfig, load_config
 from preimage.images import load_image, to_grey
 from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import build_decoder
@@ -28,7 +29,7 @@ SCALARS = {"train/loss", "train/lr", "train/images_per_s", "val/loss", "val/feat
 
 def tiny(run_dir: Path, *overrides: str) -> DictConfig:
     """configs/train/tiny.yaml (4 steps, validation every 2) writing to ``run_dir``."""
-    return apply_overrides(load_yaml(config_dir() / "train" / "tiny.yaml"), [f"run_dir={run_dir}", *overrides])
+    return load_config(TrainConfig, config_dir() / "train" / "tiny.yaml", [f"run_dir={run_dir}", *overrides])
 
 
 def events(run_dir: Path) -> EventAccumulator:
@@ -123,7 +124,7 @@ def test_resume_continues_from_the_saved_step(tmp_path: Path) -> None:
 def test_run_dir_errors_are_one_line(fitted: tuple[dict, dict], tmp_path: Path, capsys) -> None:
     cases = [([f"run_dir={tmp_path / 'empty'}", "resume=true"], "nothing to resume"),
              ([f"run_dir={fitted[1]['run_dir']}"], "already holds checkpoints"),
-             ([f"run_dir={tmp_path / 'x'}", "lamda_feat=1"], "unknown training config key(s) lamda_feat"),
+             ([f"run_dir={tmp_path / 'x'}", "lamda_feat=1"], "Key 'lamda_feat' not in 'TrainConfig'. Did you mean: 'lambda_feat'?"),
              ([f"run_dir={tmp_path / 'x'}", "trainer.max_steps=5"], "multiple of val_check_interval"),
              ([f"run_dir={tmp_path / 'x'}", "data.grey=false"], "grey=True sets data.grey"),
              ([f"run_dir={tmp_path / 'x'}", "optim.momentum=0.9"], "unknown optimizer option(s) momentum")]
@@ -135,7 +136,7 @@ def test_run_dir_errors_are_one_line(fitted: tuple[dict, dict], tmp_path: Path, 
 
 @pytest.mark.parametrize("path", sorted((config_dir() / "train").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_train_config_builds(path: Path) -> None:
-    c = resolve_config(load_yaml(path))
+    c = resolve_config(load_config(TrainConfig, path))
     representation, datamodule, module = build(c)
     assert representation.spec == c["representation"] and module.grey == c["grey"]
     assert isinstance(c["decoder"]["input_scale"], float)  # auto → a number

@@ -3,9 +3,13 @@
     preimage invert --representation hog --method gd IMAGE... --out DIR [key=value ...]
     preimage invert --method learned --checkpoint BUNDLE IMAGE... --out DIR [key=value ...]
     preimage train --config configs/train/hog.yaml [key=value ...]
-    preimage compare [--config configs/compare/default.yaml] [key=value ...]
-    preimage analyze {invariance,window,groups,maximize,caricature} [IMAGE ...] [key=value ...] [--out DIR]
+    preimage compare [--config FILE.yaml] [key=value ...]
+    preimage analyze KIND [IMAGE ...] [key=value ...] [--out DIR]
+    preimage config JOB [--config FILE.yaml] [key=value ...]
     preimage list [torchvision:MODEL]
+
+Every job's keys and defaults are its schema (schemas.py); a --config file and key=value overrides merge over
+them; `preimage config JOB` prints the result.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from typing import Sequence
 from omegaconf.errors import OmegaConfBaseException
 
 from .analysis.cli import add_analyze_parser
-from .config import apply_overrides, config_dir, load_yaml
+from .config import config_dir
+from .schemas import CompareConfig, InvertConfig, TrainConfig, load_config
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -35,12 +40,10 @@ def _invert(args: argparse.Namespace) -> int:
     from .evaluation.invert import run_invert
 
     images, overrides = _split_overrides(args.items)
-    cfg = load_yaml(args.config) if args.config else load_yaml(config_dir() / "invert" / "default.yaml")
     cli = [f"representation={args.representation}"] if args.representation else []
     cli += [f"method={args.method}"] if args.method else []
-    cfg = apply_overrides(cfg, cli + overrides)
-    if args.checkpoint:
-        cfg.checkpoint = args.checkpoint
+    cli += [f"checkpoint={args.checkpoint}"] if args.checkpoint else []
+    cfg = load_config(InvertConfig, args.config, cli + overrides, where="invert")
     explicit = args.config or args.representation or any(o.startswith("representation=") for o in overrides)
     if cfg.method == "learned" and not explicit:
         cfg.representation = None  # the default spec is for GD: a learned inverter takes its bundle's
@@ -64,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
     path = Path(args.config)
     if not path.suffix and not path.exists():  # a name: configs/train/<name>.yaml
         path = config_dir() / "train" / f"{args.config}.yaml"
-    cfg = apply_overrides(load_yaml(path), overrides)
+    cfg = load_config(TrainConfig, path, overrides, where="train")
     metrics, objects = train(cfg, command=shlex.join(["preimage", "train", "--config", args.config, *args.items]))
     if objects["bundle"] is not None:  # DDP: rank 0 only
         print(f"wrote {objects['bundle']} (TensorBoard: {objects['run_dir'] / 'tensorboard'})")
@@ -78,7 +81,7 @@ def _compare(args: argparse.Namespace) -> int:
     extra, overrides = _split_overrides(args.items)
     if extra:
         raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
-    cfg = apply_overrides(load_yaml(args.config or config_dir() / "compare" / "default.yaml"), overrides)
+    cfg = load_config(CompareConfig, args.config, overrides, where="compare")
     argv = (["--config", args.config] if args.config else []) + list(args.items)
     result = run_compare(cfg, command=command_line(argv))
     if result is None:  # DDP: rank 0 reports
@@ -122,19 +125,41 @@ def _list_nodes(name: str) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from .analysis.cli import schema
+
+    extra, overrides = _split_overrides(args.items)
+    if extra:
+        raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
+    job, _, kind = args.job.partition(":")
+    schemas = {"invert": InvertConfig, "compare": CompareConfig, "train": TrainConfig}
+    if job == "analyze" and kind:
+        cfg = load_config(schema(kind), args.config or config_dir() / "analyze" / f"{kind}.yaml", overrides,
+                          where=f"analyze {kind}")
+    elif job in schemas and not kind:
+        cfg = load_config(schemas[job], args.config, overrides, where=job)
+    else:
+        raise ValueError(f"config: unknown job {args.job!r}; valid: invert, compare, train, analyze:KIND")
+    print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="preimage", description="Reconstruct images from their representations.")
     sub = parser.add_subparsers(dest="command", required=True)
     inv = sub.add_parser("invert", help="invert images from a representation; writes PNG/NPY, overview.png, metrics.json",
                          description="Items are image paths (or builtin:NAME, e.g. builtin:camera) and key=value "
-                                     "overrides of configs/invert/default.yaml, e.g. preset=mv2015 gd.restarts=3 device=cpu.")
+                                     "overrides of the invert config (`preimage config invert` prints it), e.g. preset=mv2015 "
+                                     "gd.restarts=3 device=cpu.")
     inv.add_argument("items", nargs="*", metavar="IMAGE|key=value")
     inv.add_argument("--representation", "-r", help="representation spec, e.g. hog, hogb, dsift, caffenet:conv3")
     inv.add_argument("--method", "-m", choices=["gd", "learned"],
                      help="inversion method: gd (optimization, default) or learned (a trained decoder)")
     inv.add_argument("--checkpoint", help="method learned: the inverter bundle (bundle.pt of `preimage train`)")
     inv.add_argument("--out", "-o", required=True, help="output folder (created)")
-    inv.add_argument("--config", help="config YAML (default configs/invert/default.yaml)")
+    inv.add_argument("--config", help="a YAML file of invert keys, merged over the defaults")
     inv.set_defaults(run=_invert)
     trn = sub.add_parser("train", help="train a learned inverter; writes a run folder (TensorBoard, checkpoints, bundle.pt)",
                          description="Items are key=value overrides of the config, e.g. trainer.max_steps=100 "
@@ -145,13 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     trn.set_defaults(run=_train)
     cmp = sub.add_parser("compare", help="GD, learned and hybrid inverters side by side: results.json/.csv, report.md, "
                                           "grid.png, TensorBoard",
-                         description="Items are key=value overrides of configs/compare/default.yaml, e.g. "
+                         description="Items are key=value overrides of the compare config (`preimage config compare` prints it), e.g. "
                                      "images=DIR limit=10 methods=[gd,learned] representations=[hog] device=cpu "
                                      "devices=2 strategy=ddp.")
     cmp.add_argument("items", nargs="*", metavar="key=value")
-    cmp.add_argument("--config", "-c", help="compare config YAML (default configs/compare/default.yaml)")
+    cmp.add_argument("--config", "-c", help="a YAML file of compare keys, merged over the defaults")
     cmp.set_defaults(run=_compare)
     add_analyze_parser(sub)
+    cfg = sub.add_parser("config", help="print a job's full config: its defaults, --config and key=value merged",
+                         description="JOB is invert, compare, train or analyze:KIND (e.g. analyze:maximize). Prints "
+                                     "the config the job would run with, every key included, as YAML.")
+    cfg.add_argument("job", metavar="JOB")
+    cfg.add_argument("items", nargs="*", metavar="key=value")
+    cfg.add_argument("--config", "-c", help="a YAML file merged over the job's defaults")
+    cfg.set_defaults(run=_config)
     lst = sub.add_parser("list", help="list the representation specs and GD presets, or a model's nodes",
                          description="With no argument: the specs, families and presets. With FAMILY:MODEL (e.g. "
                                      "torchvision:resnet50): every node of that model with its output shape; with "

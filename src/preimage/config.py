@@ -1,11 +1,11 @@
-"""Where the YAML configs and shipped bundles live and how ``key=value`` overrides are applied (OmegaConf)."""
+"""Where the YAML configs and shipped bundles live, and reading one YAML file (the schemas merge them: schemas.py)."""
 from __future__ import annotations
 
 import importlib.resources
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,17 +37,6 @@ def load_yaml(path: str | Path) -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"config file {path} must hold a mapping")
     return cfg
-
-
-def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """Merge ``key=value`` command-line overrides (dotted keys, YAML values) into ``cfg``."""
-    bad = [o for o in overrides if "=" not in o or not o.split("=", 1)[0]]
-    if bad:
-        raise ValueError(f"overrides must look like key=value, got {bad}")
-    try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except Exception as err:
-        raise ValueError(f"bad override: {err}") from None
 
 
 def check_finite(values: Any, where: str = "config") -> None:

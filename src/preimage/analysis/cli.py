@@ -3,22 +3,25 @@
 KIND: invariance, window, groups, maximize, caricature (M&V, GD) or perturb, interpolate, sample (D&B, a
 learned inverter's bundle).
 
-Thin: loads ``configs/analyze/<kind>.yaml`` (or ``--config``), applies the overrides, calls the analysis.
-Image arguments replace the config's ``images``; ``key=value`` items override any key.
+Thin: the kind's schema (its function's signature), ``configs/analyze/<kind>.yaml`` (or ``--config``) over it,
+then the overrides; calls the analysis. Image arguments replace the config's ``images``; ``key=value`` items
+override any key.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
+import dataclasses
+import json
 import re
 import sys
 from typing import Any, Callable
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
-from ..config import apply_overrides, check_finite, config_dir, load_yaml
+from ..config import check_finite, config_dir
+from ..schemas import analysis_schema, load_config, merged, plain
 
-__all__ = ["add_analyze_parser", "run_analysis"]
+__all__ = ["add_analyze_parser", "run_analysis", "schema"]
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 _HELP = {
@@ -42,18 +45,20 @@ def _analyses() -> dict[str, Callable[..., dict[str, Any]]]:
             "caricature": caricature, "perturb": perturb, "interpolate": interpolate, "sample": sample}
 
 
-def run_analysis(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Call analysis ``kind`` with ``settings`` (its config as a plain dict); unknown keys are a ``ValueError``."""
+def schema(kind: str) -> type:
+    """The config schema of analysis ``kind`` (:func:`~preimage.schemas.analysis_schema` of its function)."""
     analyses = _analyses()
     if kind not in analyses:
         raise ValueError(f"unknown analysis {kind!r}; valid: {', '.join(analyses)}")
-    fn = analyses[kind]
-    valid = list(inspect.signature(fn).parameters)
-    unknown = sorted(set(settings) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)} for analyze {kind}; valid: {', '.join(valid)}")
-    check_finite(settings)
-    return fn(**settings)
+    return analysis_schema(kind, analyses[kind])
+
+
+def run_analysis(kind: str, settings: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """Call analysis ``kind`` with ``settings`` (a loaded config, or a mapping merged over the schema's defaults);
+    unknown keys and wrong types are a ``ValueError``."""
+    values = plain(merged(schema(kind), settings, where=f"analyze {kind}"))
+    check_finite(values)
+    return _analyses()[kind](**values)
 
 
 def _summary(figures: dict[str, Any]) -> dict[str, float]:
@@ -76,15 +81,14 @@ def _run(args: argparse.Namespace) -> int:
     items = list(args.items)
     overrides = [i for i in items if _OVERRIDE.match(i)]
     images = [i for i in items if not _OVERRIDE.match(i)]
-    cfg = load_yaml(args.config) if args.config else load_yaml(config_dir() / "analyze" / f"{args.kind}.yaml")
-    if images:
-        if "images" not in cfg:
-            raise ValueError(f"analyze {args.kind} takes no images, got {' '.join(images)}")
-        cfg.images = images
-    cfg = apply_overrides(cfg, overrides)
-    if args.out:
-        cfg.out = args.out
-    report = run_analysis(args.kind, OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    kind_schema = schema(args.kind)
+    if images and "images" not in {f.name for f in dataclasses.fields(kind_schema)}:
+        raise ValueError(f"analyze {args.kind} takes no images, got {' '.join(images)}")
+    cli = [f"images=[{','.join(json.dumps(i) for i in images)}]"] if images else []
+    cli += [f"out={json.dumps(args.out)}"] if args.out else []
+    cfg = load_config(kind_schema, args.config or config_dir() / "analyze" / f"{args.kind}.yaml", overrides + cli,
+                      where=f"analyze {args.kind}")
+    report = run_analysis(args.kind, cfg)
     for spec, figures in report["figures"].items():
         print(f"{spec}: " + "  ".join(f"{k} {v:.4g}" for k, v in _summary(figures).items()))
     for note in report["notes"]:

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..common import (BUILTIN, bundle_path, load_image_set, prepare_output_dir, resolve_device, unique_stems,
                       versions)
 from ..config import check_finite
+from ..schemas import CompareConfig, merged, plain
 from ..images import save_npy
 from ..inversion.gd import config_from_dict
 from ..inversion.learned import BundleError, LearnedInverter
@@ -47,17 +48,6 @@ from .metrics import score, scoring_features
 
 METHODS = ("gd", "learned", "hybrid")
 SSIM_MIN_SIZE = 11  # torchmetrics' 11×11 Gaussian window
-
-#: Every key of a compare config with its default (configs/compare/default.yaml sets them all).
-DEFAULTS: dict[str, Any] = {
-    "run_dir": "runs/compare", "images": BUILTIN, "limit": None, "image_size": 192, "grey": True,
-    "representations": ["hog", "hogb", "dsift"], "representation_options": {}, "methods": list(METHODS),
-    "preset": "mv2015", "gd": {}, "bundles": {},
-    "hybrid": {"iterations": 120, "schedule": [[0.002, 80], [0.0002, 40]], "clamp": True},
-    "batch_size": 6, "device": "auto", "accelerator": None, "devices": 1, "strategy": "auto", "num_nodes": 1,
-    "save_reconstructions": True, "grid_images": 16, "tensorboard": True, "progress": False,
-}
-
 
 # -------------------------------------------------------------------------------------------- config
 
@@ -71,46 +61,23 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None
 
 
 def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The config over :data:`DEFAULTS` as plain values, checked (one clear ``ValueError`` otherwise)."""
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    unknown = sorted(set(c) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown compare config key(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
-    c = {**DEFAULTS, **c}
-    c["hybrid"] = {**DEFAULTS["hybrid"], **(c["hybrid"] or {})}
+    """The config over :class:`~preimage.schemas.CompareConfig`'s defaults as plain values, checked (one clear
+    ``ValueError`` otherwise): the schema refuses unknown keys and wrong types, this what a type cannot say."""
+    c = plain(merged(CompareConfig, cfg, where="compare"))
     check_finite(c)
     for key in ("representations", "methods"):
-        if isinstance(c[key], str):
-            c[key] = [c[key]]
-        if not isinstance(c[key], list) or not c[key] or not all(isinstance(v, str) for v in c[key]):
+        if not c[key] or not all(isinstance(v, str) for v in c[key]):
             raise ValueError(f"{key} must be a non-empty list of names, got {c[key]!r}")
     bad = [m for m in c["methods"] if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(METHODS)}")
     c["methods"] = [m for m in METHODS if m in c["methods"]]
     c["representations"] = list(dict.fromkeys(c["representations"]))
-    _positive_int("limit", c["limit"], allow_none=True)
-    _positive_int("image_size", c["image_size"], allow_none=True)
+    for key in ("limit", "image_size"):
+        _positive_int(key, c[key], allow_none=True)
     for key in ("batch_size", "num_nodes", "grid_images"):
         _positive_int(key, c[key])
     _positive_int("hybrid.iterations", c["hybrid"]["iterations"])
-    unknown_hybrid = sorted(set(c["hybrid"]) - set(DEFAULTS["hybrid"]))
-    if unknown_hybrid:
-        raise ValueError(f"unknown hybrid key(s) {', '.join(unknown_hybrid)}; valid: {', '.join(DEFAULTS['hybrid'])}")
-    if not isinstance(c["hybrid"]["clamp"], bool):
-        raise ValueError(f"hybrid.clamp must be true or false, got {c['hybrid']['clamp']!r}")
-    for key in ("grey", "save_reconstructions", "tensorboard", "progress"):
-        if not isinstance(c[key], bool):
-            raise ValueError(f"{key} must be true or false, got {c[key]!r}")
-    for key in ("representation_options", "gd", "bundles"):
-        if not isinstance(c[key] or {}, dict):
-            raise ValueError(f"{key} must be a mapping, got {c[key]!r}")
-        c[key] = dict(c[key] or {})
-    bad_options = [k for k, v in c["representation_options"].items() if not isinstance(v or {}, dict)]
-    if bad_options:
-        key = bad_options[0]
-        raise ValueError("representation_options maps a spec to its builder overrides, e.g. representation_options."
-                         f"hog.cell_size=4; got {key}={c['representation_options'][key]!r}")
     if not isinstance(c["images"], (str, list)):
         raise ValueError(f"images must be `builtin`, a folder, a file or a list of them, got {c['images']!r}")
     if not c["run_dir"]:
@@ -227,7 +194,7 @@ def _launching_process() -> bool:
 
 
 def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) -> dict[str, Any] | None:
-    """Run the comparison ``cfg`` describes (configs/compare/default.yaml + overrides); see the module docstring.
+    """Run the comparison ``cfg`` describes (:class:`~preimage.schemas.CompareConfig` + overrides); see the module docstring.
 
     Returns:
         the content of results.json on global rank 0; ``None`` on the other ranks of a distributed run.

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..common import prepare_output_dir, resolve_device, resolve_image_path, unique_stems, versions
 from ..config import check_finite
+from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_image, save_npy, save_png, side_by_side, to_grey
 from ..inversion.gd import config_from_dict, invert_gd
 from ..inversion.learned import LearnedInverter
@@ -56,7 +57,7 @@ def _checked(representation: Representation, paths: Sequence[Path], originals: l
 def _invert_gd(cfg: DictConfig, paths: Sequence[Path], device: torch.device, out: Path) -> Inversion:
     """Gradient descent (M&V) on every image: images of one size together, ``batch_size`` at a time."""
     representation = build_representation(cfg.representation, **(cfg.representation_options or {}))
-    gd_settings = {**resolve_preset(cfg.preset, cfg.representation), **(OmegaConf.to_container(cfg.gd) or {})}
+    gd_settings = {**resolve_preset(cfg.preset, cfg.representation), **gd_overrides(cfg.gd)}
     gd_config = config_from_dict(gd_settings)
     originals = [load_image(p) for p in paths]
     if gd_config.grey:
@@ -102,7 +103,7 @@ def _invert_learned(cfg: DictConfig, paths: Sequence[Path], device: torch.device
     The bundle's representation is used; if ``cfg.representation`` is set, the bundle must invert that
     spec with ``cfg.representation_options`` (else :class:`~preimage.inversion.learned.BundleError`).
     """
-    if not cfg.get("checkpoint"):
+    if not cfg.checkpoint:
         raise ValueError("method learned needs a bundle: --checkpoint PATH (a bundle.pt written by `preimage train`)")
     given = None
     if cfg.representation is not None:
@@ -135,24 +136,28 @@ METHODS: dict[str, Callable[[DictConfig, Sequence[Path], torch.device, Path], In
 }
 
 
-def run_invert(cfg: DictConfig, images: Sequence[str], out: str | Path) -> dict[str, Any]:
+def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str | Path) -> dict[str, Any]:
     """Invert ``images`` as ``cfg`` says and write ``<stem>.png``, ``<stem>.npy``, ``overview.png`` and ``metrics.json``.
 
     Args:
-        cfg: the resolved invert config (configs/invert/default.yaml + overrides). ``method``: ``gd``
-            (optimization, ``preset`` + ``gd``) or ``learned`` (the bundle ``checkpoint``; ``representation``
-            may be null to take the bundle's).
+        cfg: an invert config (:class:`~preimage.schemas.InvertConfig`; a mapping of some of its keys is merged
+            over its defaults). ``method``: ``gd`` (optimization, ``preset`` + ``gd``) or ``learned`` (the bundle
+            ``checkpoint``; ``representation`` may be null to take the bundle's).
         images: image paths or ``builtin:NAME``.
         out: output folder (created).
 
     Returns:
         The content of metrics.json.
     """
-    container = OmegaConf.to_container(cfg, resolve=True)
+    cfg = merged(InvertConfig, cfg, where="invert")
+    container = plain(cfg)
     check_finite(container)
+    for key in ("batch_size", "snapshot_every"):
+        if container[key] < 1:
+            raise ValueError(f"invert: {key} must be >= 1, got {container[key]}")
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
-    if cfg.method != "learned" and cfg.get("checkpoint"):
+    if cfg.method != "learned" and cfg.checkpoint:
         raise ValueError(f"checkpoint is for method learned, not {cfg.method}: add --method learned")
     if not images:
         raise ValueError("no images given")

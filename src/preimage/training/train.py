@@ -24,34 +24,15 @@ from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..config import check_finite
+from ..schemas import TrainConfig, merged, plain
 from ..inversion.learned import save_bundle
 from ..inversion.networks import Decoder, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
 from .module import InverterModule
 
-__all__ = ["DEFAULTS", "MONITOR", "build", "feature_scale", "resolve_config", "train"]
+__all__ = ["MONITOR", "build", "feature_scale", "resolve_config", "train"]
 
-#: Every key of a training config, with its default (configs/train/*.yaml set them all).
-DEFAULTS: dict[str, Any] = {
-    "name": "inverter",       # run name: run_dir defaults to runs/<name>
-    "run_dir": None,
-    "resume": False,          # continue from <run_dir>/checkpoints/last.ckpt
-    "seed": 0,                # pl.seed_everything: decoder initialization (data.seed is the training stream)
-    "representation": "hog",
-    "representation_options": {},
-    "grey": False,            # invert grey images: sets data.grey and decoder.out_channels (1)
-    "data": {},               # ImageDataModule arguments
-    "decoder": {},            # DecoderConfig overrides; input_scale: auto = 1 / std of Φ on training crops,
-                              # cell: auto = Φ's grid_step (None where its grid is not exact)
-    "optim": {},              # OptimizerConfig (AdamW)
-    "scheduler": {},          # SchedulerConfig
-    "lambda_feat": 0.0,
-    "image_log_every": 500,
-    "image_log_count": 8,
-    "progress": True,         # a tqdm progress bar
-    "trainer": {},            # pl.Trainer arguments: max_steps, val_check_interval, accelerator, devices, ...
-}
 MONITOR = "val/feature_error"
 _RESERVED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar")
 _SCALE_SAMPLES = 256
@@ -77,16 +58,13 @@ class _ProgressBar(TQDMProgressBar):
         return {k: v for k, v in super().get_metrics(trainer, pl_module).items() if k != "v_num"}
 
 
-def resolve_config(cfg: DictConfig) -> dict[str, Any]:
-    """The config over :data:`DEFAULTS` as plain values, checked: no unknown keys, finite numbers, a valid trainer.
+def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The config over :class:`~preimage.schemas.TrainConfig`'s defaults as plain values, checked: known keys of
+    the right types (the schema), finite numbers, a valid trainer.
 
     ``grey`` is copied to ``data.grey`` and ``decoder.out_channels``; ``run_dir`` defaults to ``runs/<name>``.
     """
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown training config key(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}")
-    merged = OmegaConf.merge(OmegaConf.create(DEFAULTS), cfg)
-    container = OmegaConf.to_container(merged, resolve=True)
+    container = plain(merged(TrainConfig, cfg, where="train"))
     check_finite(container)
     if container["run_dir"] is None:
         container["run_dir"] = f"runs/{container['name']}"
@@ -118,7 +96,10 @@ def build(c: dict[str, Any]) -> tuple[Representation, ImageDataModule, InverterM
     ``decoder.cell: auto`` are replaced by their values in ``c``. The decoder's initial weights come from
     torch's global RNG (seed it first)."""
     representation = build_representation(c["representation"], **c["representation_options"])
-    datamodule = ImageDataModule(**c["data"])
+    try:
+        datamodule = ImageDataModule(**c["data"])
+    except TypeError as err:  # a key ImageDataModule does not take
+        raise ValueError(f"data: {err}".replace("ImageDataModule.__init__() ", "")) from None
     crop = int(datamodule.hparams.crop)
     if c["decoder"].get("input_scale") == "auto":
         datamodule.setup("fit")
@@ -136,7 +117,7 @@ def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float]
     """Train a decoder to invert ``cfg.representation`` and export ``<run_dir>/bundle.pt``.
 
     Args:
-        cfg: a training config (configs/train/*.yaml + overrides; keys and defaults in :data:`DEFAULTS`).
+        cfg: a training config (:class:`~preimage.schemas.TrainConfig`: configs/train/*.yaml + overrides).
         command: the command line that started the run, recorded in the bundle's manifest.
 
     Returns:
