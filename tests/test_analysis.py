@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from preimage import build_representation
-from preimage.analysis import studies
+from preimage.evaluation import methods
 from preimage.analysis.cli import add_analyze_parser
 from preimage.analysis.receptive_field import measured_field, receptive_field
 from preimage.analysis.studies import groups, invariance, window
@@ -201,7 +201,7 @@ def test_groups_masks_select_the_streams(tmp_path: Path, monkeypatch: pytest.Mon
         masks.append(mask)
         return invert_gd(*args, mask=mask, **kwargs)
 
-    monkeypatch.setattr(studies, "invert_gd", spy)
+    monkeypatch.setattr(methods, "invert_gd", spy)
     report = groups(["builtin:coffee"], layers=["caffenet:norm1", "caffenet:conv2"], out=tmp_path, size=67,
                     gd=SHORT, **RANDOM)
     checked(tmp_path, "groups")

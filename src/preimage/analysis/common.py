@@ -1,13 +1,13 @@
 """What the analyses share: images at one size, representations and GD settings per spec, boxes, reports."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from ..common import prepare_image, resolve_image_path, unique_stems, versions
+from ..evaluation.report import write_json
 from ..images import grid, load_image, save_png
 from ..inversion.gd import GDConfig, config_from_dict
 from ..inversion.presets import resolve_preset
@@ -113,5 +113,5 @@ def write_report(out: Path, kind: str, rows: Sequence[Sequence[torch.Tensor]], c
     """Write ``<out>/<kind>.png`` (the labelled grid) and ``<out>/<kind>.json`` (``report`` + versions); return it."""
     save_png(grid(rows, col_labels=col_labels, row_labels=row_labels), out / f"{kind}.png")
     report = {"kind": kind, **report, "versions": versions()}
-    (out / f"{kind}.json").write_text(json.dumps(report, indent=2))
+    write_json(out / f"{kind}.json", report)
     return report

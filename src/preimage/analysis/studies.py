@@ -24,7 +24,7 @@ from ..evaluation.metrics import score, scoring_features
 from ..inversion.masks import build_mask
 from ..evaluation.metrics import mean_pairwise_sq_dist
 from ..images import to_grey
-from ..inversion.gd import invert_gd
+from ..evaluation.methods import GDMethod
 from .common import draw_box, gd_record, load_images, plan, random_weight_note, write_report
 from .receptive_field import receptive_field
 
@@ -81,7 +81,7 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     tic = time.perf_counter()
     for spec, rep, _, cfg in steps:
         x0 = to_grey(originals) if cfg.grey else originals
-        res = invert_gd(rep, x0, cfg, device=dev, progress=progress)
+        res = GDMethod(rep, cfg, progress=progress)(x0, dev)
         reference = scoring_features(rep, list(x0), dev)
         per_restart = [score(rep, list(x0), list(res.images[:, r]), dev, reference)[metric] for r in range(restarts)]
         errors = [[100 * float(per_restart[r][i]) for r in range(restarts)] for i in range(n)]
@@ -147,7 +147,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         rf = receptive_field(rep)
         (top, bottom), (left, right) = rf.span(neurons[0], neurons[2], size), rf.span(neurons[1], neurons[3], size)
         x0 = to_grey(originals) if cfg.grey else originals
-        res = invert_gd(rep, x0, cfg, mask=mask, device=dev, progress=progress)
+        res = GDMethod(rep, cfg, mask={"window": window}, progress=progress)(x0, dev)
         recon = res.images[:, 0]
         inside = torch.zeros(size, size, dtype=torch.bool)
         inside[top:bottom + 1, left:right + 1] = True
@@ -155,7 +155,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         figures[spec] = {
             "feature_map": list(shape[1:]), "window_neurons": neurons, "receptive_field": rf._asdict(),
             "box": list(box), "box_fraction": float(inside.float().mean()),
-            "normalized_loss": res.data_loss[-1, :, 0].tolist(),
+            "normalized_loss": res.final_data_loss[:, 0].tolist(),
             "std_inside": [float(x[:, inside].std()) for x in recon],
             "std_outside": [float(x[:, ~inside].std()) if bool((~inside).sum() > 1) else None for x in recon],
         }
@@ -209,11 +209,11 @@ def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         figures[spec] = {"original_chroma": [_chroma(x) for x in x0], "groups": []}
         recons = []
         for g in range(groups):
-            mask = build_mask({"channels": list(range(g * per, (g + 1) * per))}, rep, size, size)
-            res = invert_gd(rep, x0, cfg, mask=mask, device=dev, progress=progress)
+            channels = {"channels": list(range(g * per, (g + 1) * per))}
+            res = GDMethod(rep, cfg, mask=channels, progress=progress)(x0, dev)
             recons.append(res.images[:, 0])
             figures[spec]["groups"].append({"channels": [g * per, (g + 1) * per - 1],
-                                            "normalized_loss": res.data_loss[-1, :, 0].tolist(),
+                                            "normalized_loss": res.final_data_loss[:, 0].tolist(),
                                             "chroma": [_chroma(x) for x in res.images[:, 0]]})
         gd_used[spec] = gd_record(cfg)
         rows.append([t for i in range(len(stems)) for t in (x0[i], *(r[i] for r in recons))])

@@ -44,6 +44,7 @@ from ..inversion.learned import BundleError, LearnedInverter
 from ..inversion.presets import resolve_preset
 from ..representations import build_representation
 from . import report as rpt
+from .methods import GDMethod, HybridMethod, LearnedMethod, Method
 from .metrics import score, scoring_features
 
 METHODS = ("gd", "learned", "hybrid")
@@ -103,11 +104,9 @@ def truncate_schedule(schedule: Sequence[Sequence[float]], iterations: int) -> l
     return out
 
 
-def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, list, dict[str, Any], list[str]]:
-    """Representations, inverters and plans per spec, their settings and notes (skipped methods)."""
-    from .compare_module import Plan
-
-    representations, inverters, plans, settings, notes = [], [], [], {}, []
+def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, dict[str, Any], list[str]]:
+    """Representations and their methods per spec, their settings and notes (skipped methods)."""
+    representations, methods, settings, notes = [], [], {}, []
     for spec in c["representations"]:
         options = c["representation_options"].get(spec) or {}
         representation = build_representation(spec, **options)
@@ -150,12 +149,13 @@ def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, list, dict[str
         if getattr(representation, "random_weights", False):
             notes.append(f"{spec}: made with RANDOM CNN weights, not the pretrained network")
         representations.append(representation)
-        inverters.append(inverter)
-        plans.append(Plan(spec, gd_config if "gd" in c["methods"] else None,
-                          hybrid_config if "hybrid" in c["methods"] and inverter is not None else None,
-                          "learned" in c["methods"] and inverter is not None))
+        mine_methods: list[Method] = [GDMethod(representation, gd_config)] if "gd" in c["methods"] else []
+        if inverter is not None:
+            mine_methods += [LearnedMethod(inverter)] if "learned" in c["methods"] else []
+            mine_methods += [HybridMethod(inverter, hybrid_config)] if "hybrid" in c["methods"] else []
+        methods.append(mine_methods)
         settings[spec] = mine
-    return representations, inverters, plans, settings, notes
+    return representations, methods, settings, notes
 
 
 def _plain_gd(config: Any) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
 
     c = resolve_config(cfg)
     names, paths, images = load_image_set(c["images"], limit=c["limit"], size=c["image_size"], grey=c["grey"])
-    representations, inverters, plans, settings, notes = _setup(c, 1 if c["grey"] else 3)
+    representations, methods, settings, notes = _setup(c, 1 if c["grey"] else 3)
     for name, x in zip(names, images):
         if min(x.shape[-2:]) < SSIM_MIN_SIZE:
             raise ValueError(f"{name}: image of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the "
@@ -222,7 +222,7 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
     if _launching_process():
         prepare_output_dir(run_dir)
     trainer = _trainer(c)
-    module = CompareModule(representations, inverters, plans)
+    module = CompareModule(methods)
     loader = DataLoader(ImageSetDataset(images), batch_size=c["batch_size"], shuffle=False, num_workers=0,
                         collate_fn=collate_items)
     start = time.perf_counter()

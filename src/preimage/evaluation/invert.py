@@ -1,9 +1,7 @@
 """The `preimage invert` job: load images, invert them (GD or a learned inverter), score them, write everything to one folder."""
 from __future__ import annotations
 
-import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -15,12 +13,13 @@ from ..common import prepare_output_dir, resolve_device, resolve_image_path, uni
 from ..config import check_finite
 from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_image, save_npy, save_png, side_by_side, to_grey
-from ..inversion.gd import config_from_dict, invert_gd
+from ..inversion.gd import config_from_dict
 from ..inversion.learned import LearnedInverter
-from ..inversion.masks import build_mask
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
+from .methods import GDMethod, LearnedMethod, Method, reconstruct
 from .metrics import score, scoring_features
+from .report import write_json
 
 @dataclass
 class Inversion:
@@ -54,51 +53,25 @@ def _checked(representation: Representation, paths: Sequence[Path], originals: l
             raise ValueError(f"{p}: {err}") from None
 
 
-def _invert_gd(cfg: DictConfig, paths: Sequence[Path], device: torch.device, out: Path) -> Inversion:
-    """Gradient descent (M&V) on every image: images of one size together, ``batch_size`` at a time."""
+def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[GDMethod, list[torch.Tensor], dict[str, Any]]:
+    """Gradient descent (M&V) with the preset and overrides: the method, the images as inverted, its settings."""
     representation = build_representation(cfg.representation, **(cfg.representation_options or {}))
-    gd_settings = {**resolve_preset(cfg.preset, cfg.representation), **gd_overrides(cfg.gd)}
-    gd_config = config_from_dict(gd_settings)
+    config = config_from_dict({**resolve_preset(cfg.preset, cfg.representation), **gd_overrides(cfg.gd)})
     originals = [load_image(p) for p in paths]
-    if gd_config.grey:
+    if config.grey:
         originals = [to_grey(x) if x.shape[0] == 3 else x for x in originals]
-    _checked(representation, paths, originals)
-
-    by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i, x in enumerate(originals):
-        by_size[tuple(x.shape)].append(i)
-    results: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}  # images (R,C,H,W), data loss (T,R), s
-    writer = _tensorboard_writer(out) if cfg.tensorboard else None
-    start = time.perf_counter()
-    for shape, indices in by_size.items():
-        mask = build_mask(cfg.mask, representation, shape[1], shape[2])
-        for k in range(0, len(indices), int(cfg.batch_size)):
-            chunk = indices[k:k + int(cfg.batch_size)]
-            callback = None
-            if writer is not None:
-                callback = _tensorboard_callback(writer, [paths[i].stem for i in chunk], gd_config.restarts,
-                                                 int(cfg.snapshot_every))
-            res = invert_gd(representation, torch.stack([originals[i] for i in chunk]), gd_config, mask=mask,
-                            device=device, progress=bool(cfg.progress), callback=callback)
-            for j, i in enumerate(chunk):
-                results[i] = (res.images[j], res.data_loss[:, j], res.seconds / len(chunk))
-    total_seconds = time.perf_counter() - start
-    if writer is not None:
-        writer.close()
-    n, restarts = len(paths), gd_config.restarts
-    return Inversion(
-        representation, originals,
-        reconstructions=[[results[i][0][r] for i in range(n)] for r in range(restarts)],
-        seconds=[results[i][2] for i in range(n)],
-        extras=[[{"final_data_loss": float(results[i][1][-1, r])} for i in range(n)] for r in range(restarts)],
-        settings={**vars(gd_config), "schedule": [list(s) for s in gd_config.schedule],
-                  "iterations": gd_config.iterations},
-        total_seconds=total_seconds,
-    )
+    callback_for = None
+    if cfg.tensorboard:
+        writer = _tensorboard_writer(out)
+        callback_for = lambda indices: _tensorboard_callback(  # noqa: E731
+            writer, [paths[i].stem for i in indices], config.restarts, int(cfg.snapshot_every))
+    method = GDMethod(representation, config, mask=cfg.mask, progress=bool(cfg.progress), callback_for=callback_for)
+    return method, originals, {**vars(config), "schedule": [list(s) for s in config.schedule],
+                               "iterations": config.iterations}
 
 
-def _invert_learned(cfg: DictConfig, paths: Sequence[Path], device: torch.device, out: Path) -> Inversion:
-    """One forward pass of a trained decoder (D&B) per image, from the bundle ``cfg.checkpoint``.
+def _learned(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[LearnedMethod, list[torch.Tensor], dict[str, Any]]:
+    """A trained decoder (D&B) from the bundle ``cfg.checkpoint``: the method, the images as inverted, its settings.
 
     The bundle's representation is used; if ``cfg.representation`` is set, the bundle must invert that
     spec with ``cfg.representation_options`` (else :class:`~preimage.inversion.learned.BundleError`).
@@ -108,31 +81,19 @@ def _invert_learned(cfg: DictConfig, paths: Sequence[Path], device: torch.device
     given = None
     if cfg.representation is not None:
         given = build_representation(cfg.representation, **(cfg.representation_options or {}))
-    inverter = LearnedInverter.from_bundle(cfg.checkpoint, device=device, representation=given)
+    inverter = LearnedInverter.from_bundle(cfg.checkpoint, representation=given)
     grey = inverter.decoder.config.out_channels == 1
     originals = [load_image(p, grey=grey) for p in paths]
     if not grey:  # a colour decoder reconstructs grey photos in colour: score them as RGB
         originals = [x.expand(3, -1, -1).contiguous() for x in originals]
-    _checked(inverter.representation, paths, originals)
-    reconstructions, seconds = [], []
-    start = time.perf_counter()
-    with torch.no_grad():
-        for x in originals:
-            tick = time.perf_counter()
-            recon = inverter(x[None].to(device))[0].cpu()
-            seconds.append(time.perf_counter() - tick)  # .cpu() waits for the device
-            reconstructions.append(recon)
     manifest = inverter.manifest
-    return Inversion(
-        inverter.representation, originals, [reconstructions], seconds, extras=[[{} for _ in paths]],
-        settings={"checkpoint": str(cfg.checkpoint), "grey": grey,
-                  **{k: manifest[k] for k in ("steps", "metrics", "data", "image_size", "decoder", "package_version")}},
-        total_seconds=time.perf_counter() - start,
-    )
+    return LearnedMethod(inverter), originals, {
+        "checkpoint": str(cfg.checkpoint), "grey": grey,
+        **{k: manifest[k] for k in ("steps", "metrics", "data", "image_size", "decoder", "package_version")}}
 
 
-METHODS: dict[str, Callable[[DictConfig, Sequence[Path], torch.device, Path], Inversion]] = {
-    "gd": _invert_gd, "learned": _invert_learned,
+METHODS: dict[str, Callable[[DictConfig, Sequence[Path], Path], tuple[Method, list[torch.Tensor], dict[str, Any]]]] = {
+    "gd": _gd, "learned": _learned,
 }
 
 
@@ -164,8 +125,20 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
     out = prepare_output_dir(out)
     paths = [resolve_image_path(i) for i in images]
     device = resolve_device(cfg.device)
-    inversion = METHODS[cfg.method](cfg, paths, device, out)
-    return _write_outputs(inversion, paths, out, device, {**container, "representation": inversion.representation.spec},
+    method, originals, settings = METHODS[cfg.method](cfg, paths, out)
+    _checked(method.representation, paths, originals)
+    start = time.perf_counter()
+    results = reconstruct(method, originals, device, int(cfg.batch_size))
+    total_seconds = time.perf_counter() - start
+    restarts = results[0][0].shape[0]
+    inversion = Inversion(
+        method.representation, originals,
+        reconstructions=[[recon[r] for recon, _, _ in results] for r in range(restarts)],
+        seconds=[seconds for _, seconds, _ in results],
+        extras=[[{} if loss is None else {"final_data_loss": float(loss[r])} for _, _, loss in results]
+                for r in range(restarts)],
+        settings=settings, total_seconds=total_seconds)
+    return _write_outputs(inversion, paths, out, device, {**container, "representation": method.representation.spec},
                           cfg.method)
 
 
@@ -210,7 +183,7 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
         "versions": versions(),
         "notes": notes,
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "metrics.json", report)
     return report
 
 

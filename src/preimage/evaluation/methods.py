@@ -1,0 +1,137 @@
+"""The inversion methods behind one protocol, and the one loop that runs them over an image set.
+
+A :class:`Method` maps a stack of same-size images ``(n, C, H, W)`` in ``[0, 1]`` to :class:`Reconstructions`
+(``(n, R, C, H, W)`` plus seconds per image); ``invert``, ``compare`` and the GD analyses all run theirs
+through :func:`reconstruct`, which groups an image set by size and batches it.
+
+- :class:`GDMethod`: M&V's gradient descent (a :class:`~preimage.inversion.gd.GDConfig`; R = its restarts).
+- :class:`LearnedMethod`: D&B's decoder, one forward pass per image (so that a reconstruction never depends
+  on how the images were batched or sharded).
+- :class:`HybridMethod`: the learned reconstruction as GD's start, then the GD steps of its config; its time
+  includes the learned pass.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+from ..common import synchronize
+from ..inversion.gd import GDConfig, invert_gd
+from ..inversion.learned import LearnedInverter
+from ..inversion.masks import build_mask
+from ..representations import Representation
+
+__all__ = ["GDMethod", "HybridMethod", "LearnedMethod", "Method", "Reconstructions", "reconstruct"]
+
+#: ``callback_for(indices)``: a GD callback for the images ``indices`` of the set (e.g. TensorBoard logging)
+CallbackFactory = Callable[[Sequence[int]], Callable[[int, torch.Tensor, torch.Tensor], None] | None]
+
+
+@dataclass
+class Reconstructions:
+    """What a method made of ``n`` images.
+
+    Attributes:
+        images: ``(n, R, C, H, W)`` in ``[0, 1]`` on the CPU, R reconstructions per image (GD's restarts).
+        seconds: per image, wall time of all its reconstructions (a batch's time shared equally).
+        final_data_loss: ``(n, R)`` the data term at the last GD step; ``None`` for methods without one.
+    """
+
+    images: torch.Tensor
+    seconds: list[float]
+    final_data_loss: torch.Tensor | None
+
+
+class Method(Protocol):
+    """An inversion method: ``name``, the ``representation`` it inverts, and ``(images, device, indices) ->``
+    :class:`Reconstructions` (``indices``: the images' positions in their set)."""
+
+    name: str
+    representation: Representation
+
+    def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = ()) -> Reconstructions:
+        ...
+
+
+class GDMethod:
+    """M&V's gradient descent with ``config`` (``mask``: a mask config, built per image size)."""
+
+    name = "gd"
+
+    def __init__(self, representation: Representation, config: GDConfig, *, mask: Any = None,
+                 progress: bool = False, callback_for: CallbackFactory | None = None) -> None:
+        self.representation, self.config, self.mask = representation, config, mask
+        self.progress, self.callback_for = progress, callback_for
+
+    def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = (),
+                 init: torch.Tensor | None = None) -> Reconstructions:
+        mask = build_mask(self.mask, self.representation, *images.shape[-2:]) if self.mask is not None else None
+        callback = self.callback_for(indices) if self.callback_for is not None else None
+        with torch.enable_grad():  # Lightning's predict loop runs under no_grad
+            res = invert_gd(self.representation, images, self.config, mask=mask, device=device,
+                            progress=self.progress, callback=callback, init=init)
+        n = len(images)
+        return Reconstructions(res.images, [res.seconds / n] * n, res.data_loss[-1])
+
+
+class LearnedMethod:
+    """D&B's learned inverter: one forward pass of the decoder per image."""
+
+    name = "learned"
+
+    def __init__(self, inverter: LearnedInverter) -> None:
+        self.inverter, self.representation = inverter, inverter.representation
+
+    def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = ()) -> Reconstructions:
+        recons, seconds = [], []
+        self.inverter.to(device)
+        with torch.no_grad():
+            for x in images:
+                synchronize(device)
+                start = time.perf_counter()
+                recons.append(self.inverter(x[None].to(device))[0].cpu())  # .cpu() waits for the device
+                seconds.append(time.perf_counter() - start)
+        return Reconstructions(torch.stack(recons)[:, None], seconds, None)
+
+
+class HybridMethod:
+    """The learned reconstruction, refined by GD with ``config`` (its time counts the learned pass)."""
+
+    name = "hybrid"
+
+    def __init__(self, inverter: LearnedInverter, config: GDConfig) -> None:
+        self.learned, self.gd = LearnedMethod(inverter), GDMethod(inverter.representation, config)
+        self.representation = inverter.representation
+
+    def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = ()) -> Reconstructions:
+        start = self.learned(images, device, indices)
+        refined = self.gd(images, device, indices, init=start.images[:, 0])
+        return Reconstructions(refined.images, [a + b for a, b in zip(start.seconds, refined.seconds)],
+                               refined.final_data_loss)
+
+
+def reconstruct(method: Method, images: Sequence[torch.Tensor], device: torch.device, batch_size: int,
+                indices: Sequence[int] | None = None) -> list[tuple[torch.Tensor, float, torch.Tensor | None]]:
+    """``method`` on every image ``(C, H, W)`` of a set: images of one size together, ``batch_size`` at a time.
+
+    Returns:
+        per image, in order: its reconstructions ``(R, C, H, W)``, its seconds, its final data loss ``(R,)``
+        (``None`` for methods without one).
+    """
+    positions = list(range(len(images))) if indices is None else list(indices)
+    by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for k, x in enumerate(images):
+        by_size[tuple(x.shape)].append(k)
+    out: dict[int, tuple[torch.Tensor, float, torch.Tensor | None]] = {}
+    for members in by_size.values():
+        for b in range(0, len(members), batch_size):
+            chunk = members[b:b + batch_size]
+            result = method(torch.stack([images[k] for k in chunk]).to(device), device, [positions[k] for k in chunk])
+            for j, k in enumerate(chunk):
+                loss = None if result.final_data_loss is None else result.final_data_loss[j]
+                out[k] = (result.images[j], result.seconds[j], loss)
+    return [out[k] for k in range(len(images))]
