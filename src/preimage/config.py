@@ -39,6 +39,17 @@ def load_yaml(path: str | Path) -> DictConfig:
     return cfg
 
 
+def check_int(name: str, value: Any, *, minimum: int | None = 1, allow_none: bool = False) -> int | None:
+    """``value`` as an integer of at least ``minimum`` (``None``: any), or ``ValueError`` naming ``name``; the one
+    check of every integer setting a type alone cannot bound (a bool is not an integer here)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name} must be an integer{bound}{' or null' if allow_none else ''}, got {value!r}")
+    return value
+
+
 def check_finite(values: Any, where: str = "config") -> None:
     """Raise ``ValueError`` if any float in a nested structure is NaN or infinite."""
     if isinstance(values, dict):

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..config import check_int
 from ..common import prepare_image, resolve_image_path, unique_stems, versions
 from ..evaluation.report import write_json
 from ..images import grid, load_image, save_png
@@ -31,10 +32,8 @@ def load_images(items: Sequence[str], size: int) -> tuple[list[str], torch.Tenso
 
 
 def check_size(size: Any, name: str = "size") -> int:
-    """``size`` as a positive int, or ``ValueError``."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"{name} must be a positive number of pixels, got {size!r}")
-    return size
+    """``size`` as a positive int (pixels), or ``ValueError``."""
+    return check_int(f"{name} (pixels)", size)
 
 
 def check_layers(layers: Sequence[str]) -> list[str]:

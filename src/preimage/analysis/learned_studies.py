@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..config import check_int
 from ..common import BUILTIN, bundle_path, list_images, prepare_image, prepare_output_dir, resolve_device, unique_stems
 from ..evaluation.metrics import image_error, mean_pairwise_sq_dist, normalized_loss
 from ..images import load_image, to_grey
@@ -151,9 +152,7 @@ def _notes(inverter: LearnedInverter, size: int) -> list[str]:
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return seed
+    return check_int("seed", seed, minimum=None)
 
 
 def _floats(values: torch.Tensor) -> list[float]:
@@ -348,10 +347,8 @@ def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str
     ``plain_pixel_std_mean`` and ``plain_image_error_mean`` (the set's own reconstructions and their
     image_error: the distance a reconstruction keeps from its image even when it has all the features).
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
-        raise ValueError(f"limit must be an integer >= 2 or null, got {limit!r}")
+    check_int("samples", samples)
+    check_int("limit", limit, minimum=2, allow_none=True)
     _check_seed(seed)
     inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="several",
                                                          limit=limit)

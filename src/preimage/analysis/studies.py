@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..config import check_int
 from ..common import prepare_output_dir, resolve_device
 from ..evaluation.metrics import score, scoring_features
 from ..inversion.masks import build_mask
@@ -69,8 +70,7 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     reconstructions' own contrast, ``2·mean_r ‖x_r − mean(x_r)‖²`` (about 1 for restarts as unrelated as
     shuffles of each other's pixels).
     """
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 2:
-        raise ValueError(f"restarts must be an integer >= 2 (the spread compares restarts), got {restarts!r}")
+    check_int("restarts (the spread compares restarts)", restarts, minimum=2)
     steps = plan(layers, size, weights, preset, gd, restarts=restarts)
     out, stems, originals, dev = _inputs(images, out, size, device)
     config = dict(images=list(images), layers=list(layers), out=str(out), size=size, restarts=restarts,
@@ -132,8 +132,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
     per image; ``std_inside`` / ``std_outside``, the reconstruction's pixel standard deviation in and out of
     the box (``None`` when the box covers the image).
     """
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be a positive number of neurons, got {window!r}")
+    check_int("window (neurons)", window)
     steps = plan(layers, size, weights, preset, gd)
     masks = [build_mask({"window": window}, rep, size, size) for _, rep, _, _ in steps]
     out, stems, originals, dev = _inputs(images, out, size, device)
@@ -190,8 +189,7 @@ def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
     ``normalized_loss`` per image; ``chroma`` per image, the mean over pixels of max − min over RGB of the
     reconstruction (the originals' is ``original_chroma``): one CaffeNet stream is known to carry colour.
     """
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be a positive integer, got {groups!r}")
+    check_int("groups", groups)
     steps = plan(layers, size, weights, preset, gd)
     for spec, _, shape, _ in steps:
         if len(shape) != 3 or shape[0] % groups:

@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 
 from ..common import (BUILTIN, bundle_path, load_image_set, prepare_output_dir, resolve_device, unique_stems,
                       versions)
-from ..config import check_finite
+from ..config import check_finite, check_int
 from ..schemas import CompareConfig, merged, plain
 from ..images import save_npy
 from ..inversion.gd import config_from_dict
@@ -53,14 +53,6 @@ SSIM_MIN_SIZE = 11  # torchmetrics' 11×11 Gaussian window
 # -------------------------------------------------------------------------------------------- config
 
 
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1{' or null' if allow_none else ''}, got {value!r}")
-    return value
-
-
 def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The config over :class:`~preimage.schemas.CompareConfig`'s defaults as plain values, checked (one clear
     ``ValueError`` otherwise): the schema refuses unknown keys and wrong types, this what a type cannot say."""
@@ -75,10 +67,10 @@ def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     c["methods"] = [m for m in METHODS if m in c["methods"]]
     c["representations"] = list(dict.fromkeys(c["representations"]))
     for key in ("limit", "image_size"):
-        _positive_int(key, c[key], allow_none=True)
+        check_int(key, c[key], allow_none=True)
     for key in ("batch_size", "num_nodes", "grid_images"):
-        _positive_int(key, c[key])
-    _positive_int("hybrid.iterations", c["hybrid"]["iterations"])
+        check_int(key, c[key])
+    check_int("hybrid.iterations", c["hybrid"]["iterations"])
     if not isinstance(c["images"], (str, list)):
         raise ValueError(f"images must be `builtin`, a folder, a file or a list of them, got {c['images']!r}")
     if not c["run_dir"]:

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import check_int
+
 __all__ = ["SHORTFALL", "Decoder", "DecoderConfig", "build_decoder", "count_upsamplings", "init_decoder_"]
 
 #: The decoder's own output may be up to this factor smaller than the image, the rest bridged by the final
@@ -47,8 +49,7 @@ VECTOR_IMAGE_SIZE = (64, 64)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"DecoderConfig.{name} must be an integer >= {low}, got {value!r}")
+    check_int(f"DecoderConfig.{name}", value, minimum=low)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..config import check_int
 from .base import Representation
 from .registry import register_representation
 
@@ -205,8 +206,7 @@ def dsift(
 
 def _check_args(bin_size: int, step: int, window_size: float) -> None:
     for name, value in (("bin_size", bin_size), ("step", step)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"dsift: {name} must be a positive integer, got {value!r}")
+        check_int(f"dsift: {name}", value)
     if not window_size > 0:
         raise ValueError(f"dsift: window_size must be positive, got {window_size!r}")
 
