@@ -36,6 +36,14 @@ def _split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
     return [i for i in items if not _OVERRIDE.match(i)], overrides
 
 
+def _overrides_only(items: Sequence[str]) -> list[str]:
+    """The ``key=value`` items of a command that takes no other positional item (``ValueError`` otherwise)."""
+    extra, overrides = _split_overrides(items)
+    if extra:
+        raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
+    return overrides
+
+
 def _invert(args: argparse.Namespace) -> int:
     from .evaluation.invert import run_invert
 
@@ -61,9 +69,7 @@ def _invert(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .training.train import train
 
-    extra, overrides = _split_overrides(args.items)
-    if extra:
-        raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
+    overrides = _overrides_only(args.items)
     path = Path(args.config)
     if not path.suffix and not path.exists():  # a name: configs/train/<name>.yaml
         path = config_dir() / "train" / f"{args.config}.yaml"
@@ -78,9 +84,7 @@ def _train(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from .evaluation.compare import command_line, run_compare
 
-    extra, overrides = _split_overrides(args.items)
-    if extra:
-        raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
+    overrides = _overrides_only(args.items)
     cfg = load_config(CompareConfig, args.config, overrides, where="compare")
     argv = (["--config", args.config] if args.config else []) + list(args.items)
     result = run_compare(cfg, command=command_line(argv))
@@ -130,9 +134,7 @@ def _config(args: argparse.Namespace) -> int:
 
     from .analysis.cli import schema
 
-    extra, overrides = _split_overrides(args.items)
-    if extra:
-        raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
+    overrides = _overrides_only(args.items)
     job, _, kind = args.job.partition(":")
     schemas = {"invert": InvertConfig, "compare": CompareConfig, "train": TrainConfig}
     if job == "analyze" and kind:
