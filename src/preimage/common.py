@@ -18,7 +18,7 @@ from .config import package_root
 from .images import load_image, to_grey
 from .photos import TEST_PHOTOS, load_photo, photo_path
 
-__all__ = ["BUILTIN", "IMAGE_SUFFIXES", "bundle_path", "grey_square", "list_images", "load_image_set",
+__all__ = ["BUILTIN", "IMAGE_SUFFIXES", "bundle_path", "device_name", "grey_square", "list_images", "load_image_set",
            "prepare_image", "prepare_output_dir", "resolve_device", "resolve_image_path", "square", "synchronize",
            "unique_stems", "versions"]
 
@@ -155,6 +155,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda was asked for but CUDA is not available here")
     return device
+
+
+def device_name(device: torch.device) -> str:
+    """``cpu``, or ``cuda:0 (NVIDIA H200)``: the device as reports name it."""
+    return str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
 
 
 def synchronize(device: torch.device) -> None:

@@ -34,8 +34,8 @@ from typing import Any, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..common import (BUILTIN, bundle_path, load_image_set, prepare_output_dir, resolve_device, unique_stems,
-                      versions)
+from ..common import (BUILTIN, bundle_path, device_name, load_image_set, prepare_output_dir, resolve_device,
+                      unique_stems, versions)
 from ..config import check_finite, check_int
 from ..schemas import CompareConfig, merged, plain
 from ..images import save_npy
@@ -280,10 +280,10 @@ def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list
             else "as they are")
     source = ("the built-in test photos (preimage.photos.TEST_PHOTOS, never used in training)"
               if c["images"] in (BUILTIN, f"{BUILTIN}:test") else f"{c['images']}")
-    device_name = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    name = device_name(device)
     title = [f"{n} images: {source}; {'grey' if c['grey'] else 'RGB'}, {size}.",
              f"Representations: {', '.join(c['representations'])}. Methods: {', '.join(c['methods'])}. "
-             f"Device: {device_name} × {world_size} process(es); {total_seconds:.1f} s in all."]
+             f"Device: {name} × {world_size} process(es); {total_seconds:.1f} s in all."]
     if command:
         title.append(f"Command: `{command}`")
     rpt.write_markdown(run_dir / "report.md", title, table, rpt.hybrid_targets(rows), notes,
@@ -298,7 +298,7 @@ def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list
         "units": {"feature_error": "% (M&V Table 1, normalized over this image set)", "normalized_loss": "fraction",
                   "image_error": "fraction", "psnr": "dB", "ssim": "1", "seconds": "s per image",
                   "images_per_second": "1 / s"},
-        "config": c, "methods": settings, "command": command, "device": device_name, "world_size": world_size,
+        "config": c, "methods": settings, "command": command, "device": name, "world_size": world_size,
         "total_seconds": total_seconds, "versions": versions(), "notes": notes, "paper": rpt.PAPER,
     }
     rpt.write_json(run_dir / "results.json", result)

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..common import prepare_output_dir, resolve_device, resolve_image_path, unique_stems, versions
+from ..common import device_name, prepare_output_dir, resolve_device, resolve_image_path, unique_stems, versions
 from ..config import check_finite
 from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_image, save_npy, save_png, side_by_side, to_grey
@@ -178,7 +178,7 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
         "config": container,
         method: inv.settings,
         "representation": {"spec": representation.spec, "params": representation.params},
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "device": device_name(device),
         "total_seconds": inv.total_seconds,
         "versions": versions(),
         "notes": notes,
