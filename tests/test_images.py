@@ -1,6 +1,8 @@
 """Tests for preimage.images: real files on disk for every conversion and every error case."""
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +201,38 @@ def test_corrupt_png_data(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="truncated or corrupt") as err:
         load_image(bad)
     _assert_one_line(err, bad)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares ``width`` × ``height`` but holds almost no pixel data (an image bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(100)))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_image_bomb_refused_from_its_header(tmp_path: Path, recwarn) -> None:
+    bomb = _png_header_only(tmp_path / "bomb.png", 10000, 10000)
+    assert bomb.stat().st_size < 300
+    with pytest.raises(ImageError, match="10000x10000 pixels is over the budget of 40000000 pixels") as err:
+        load_image(bomb)
+    _assert_one_line(err, bomb)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif", ".tiff", ".jpg", ".webp", ".bmp"])
+def test_pixel_budget_applies_to_every_format(tmp_path: Path, monkeypatch, suffix: str) -> None:
+    path = tmp_path / f"x{suffix}"
+    Image.fromarray(_rgb_array(30, 40)).save(path)
+    assert load_image(path).shape == (3, 30, 40)
+    monkeypatch.setenv("PREIMAGE_MAX_PIXELS", str(30 * 40 - 1))
+    with pytest.raises(ImageError, match="30 pixels is over the budget of 1199"):
+        load_image(path)
+    monkeypatch.setenv("PREIMAGE_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="PREIMAGE_MAX_PIXELS must be a positive integer"):
+        load_image(path)
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -20,8 +21,13 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
-    "ImageError", "load_image", "to_grey", "save_png", "save_npy", "load_npy", "side_by_side", "grid", "label_font",
+    "MAX_PIXELS", "ImageError", "load_image", "max_pixels", "to_grey", "save_png", "save_npy", "load_npy", "side_by_side", "grid", "label_font",
 ]
+
+#: The largest image (width × height) :func:`load_image` decodes: 40 megapixels, e.g. 8000 × 5000 (its float32 RGB
+#: tensor takes 480 MB). Larger images are refused from their header, before any pixel is decoded, whatever
+#: the file's size (a 235-byte PNG may declare 10000²). Set ``$PREIMAGE_MAX_PIXELS`` to change it.
+MAX_PIXELS = 40_000_000
 
 #: ITU-R BT.601 luma weights, as MATLAB's ``rgb2gray`` (DSIFT's grey image, as VLFeat's MATLAB examples make it).
 GREY_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
@@ -56,6 +62,16 @@ def _decode(im: Image.Image) -> np.ndarray:
     return arr
 
 
+def max_pixels() -> int:
+    """The pixel budget: ``$PREIMAGE_MAX_PIXELS`` if set (a positive integer), else :data:`MAX_PIXELS`."""
+    value = os.environ.get("PREIMAGE_MAX_PIXELS")
+    if value is None:
+        return MAX_PIXELS
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"PREIMAGE_MAX_PIXELS must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def load_image(path: PathLike, grey: bool = False) -> torch.Tensor:
     """Read an image file as float32 ``(C, H, W)`` in ``[0, 1]``.
 
@@ -67,7 +83,8 @@ def load_image(path: PathLike, grey: bool = False) -> torch.Tensor:
         ``(3, H, W)`` for colour images, ``(1, H, W)`` for grey ones (or always with ``grey=True``).
 
     Raises:
-        ImageError: missing, a directory, unreadable, not an image, truncated or corrupt, empty, 0 pixels.
+        ImageError: missing, a directory, unreadable, not an image, truncated or corrupt, empty, 0 pixels, or
+            more pixels than the budget (:func:`max_pixels`, checked from the header before decoding).
 
     Convention:
         Modes: ``1``/``L`` → grey; ``I;16``/``I`` (16-bit) → grey ÷ 65535; ``F`` → grey, clipped to [0, 1];
@@ -77,6 +94,7 @@ def load_image(path: PathLike, grey: bool = False) -> torch.Tensor:
         the check, so truncated files are errors (``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False).
     """
     p = Path(path)
+    budget = max_pixels()
     if p.is_dir():
         raise ImageError(f"{p}: is a directory, not an image file")
     if not p.exists():
@@ -84,7 +102,13 @@ def load_image(path: PathLike, grey: bool = False) -> torch.Tensor:
     try:
         if p.stat().st_size == 0:
             raise ImageError(f"{p}: empty file (0 bytes)")
-        with Image.open(p) as im:
+        with warnings.catch_warnings():  # Pillow warns of large images: the budget decides instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            if im.width * im.height > budget:  # from the header: nothing is decoded yet
+                raise ImageError(f"{p}: image of {im.width}x{im.height} pixels is over the budget of {budget} "
+                                 "pixels (set PREIMAGE_MAX_PIXELS to raise it)")
             im.load()  # force the lazy decoder so that truncation and corruption surface here
             im = ImageOps.exif_transpose(im)
     except ImageError:
