@@ -135,3 +135,35 @@ def test_analyze_is_wired(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["analyze", "--help"])
     assert exit_.value.code == 0 and "caricature" in capsys.readouterr().out
+
+
+def test_every_input_gets_its_own_output(tmp_path: Path) -> None:
+    """a/x.png, b/x.png and x_2.png give three outputs; an input named overview.png does not lose its own."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inputs = [write_photo(tmp_path / "a" / "x.png", "camera"), write_photo(tmp_path / "b" / "x.png", "coins"),
+              write_photo(tmp_path / "x_2.png", "astronaut"), write_photo(tmp_path / "overview.png", "chelsea")]
+    out = tmp_path / "out"
+    assert main(["invert", "-r", "hog", *map(str, inputs), "--out", str(out), *FAST]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    outputs = [r["output"] for r in report["images"]]
+    assert outputs == ["x.png", "x_3.png", "x_2.png", "overview_2.png"] and len(set(outputs)) == 4
+    for record in report["images"]:
+        assert (out / record["output"]).is_file() and (out / record["output"].replace(".png", ".npy")).is_file()
+    assert Image.open(out / "overview.png").size != Image.open(out / "overview_2.png").size  # the montage is its own
+
+
+def test_what_can_be_checked_before_the_work_is(tmp_path: Path, capsys) -> None:
+    """Two identical images, or one whose features are all zero, fail at once in one line naming the problem."""
+    a = write_photo(tmp_path / "a.png", "camera")
+    twin = tmp_path / "twin.png"
+    twin.write_bytes(a.read_bytes())
+    flat = tmp_path / "flat.png"
+    Image.fromarray(np.full((40, 48), 128, np.uint8)).save(flat)  # HOG of a flat image is all zero
+    for images, expected in [([a, twin], "the 2 images have the same hog features"),
+                             ([a, flat], f"{flat}: the hog features of this image are all zero")]:
+        out = tmp_path / f"out_{len(expected)}"
+        assert main(["invert", "-r", "hog", *map(str, images), "--out", str(out), *FAST]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], lines
+        assert not list(out.glob("*.png"))  # nothing was written

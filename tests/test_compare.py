@@ -281,3 +281,17 @@ def test_report_helpers() -> None:
 def test_results_json_is_strict_json(tmp_path: Path) -> None:
     write_json(tmp_path / "r.json", {"a": [math.nan, 1.0, math.inf], "b": {"c": -math.inf}})
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": [None, 1.0, None], "b": {"c": None}}
+
+
+def test_a_named_bundle_that_cannot_be_used_is_an_error(tmp_path: Path, capsys) -> None:
+    """The default bundles' absence is a note; a bundle the user names that is refused stops the run (exit 2)."""
+    hog_bundle = Path(__file__).resolve().parents[1] / "checkpoints" / "hog.pt"
+    not_a_bundle = tmp_path / "evil.pt"
+    not_a_bundle.write_bytes(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.")  # a code-running pickle
+    for value, expected in [(hog_bundle, "bundles.dsift: "), (not_a_bundle, "bundles.dsift: "),
+                            (tmp_path / "missing.pt", "bundles.dsift: no bundle at")]:
+        assert main(["compare", f"run_dir={tmp_path / 'run'}", *TINY, "representations=[dsift]",
+                     "methods=[learned]", f"bundles.dsift={value}"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import platform
-from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -109,13 +108,19 @@ def prepare_output_dir(out: str | Path) -> Path:
     return out
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique with a numeric suffix where two images share one."""
-    seen: dict[str, int] = defaultdict(int)
+def unique_stems(paths: Sequence[Path], reserved: Sequence[str] = ()) -> list[str]:
+    """File stems, each different from the others and from ``reserved`` (the names of the job's own files):
+    a stem already taken gets the first free ``_2``, ``_3``, ... suffix (so ``a/x``, ``b/x``, ``x_2`` give
+    ``x``, ``x_3``, ``x_2``: the literal name keeps its stem wherever it comes)."""
+    literal = {p.stem for p in paths}
+    taken = set(reserved)
     stems = []
     for p in paths:
-        seen[p.stem] += 1
-        stems.append(p.stem if seen[p.stem] == 1 else f"{p.stem}_{seen[p.stem]}")
+        stem, k = p.stem, 2
+        while stem in taken or (stem != p.stem and stem in literal):
+            stem, k = f"{p.stem}_{k}", k + 1
+        taken.add(stem)
+        stems.append(stem)
     return stems
 
 

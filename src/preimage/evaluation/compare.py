@@ -48,6 +48,8 @@ from .methods import GDMethod, HybridMethod, LearnedMethod, Method
 from .metrics import score, scoring_features
 
 METHODS = ("gd", "learned", "hybrid")
+#: the shipped bundles the default config names: a missing or unusable one is a note, any other an error
+DEFAULT_BUNDLES: dict[str, str] = CompareConfig().bundles
 SSIM_MIN_SIZE = 11  # torchmetrics' 11×11 Gaussian window
 
 # -------------------------------------------------------------------------------------------- config
@@ -128,6 +130,8 @@ def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, dict[str, Any]
                 why = (f"bundle {path} reconstructs {inverter.decoder.config.out_channels}-channel images but the "
                        f"images are compared with {channels} (grey={c['grey']})")
                 inverter = None
+            if inverter is None and path is not None and str(c["bundles"].get(spec)) != DEFAULT_BUNDLES.get(spec):
+                raise ValueError(f"bundles.{spec}: {why}")  # named by the user: an error, not a note
             if inverter is None:
                 notes.append(f"{spec}: {' and '.join(wanted)} skipped: {why}")
             else:

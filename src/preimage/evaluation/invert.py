@@ -18,8 +18,12 @@ from ..inversion.learned import LearnedInverter
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
 from .methods import GDMethod, LearnedMethod, Method, reconstruct
-from .metrics import score, scoring_features
+from .metrics import mean_pairwise_sq_dist, score, scoring_features
 from .report import write_json
+
+#: the stems of invert's own outputs, which no input may take (overview.png, metrics.json, tensorboard/)
+OWN_FILES = ("overview", "metrics", "tensorboard")
+
 
 @dataclass
 class Inversion:
@@ -51,6 +55,20 @@ def _checked(representation: Representation, paths: Sequence[Path], originals: l
             representation.check_input(x[None])
         except ValueError as err:
             raise ValueError(f"{p}: {err}") from None
+
+
+def _checked_features(representation: Representation, paths: Sequence[Path], originals: list[torch.Tensor],
+                      device: torch.device) -> list[torch.Tensor]:
+    """The originals' scored features, checked before any work: ``ValueError`` naming the file of an image whose
+    features are all zero (nothing to invert), or saying that the images are alike (no normalizer)."""
+    reference = scoring_features(representation, originals, device)
+    for path, features in zip(paths, reference):
+        if not bool(features.any()):
+            raise ValueError(f"{path}: the {representation.spec} features of this image are all zero: nothing to invert")
+    if len(paths) >= 2 and float(mean_pairwise_sq_dist([f.flatten().double() for f in reference])) == 0:
+        raise ValueError(f"the {len(paths)} images have the same {representation.spec} features, so feature_error "
+                         "has no normalizer: give different images (or one)")
+    return reference
 
 
 def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[GDMethod, list[torch.Tensor], dict[str, Any]]:
@@ -127,6 +145,7 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
     device = resolve_device(cfg.device)
     method, originals, settings = METHODS[cfg.method](cfg, paths, out)
     _checked(method.representation, paths, originals)
+    reference = _checked_features(method.representation, paths, originals, device)
     start = time.perf_counter()
     results = reconstruct(method, originals, device, int(cfg.batch_size))
     total_seconds = time.perf_counter() - start
@@ -139,17 +158,16 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
                 for r in range(restarts)],
         settings=settings, total_seconds=total_seconds)
     return _write_outputs(inversion, paths, out, device, {**container, "representation": method.representation.spec},
-                          cfg.method)
+                          cfg.method, reference)
 
 
 def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: torch.device, container: dict[str, Any],
-                   method: str) -> dict[str, Any]:
+                   method: str, reference: list[torch.Tensor]) -> dict[str, Any]:
     """Score ``inv`` and write the reconstructions (PNG, NPY), overview.png and metrics.json; returns the report."""
     representation, originals = inv.representation, inv.originals
-    stems = unique_stems(paths)
+    stems = unique_stems(paths, reserved=OWN_FILES)
     restarts = len(inv.reconstructions)
     records = []
-    reference = scoring_features(representation, originals, device)
     for r, recon in enumerate(inv.reconstructions):
         metrics = score(representation, originals, recon, device, reference)
         for i, stem in enumerate(stems):
