@@ -167,3 +167,14 @@ def test_what_can_be_checked_before_the_work_is(tmp_path: Path, capsys) -> None:
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], lines
         assert not list(out.glob("*.png"))  # nothing was written
+
+
+def test_a_diverging_descent_stops_at_once_naming_the_image(tmp_path: Path, capsys) -> None:
+    a, b = write_photo(tmp_path / "a.png", "camera"), write_photo(tmp_path / "b.png", "coins")
+    out = tmp_path / "out"
+    assert main(["invert", "-r", "hog", str(a), str(b), "--out", str(out), "gd.schedule=[[100,20]]",
+                 "progress=false", "device=cpu", "tensorboard=true", "snapshot_every=1000"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "a.png: the descent diverged at iteration" in lines[0], lines
+    assert int(lines[0].split("iteration ")[1].split()[0]) < 20  # stopped at once, not after all 20 steps
+    assert not list(out.glob("*.png")) and not (out / "metrics.json").exists()

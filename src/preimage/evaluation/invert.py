@@ -13,7 +13,7 @@ from ..common import device_name, prepare_output_dir, resolve_device, resolve_im
 from ..config import check_finite
 from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_image, save_npy, save_png, side_by_side, to_grey
-from ..inversion.gd import config_from_dict
+from ..inversion.gd import DivergedError, config_from_dict
 from ..inversion.learned import LearnedInverter
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
@@ -83,7 +83,8 @@ def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[GDMethod, li
         writer = _tensorboard_writer(out)
         callback_for = lambda indices: _tensorboard_callback(  # noqa: E731
             writer, [paths[i].stem for i in indices], config.restarts, int(cfg.snapshot_every))
-    method = GDMethod(representation, config, mask=cfg.mask, progress=bool(cfg.progress), callback_for=callback_for)
+    method = GDMethod(representation, config, mask=cfg.mask, progress=bool(cfg.progress), callback_for=callback_for,
+                      stop_on_divergence=True)
     return method, originals, {**vars(config), "schedule": [list(s) for s in config.schedule],
                                "iterations": config.iterations}
 
@@ -147,7 +148,10 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
     _checked(method.representation, paths, originals)
     reference = _checked_features(method.representation, paths, originals, device)
     start = time.perf_counter()
-    results = reconstruct(method, originals, device, int(cfg.batch_size))
+    try:
+        results = reconstruct(method, originals, device, int(cfg.batch_size))
+    except DivergedError as err:  # stopped at once, before anything is written
+        raise ValueError(f"{paths[err.problem]}: {err}") from None
     total_seconds = time.perf_counter() - start
     restarts = results[0][0].shape[0]
     inversion = Inversion(

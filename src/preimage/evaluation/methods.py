@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from ..common import synchronize
-from ..inversion.gd import GDConfig, invert_gd
+from ..inversion.gd import DivergedError, GDConfig, invert_gd
 from ..inversion.learned import LearnedInverter
 from ..inversion.masks import build_mask
 from ..representations import Representation
@@ -58,22 +58,30 @@ class Method(Protocol):
 
 
 class GDMethod:
-    """M&V's gradient descent with ``config`` (``mask``: a mask config, built per image size)."""
+    """M&V's gradient descent with ``config`` (``mask``: a mask config, built per image size;
+    ``stop_on_divergence``: raise :class:`~preimage.inversion.gd.DivergedError` naming the image, else the
+    diverged reconstructions come back as NaN for the caller to note)."""
 
     name = "gd"
 
     def __init__(self, representation: Representation, config: GDConfig, *, mask: Any = None,
-                 progress: bool = False, callback_for: CallbackFactory | None = None) -> None:
+                 progress: bool = False, callback_for: CallbackFactory | None = None,
+                 stop_on_divergence: bool = False) -> None:
         self.representation, self.config, self.mask = representation, config, mask
-        self.progress, self.callback_for = progress, callback_for
+        self.progress, self.callback_for, self.stop_on_divergence = progress, callback_for, stop_on_divergence
 
     def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = (),
                  init: torch.Tensor | None = None) -> Reconstructions:
         mask = build_mask(self.mask, self.representation, *images.shape[-2:]) if self.mask is not None else None
         callback = self.callback_for(indices) if self.callback_for is not None else None
         with torch.enable_grad():  # Lightning's predict loop runs under no_grad
-            res = invert_gd(self.representation, images, self.config, mask=mask, device=device,
-                            progress=self.progress, callback=callback, init=init)
+            try:
+                res = invert_gd(self.representation, images, self.config, mask=mask, device=device,
+                                progress=self.progress, callback=callback, init=init,
+                                stop_on_divergence=self.stop_on_divergence)
+            except DivergedError as err:
+                err.problem = indices[err.problem] if indices else err.problem  # the image's index in its set
+                raise
         n = len(images)
         return Reconstructions(res.images, [res.seconds / n] * n, res.data_loss[-1])
 

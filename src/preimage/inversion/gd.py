@@ -117,11 +117,25 @@ class GDResult:
     device: str
 
 
+class DivergedError(ValueError):
+    """The energy of a row became NaN or infinite (the step is too large for it).
+
+    Attributes:
+        row: the first row (``i·R + r``) whose energy is not finite; ``problem``: its problem ``i``.
+        iteration: the 0-based iteration where it happened.
+    """
+
+    def __init__(self, row: int, iteration: int, value: float) -> None:
+        super().__init__(f"the descent diverged at iteration {iteration + 1} (energy {value}): lower the learning "
+                         "rate (gd.schedule) or use another preset")
+        self.row, self.iteration, self.problem = row, iteration, row
+
+
 def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
             schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
             bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
             callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-            progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            progress: bool = True, stop_on_divergence: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Momentum gradient descent with a piecewise-constant learning rate and momentum resets.
 
     Args:
@@ -133,6 +147,8 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
         bounds: optional ``(low, high)`` broadcastable to x: the pixels are clamped after each step.
         callback: called as ``callback(t, x, total)`` after each step (for logging).
         progress: show a progress bar over iterations.
+        stop_on_divergence: raise :class:`DivergedError` at the first step whose energy is not finite (one
+            device synchronisation per step); otherwise the non-finite rows run on (the caller notes them).
 
     Returns:
         ``(x, totals (T, N), data terms (T, N))``.
@@ -149,6 +165,9 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
             for _ in range(steps):
                 x.requires_grad_(True)
                 total, data_term = energy(x)
+                if stop_on_divergence and not bool(torch.isfinite(total).all()):
+                    row = int((~torch.isfinite(total)).nonzero()[0, 0])
+                    raise DivergedError(row, t, float(total[row].detach()))
                 (grad,) = torch.autograd.grad(total.sum(), x)
                 with torch.no_grad():
                     velocity.mul_(momentum).add_(grad, alpha=-lr * step_scale)
@@ -214,7 +233,8 @@ def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width:
 
 def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *, init: torch.Tensor | None = None,
                 random_starts: bool | None = None, device: str | torch.device | None = None, progress: bool = True,
-                callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None) -> GDResult:
+                callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+                stop_on_divergence: bool = False) -> GDResult:
     """Minimize ``objective + prior`` for ``N`` independent problems × ``config.restarts`` by gradient descent.
 
         E(x) = objective(image(x)) + (λα/2 Σ|x|^α + λTV/2 TV^β(x)) / σ0²
@@ -236,6 +256,7 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
         progress: show a progress bar.
         callback: ``callback(t, pixels (N·R, C, H, W), energy (N·R,))`` after each step.
+        stop_on_divergence: raise :class:`DivergedError` (``problem`` set) at the first non-finite energy.
 
     Returns:
         :class:`GDResult` with ``images`` ``(N, R, C, H, W)`` in ``[0, 1]``.
@@ -272,8 +293,13 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
     bounds = setup.pixels.bounds(x0) if config.clamp else None
     synchronize(dev)
     tic = time.perf_counter()
-    x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum, step_scale=setup.sigma0**2,
-                              bounds=bounds, callback=callback, progress=progress)
+    try:
+        x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum, step_scale=setup.sigma0**2,
+                                  bounds=bounds, callback=callback, progress=progress,
+                                  stop_on_divergence=stop_on_divergence)
+    except DivergedError as err:
+        err.problem = err.row // r
+        raise
     images = setup.pixels.to_image(x).clamp(0, 1)
     synchronize(dev)
     seconds = time.perf_counter() - tic
@@ -285,7 +311,7 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
 def invert_gd(representation: Representation, images: torch.Tensor, config: GDConfig, *,
               mask: torch.Tensor | None = None, device: str | torch.device | None = None,
               progress: bool = True, callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-              init: torch.Tensor | None = None) -> GDResult:
+              init: torch.Tensor | None = None, stop_on_divergence: bool = False) -> GDResult:
     """Reconstruct each image of a batch from its representation by gradient descent.
 
     Args:
@@ -321,7 +347,7 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
         if mask.dim() == target.dim() and mask.shape[0] != target.shape[0]:
             mask = mask[0]  # one (1, ...) mask for every image
     return optimize_gd(FeatureReconstruction(representation, target, mask), originals.shape, config, init=init,
-                       device=dev, progress=progress, callback=callback)
+                       device=dev, progress=progress, callback=callback, stop_on_divergence=stop_on_divergence)
 
 
 def config_from_dict(values: dict[str, Any]) -> GDConfig:
