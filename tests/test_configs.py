@@ -60,13 +60,20 @@ def test_defaults_come_from_the_schema_and_files_merge_over_them(tmp_path: Path)
     (["invert", "-r", "hog", "builtin:camera", "--out", "OUT", "foo=1"], "Key 'foo' not in 'InvertConfig'"),
     (["invert", "-r", "hog", "builtin:camera", "--out", "OUT", "batch_size=1.5"], "batch_size: Value '1.5'"),
     (["invert", "-r", "hog", "builtin:camera", "--out", "OUT", "progress=maybe"], "progress: Value 'maybe'"),
-    (["invert", "-r", "hog", "builtin:camera", "--out", "OUT", "batch_size=0"], "batch_size must be >= 1"),
+    (["invert", "-r", "hog", "builtin:camera", "--out", "OUT", "batch_size=0"], "batch_size must be an integer >= 1"),
     (["invert", "--method", "learned", "builtin:camera", "--out", "OUT", "gd.restarts=abc"], "gd.restarts: Value 'abc'"),
     (["train", "-c", "tiny", "grey=abc"], "grey: Value 'abc' is not a valid bool"),
     (["train", "-c", "tiny", "data.foo=1"], "data: got an unexpected keyword argument 'foo'"),
     (["analyze", "window", "nope=1"], "Key 'nope' not in 'AnalyzeWindowConfig'"),
     (["config", "analyze:window", "window=abc"], "window: Value 'abc'"),
     (["config", "nope"], "unknown job"),
+    (["invert", "-r", "hog", "builtin:camera", "--out", "OUT", "device=tpu"], "device=tpu is not a device"),
+    (["invert", "-r", "hog", "builtin:camera", "--out", "OUT", "device=meta"], "device=meta is not a device"),
+    (["compare", "run_dir=OUT", "device=meta"], "device=meta is not a device"),
+    (["analyze", "window", "layers=[hog]", "device=tpu", "--out", "OUT"], "device=tpu is not a device"),
+    (["invert", "-r", "hog", "builtin:camera", "--out", "OUT", "batch_size=-1"], "batch_size must be an integer >= 1"),
+    (["train", "-c", "tiny", "run_dir=OUT", "trainer.devices=0"], "trainer: `Trainer(devices=0)`"),
+    (["train", "-c", "tiny", "run_dir=OUT", "trainer.accelerator=tpu"], "trainer: "),
 ])
 def test_bad_keys_and_values_are_one_line(argv: list[str], expected: str, tmp_path: Path, capsys) -> None:
     argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]

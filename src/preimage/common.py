@@ -153,13 +153,26 @@ def bundle_path(value: str | os.PathLike | None) -> Path | None:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    """``None``/``"auto"`` → CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` (or ``mps``) as given.
+
+    Raises:
+        ValueError: any other device, or one this machine does not have (one line).
+    """
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda was asked for but CUDA is not available here")
-    return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device} is not a device preimage runs on: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device} was asked for but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device} was asked for but MPS is not available here")
+    return dev
 
 
 def device_name(device: torch.device) -> str:

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..common import device_name, prepare_output_dir, resolve_device, resolve_image_path, unique_stems, versions
-from ..config import check_finite
+from ..config import check_finite, check_int
 from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_image, save_npy, save_png, side_by_side, to_grey
 from ..inversion.gd import DivergedError, config_from_dict
@@ -133,8 +133,7 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
     container = plain(cfg)
     check_finite(container)
     for key in ("batch_size", "snapshot_every"):
-        if container[key] < 1:
-            raise ValueError(f"invert: {key} must be >= 1, got {container[key]}")
+        check_int(key, container[key])
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
     if cfg.method != "learned" and cfg.checkpoint:

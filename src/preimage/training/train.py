@@ -151,6 +151,9 @@ def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float]
                              default_root_dir=str(run_dir), enable_progress_bar=bool(c["progress"]))
     except TypeError as err:  # an argument pl.Trainer does not take
         raise ValueError(f"trainer: {err}") from None
+    except Exception as err:  # Lightning's MisconfigurationException (no ValueError), a missing accelerator package
+        message = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"trainer: {message}") from None
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
