@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -29,6 +30,24 @@ from preimage.photos import TEST_PHOTOS, load_photo
 
 #: what M&V (CVPR 2015, Table 3 and §4.2) report for CaffeNet, quoted as a summary (not per layer)
 PAPER = "CaffeNet (M&V Table 3): rarely above 20 %; fc8 8.5 %"
+
+
+def _cell(row: dict) -> str:
+    """``mean ± std`` over the photos whose descent stayed finite, and how many diverged (NaN energy)."""
+    if row["diverged"] == len(row["per_image"]):
+        return "diverged"
+    text = f"{row['normalized_error_mean']:.1f} ± {row['normalized_error_std']:.1f}"
+    return text + (f" ({row['diverged']} diverged)" if row["diverged"] else "")
+
+
+def format_table(rows: list[dict], presets: list[str], layers: list[str], wall: float) -> str:
+    """The markdown table: a row per preset, a column per layer."""
+    lines = [f"| preset | {' | '.join(layers)} |", f"|---|{'---|' * len(layers)}"]
+    for preset in presets:
+        lines.append(f"| {preset} | {' | '.join(_cell(r) for r in rows if r['preset'] == preset)} |")
+    lines.append(f"\nnormalized error % (mean ± std over those of the {len(rows[0]['per_image'])} photos whose descent "
+                 f"stayed finite); paper: {PAPER}. Wall time {wall:.0f} s on {rows[0]['device']}.")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -62,25 +81,21 @@ def main() -> None:
             with torch.no_grad():
                 f0, f1 = rep(images.to(res.device)).cpu(), rep(recon.to(res.device)).cpu()
             errors = normalized_loss(f1, f0) * 100
-            mean, std = mean_std(errors)
+            finite = errors[torch.isfinite(errors)]
+            mean, std = mean_std(finite) if len(finite) else (math.nan, math.nan)
             rows.append({"preset": preset, "layer": layer, "spec": spec, "normalized_error_mean": mean,
-                         "normalized_error_std": std, "per_image": dict(zip(TEST_PHOTOS, errors.tolist())),
+                         "normalized_error_std": std, "diverged": len(errors) - len(finite),
+                         "per_image": dict(zip(TEST_PHOTOS, errors.tolist())),
                          "lambda_tv": cfg.lambda_tv, "iterations": cfg.iterations,
                          "seconds_per_image": res.seconds / len(TEST_PHOTOS), "device": res.device})
             columns.append(list(recon))
-            print(f"{preset:>8} {spec:>26}: {mean:6.2f} ± {std:5.2f} %  λTV {cfg.lambda_tv:g}  {cfg.iterations} it  "
+            print(f"{preset:>8} {spec:>26}: {_cell(rows[-1])} %  λTV {cfg.lambda_tv:g}  {cfg.iterations} it  "
                   f"{res.seconds / len(TEST_PHOTOS):.2f} s/image on {res.device}", flush=True)
         figure = grid([[col[i] for col in columns] for i in range(len(TEST_PHOTOS))],
                       col_labels=["original", *layers], row_labels=list(TEST_PHOTOS))
         save_png(figure, out / f"fig6_{preset}.png")
     wall = time.perf_counter() - tic
-    lines = [f"| preset | {' | '.join(layers)} |", f"|---|{'---|' * len(layers)}"]
-    for preset in args.presets:
-        cells = [f"{r['normalized_error_mean']:.1f} ± {r['normalized_error_std']:.1f}" for r in rows if r["preset"] == preset]
-        lines.append(f"| {preset} | {' | '.join(cells)} |")
-    lines.append(f"\nnormalized error % (mean ± std over {len(TEST_PHOTOS)} photos); paper: {PAPER}. "
-                 f"Wall time {wall:.0f} s on {rows[0]['device']}.")
-    table = "\n".join(lines)
+    table = format_table(rows, args.presets, layers, wall)
     print("\n" + table)
     (out / "table3.md").write_text(table + "\n")
     (out / "table3.json").write_text(json.dumps({"rows": rows, "wall_seconds": wall, "paper": PAPER}, indent=2))

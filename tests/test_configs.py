@@ -88,3 +88,16 @@ def test_config_command_prints_the_merged_config(capsys) -> None:
     assert printed.representations == ["hog"] and printed.hybrid.iterations == 5 and printed.image_size == 192
     assert main(["config", "analyze:maximize"]) == 0
     assert "normalizer_images" in capsys.readouterr().out
+
+
+def test_invert_config_file_merges_over_the_defaults(tmp_path: Path, capsys) -> None:
+    """A partial --config file keeps every other default; an unknown key in it is refused, naming the file."""
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("representation: hog\ngd: {schedule: [[0.004, 3]]}\nprogress: false\n")
+    out = tmp_path / "out"
+    assert main(["invert", "--config", str(partial), "builtin:camera", "builtin:coins", "--out", str(out)]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("representation: hog\nfoo: 1\n")
+    assert main(["invert", "--config", str(bad), "builtin:camera", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"invert ({bad})" in err[0] and "Key 'foo' not in 'InvertConfig'" in err[0], err
