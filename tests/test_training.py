@@ -215,3 +215,13 @@ def test_invert_learned_bad_checkpoint_is_one_line(fitted: tuple[dict, dict], tm
     expected = {"lightning_ckpt": "Lightning training checkpoint", "other_representation": "not the 'dsift'",
                 "truncated": "truncated or corrupt", "no_checkpoint": "--checkpoint PATH"}[case]
     assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_a_rejected_resume_touches_nothing(fitted: tuple[dict, dict], capsys) -> None:
+    """Bad settings on resume are refused before the run directory changes: same config.yaml, same files."""
+    run_dir = fitted[1]["run_dir"]
+    before = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    assert main(["train", "-c", "tiny", f"run_dir={run_dir}", "resume=true", "data.batch_size=0"]) == 2
+    assert "data.batch_size must be an integer >= 1" in capsys.readouterr().err
+    after = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    assert after == before

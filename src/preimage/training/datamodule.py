@@ -19,6 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Sampler
 
+from ..config import check_int
 from .augment import IntensityJitter, check_jitter
 from .sources import BuiltinPhotos, DeadLeaves, ImageFolder, ImageSource, Mixture
 
@@ -121,6 +122,10 @@ class ImageDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
+        for name, value, minimum in (("crop", crop, 1), ("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                     ("train_length", train_length, 1), ("val_size", val_size, 1),
+                                     ("test_size", test_size, 1), ("seed", seed, None), ("eval_seed", eval_seed, None)):
+            check_int(f"data.{name}", value, minimum=minimum)  # before anything is built or written
         self.source_configs = _check_sources(DEFAULT_SOURCES if sources is None else sources)
         self.jitter = check_jitter(contrast, brightness)
         self.data_train: ImageSource | IntensityJitter | None = None
