@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +227,22 @@ def test_a_rejected_resume_touches_nothing(fitted: tuple[dict, dict], capsys) ->
     assert "data.batch_size must be an integer >= 1" in capsys.readouterr().err
     after = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
     assert after == before
+
+
+def test_one_run_per_run_directory(tmp_path: Path, capsys) -> None:
+    """A run directory whose lock is held by a live process is refused at once, writing nothing; a lock left by a
+    killed process is stale and taken over; the lock is gone after the run."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / ".lock").write_text(str(holder.pid))
+        assert main(["train", "-c", "tiny", f"run_dir={run_dir}"]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another preimage process (pid {holder.pid})" in err
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["train", "-c", "tiny", f"run_dir={run_dir}"]) == 0  # the killed holder's lock is stale
+    assert not (run_dir / ".lock").exists() and (run_dir / "bundle.pt").is_file()

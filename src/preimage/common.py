@@ -5,10 +5,11 @@ imports nothing of theirs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,8 @@ from .config import package_root
 from .images import load_image, to_grey
 from .photos import TEST_PHOTOS, load_photo, photo_path
 
-__all__ = ["BUILTIN", "IMAGE_SUFFIXES", "bundle_path", "device_name", "grey_square", "list_images", "load_image_set",
+__all__ = ["BUILTIN", "IMAGE_SUFFIXES", "bundle_path", "device_name", "grey_square", "launching_process",
+           "run_dir_lock", "list_images", "load_image_set",
            "prepare_image", "prepare_output_dir", "resolve_device", "resolve_image_path", "square", "synchronize",
            "unique_stems", "versions"]
 
@@ -147,6 +149,49 @@ def bundle_path(value: str | os.PathLike | None) -> Path | None:
     if not path.is_absolute() and not path.exists() and (package_root() / path).exists():
         return package_root() / path
     return path
+
+
+def launching_process() -> bool:
+    """Whether this is the process that starts a run (global rank 0 before Lightning sets ranks up)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, someone else's
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Own ``run_dir`` for the duration: ``run_dir/.lock`` holds this process's id, created atomically before the
+    job writes anything, removed on exit. A lock whose process is gone (killed) is stale and taken over; one
+    whose process runs is a ``ValueError`` (one line): two jobs never mix their files in one folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            text = lock.read_text().strip() if lock.exists() else ""
+            if text.isdigit() and _alive(int(text)) and int(text) != os.getpid():
+                raise ValueError(f"{run_dir} is in use by another preimage process (pid {text}): wait for it to "
+                                 "finish, or set another run_dir") from None
+            lock.unlink(missing_ok=True)  # stale: its process was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    else:
+        raise ValueError(f"{run_dir}: could not take the lock {lock}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------------ devices

@@ -24,8 +24,8 @@ untrained or poor decoder) from blowing up (seen on DSIFT with a stand-in start)
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import shlex
 import time
 from pathlib import Path
@@ -34,8 +34,8 @@ from typing import Any, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..common import (BUILTIN, bundle_path, device_name, load_image_set, prepare_output_dir, resolve_device,
-                      unique_stems, versions)
+from ..common import (BUILTIN, bundle_path, device_name, launching_process, load_image_set, prepare_output_dir,
+                      resolve_device, run_dir_lock, unique_stems, versions)
 from ..config import check_finite, check_int
 from ..schemas import CompareConfig, merged, plain
 from ..images import save_npy
@@ -181,11 +181,6 @@ def _trainer(c: dict[str, Any]):
                          f"{err}") from None
 
 
-def _launching_process() -> bool:
-    """Whether this is the process that starts the run (global rank 0 before Lightning sets ranks up)."""
-    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
-
-
 # ----------------------------------------------------------------------------------------------- run
 
 
@@ -215,21 +210,23 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
             except ValueError as err:
                 raise ValueError(f"{name}: {err}") from None
     run_dir = Path(c["run_dir"])
-    if _launching_process():
-        prepare_output_dir(run_dir)
     trainer = _trainer(c)
-    module = CompareModule(methods)
-    loader = DataLoader(ImageSetDataset(images), batch_size=c["batch_size"], shuffle=False, num_workers=0,
-                        collate_fn=collate_items)
-    start = time.perf_counter()
-    local = [r for batch in trainer.predict(module, dataloaders=loader) for r in batch]
-    records = gather_records(local)
-    if records is None:  # not global rank 0
-        return None
-    total_seconds = time.perf_counter() - start
-    device = trainer.strategy.root_device
-    return _write(c, command, names, paths, images, representations, records, settings, notes, device,
-                  trainer.world_size, total_seconds, run_dir)
+    launching = launching_process()
+    with run_dir_lock(run_dir) if launching else contextlib.nullcontext():
+        if launching:
+            prepare_output_dir(run_dir)
+        module = CompareModule(methods)
+        loader = DataLoader(ImageSetDataset(images), batch_size=c["batch_size"], shuffle=False, num_workers=0,
+                            collate_fn=collate_items)
+        start = time.perf_counter()
+        local = [r for batch in trainer.predict(module, dataloaders=loader) for r in batch]
+        records = gather_records(local)
+        if records is None:  # not global rank 0
+            return None
+        total_seconds = time.perf_counter() - start
+        device = trainer.strategy.root_device
+        return _write(c, command, names, paths, images, representations, records, settings, notes, device,
+                      trainer.world_size, total_seconds, run_dir)
 
 
 def _score(c: dict[str, Any], names: list[str], stems: list[str], images: list[torch.Tensor], representations: list,

@@ -12,6 +12,7 @@ intact; without it, a run directory that already holds checkpoints is refused ra
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from ..common import launching_process, run_dir_lock
 from ..config import check_finite
 from ..schemas import TrainConfig, merged, plain
 from ..inversion.learned import save_bundle
@@ -132,6 +134,12 @@ def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float]
     """
     c = resolve_config(cfg)
     run_dir = Path(c["run_dir"])
+    with run_dir_lock(run_dir) if launching_process() else contextlib.nullcontext():
+        return _train(c, run_dir, command)
+
+
+def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`train` once the run directory is this process's."""
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
     if c["resume"] and not last.is_file():
         raise ValueError(f"resume=true but {last} does not exist: nothing to resume")
