@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +249,20 @@ def test_one_run_per_run_directory(tmp_path: Path, capsys) -> None:
         holder.wait()
     assert main(["train", "-c", "tiny", f"run_dir={run_dir}"]) == 0  # the killed holder's lock is stale
     assert not (run_dir / ".lock").exists() and (run_dir / "bundle.pt").is_file()
+
+
+def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "preimage.cli", "train", "-c", "tiny", f"run_dir={run_dir}",
+           "trainer.max_steps=2000", "trainer.val_check_interval=2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("preimage train: interrupted; the run directory keeps")
+    assert "Traceback" not in err and not (run_dir / ".lock").exists()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 2

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -195,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: what Ctrl-C leaves, per command (exit 130)
+_INTERRUPTED = {
+    "train": "preimage train: interrupted; the run directory keeps its checkpoints up to the last validation: "
+             "continue with the same command and resume=true",
+    "compare": "preimage compare: interrupted; no results were written",
+    "invert": "preimage invert: interrupted; outputs may be incomplete: run again with another --out",
+    "analyze": "preimage analyze: interrupted; outputs may be incomplete: run again",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Expected failures (bad input, bad config) print one line on stderr and return 2."""
     parser = build_parser()
@@ -204,16 +216,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if hasattr(args, "items"):  # positional items may come after options: image paths and key=value overrides
         args.items = args.items + extra
-    # Lightning's own use of a torch API torch deprecated: nothing a user can act on
+    # Lightning's own use of a torch API torch deprecated, and its Ctrl-C notice: nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r"Detected KeyboardInterrupt")
+    interrupted: list[bool] = []
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.run(args)
     except (ValueError, OSError, OmegaConfBaseException) as err:
         print(f"preimage {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("preimage: interrupted", file=sys.stderr)
+        print(_INTERRUPTED.get(args.command, "preimage: interrupted"), file=sys.stderr)
         return 130
+    except SystemExit:  # Lightning turns Ctrl-C during fit or predict into exit(1) after its graceful shutdown
+        if not interrupted:
+            raise
+        print(_INTERRUPTED.get(args.command, "preimage: interrupted"), file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
