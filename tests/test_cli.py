@@ -178,3 +178,19 @@ def test_a_diverging_descent_stops_at_once_naming_the_image(tmp_path: Path, caps
     assert len(lines) == 1 and "a.png: the descent diverged at iteration" in lines[0], lines
     assert int(lines[0].split("iteration ")[1].split()[0]) < 20  # stopped at once, not after all 20 steps
     assert not list(out.glob("*.png")) and not (out / "metrics.json").exists()
+
+
+def test_a_used_output_folder_is_refused_or_cleared(tmp_path: Path, capsys) -> None:
+    a, b = write_photo(tmp_path / "a.png", "camera"), write_photo(tmp_path / "b.png", "coins")
+    c = write_photo(tmp_path / "c.png", "astronaut")
+    out = tmp_path / "out"
+    assert main(["invert", "-r", "hog", str(a), str(b), "--out", str(out), *FAST]) == 0
+    assert main(["invert", "-r", "hog", str(a), str(c), "--out", str(out), *FAST]) == 2
+    assert "is not empty" in capsys.readouterr().err and (out / "b.npy").exists()
+    assert main(["invert", "-r", "hog", str(a), str(c), "--out", str(out), *FAST, "overwrite=true"]) == 0
+    assert not (out / "b.npy").exists() and (out / "c.npy").exists()  # the earlier run's files are gone
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not preimage's")
+    assert main(["invert", "-r", "hog", str(a), str(c), "--out", str(foreign), *FAST, "overwrite=true"]) == 2
+    assert "was not written by preimage" in capsys.readouterr().err and (foreign / "notes.txt").exists()

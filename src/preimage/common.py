@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -97,14 +98,37 @@ def load_image_set(images: str | Sequence[str], *, limit: int | None = None, siz
 # ------------------------------------------------------------------------------------------------ outputs
 
 
-def prepare_output_dir(out: str | Path) -> Path:
-    """Create ``out`` and check it is writable; ``ValueError`` with one clear line otherwise."""
+#: the file that marks a folder as a preimage output folder (written first, so that a crashed run leaves it too)
+OUTPUT_MARKER = ".preimage-output"
+_KEPT = (OUTPUT_MARKER, ".lock")
+
+
+def prepare_output_dir(out: str | Path, *, clear: bool | None = None) -> Path:
+    """Create ``out``, check it is writable, and make sure no earlier run's files mix with this run's.
+
+    Args:
+        clear: ``None`` (the analyses, whose few files are replaced whole): leave what is there. ``False``:
+            refuse a non-empty folder. ``True`` (``overwrite=true``): empty a folder an earlier preimage run
+            wrote (it holds :data:`OUTPUT_MARKER`) before writing; a non-empty folder preimage did not write is
+            refused all the same.
+
+    Raises:
+        ValueError: one line: not writable, or not empty as above.
+    """
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".preimage-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        entries = [e for e in out.iterdir() if e.name not in _KEPT]
+        if entries and clear is not None:
+            if not clear:
+                raise ValueError(f"output folder {out} is not empty ({len(entries)} entries): add overwrite=true to "
+                                 "replace an earlier run's outputs, or choose another folder")
+            if not (out / OUTPUT_MARKER).exists():
+                raise ValueError(f"output folder {out} is not empty and was not written by preimage: it is not "
+                                 "cleared even with overwrite=true; choose another folder")
+            for entry in entries:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        (out / OUTPUT_MARKER).write_text("written by preimage; overwrite=true may clear this folder\n")
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
     return out

@@ -65,6 +65,7 @@ class InvertConfig:
     progress: bool = True         # progress bar over iterations
     tensorboard: bool = False     # write the loss curves and snapshots to OUT/tensorboard
     snapshot_every: int = 100     # iterations between TensorBoard snapshots
+    overwrite: bool = False       # an --out folder an earlier run wrote is emptied first (otherwise: refused)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class CompareConfig:
     grid_images: int = 16         # rows (images) of grid.png
     tensorboard: bool = True      # run_dir/tensorboard: the table as text, the grid as an image
     progress: bool = False        # Lightning's progress bar over batches
+    overwrite: bool = False       # a run_dir an earlier compare wrote is emptied first (otherwise: refused)
 
 
 @dataclass

@@ -214,7 +214,7 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
     launching = launching_process()
     with run_dir_lock(run_dir) if launching else contextlib.nullcontext():
         if launching:
-            prepare_output_dir(run_dir)
+            prepare_output_dir(run_dir, clear=c["overwrite"])
         module = CompareModule(methods)
         loader = DataLoader(ImageSetDataset(images), batch_size=c["batch_size"], shuffle=False, num_workers=0,
                             collate_fn=collate_items)

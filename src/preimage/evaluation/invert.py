@@ -140,7 +140,7 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
         raise ValueError(f"checkpoint is for method learned, not {cfg.method}: add --method learned")
     if not images:
         raise ValueError("no images given")
-    out = prepare_output_dir(out)
+    out = prepare_output_dir(out, clear=bool(cfg.overwrite))
     paths = [resolve_image_path(i) for i in images]
     device = resolve_device(cfg.device)
     method, originals, settings = METHODS[cfg.method](cfg, paths, out)
