@@ -331,3 +331,33 @@ def test_exif_orientation_applied(tmp_path: Path) -> None:
     exif[0x0112] = 6
     Image.new("RGB", (4, 2), (200, 10, 10)).save(tmp_path / "o.jpg", exif=exif)
     assert load_image(tmp_path / "o.jpg").shape == (3, 4, 2)
+
+
+def test_a_full_disk_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    """Every output is written to a temporary file and renamed: a write that fails (disk full) leaves neither a
+    truncated file nor the temporary one, and says so in one line naming the path."""
+    import errno
+    import os
+
+    from preimage.evaluation.report import write_json
+    from preimage.files import atomic_path
+
+    image = torch.rand(3, 8, 8)
+    save_npy(image, tmp_path / "old.npy")
+    before = (tmp_path / "old.npy").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    for write, name in [(lambda p: save_npy(image, p), "old.npy"), (lambda p: save_png(image, p), "x.png"),
+                        (lambda p: write_json(p, {"a": 1}), "m.json")]:
+        with pytest.raises(ValueError, match=f"{name}: the disk is full"):
+            write(tmp_path / name)
+    assert (tmp_path / "old.npy").read_bytes() == before  # the earlier file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.npy"]  # no partial or temporary file
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "y.bin") as temporary:
+        temporary.write_bytes(b"half")
+        raise RuntimeError("the writer failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.npy"]

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .files import atomic_path
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
@@ -173,8 +175,8 @@ def save_png(image: torch.Tensor, path: PathLike) -> Path:
     """
     arr = _to_uint8(_check_chw("save_png", image))
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(p, format="PNG")
+    with atomic_path(p) as temporary:
+        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(temporary, format="PNG")
     return p
 
 
@@ -189,8 +191,7 @@ def save_npy(image: torch.Tensor, path: PathLike) -> Path:
         raise ValueError(f"save_npy: {path}: the image has NaN or infinite values")
     arr = np.ascontiguousarray(x.clamp(0.0, 1.0).permute(1, 2, 0).numpy(), dtype=np.float32)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "wb") as f:  # a file object: np.save would otherwise append ".npy" to other suffixes
+    with atomic_path(p) as temporary, open(temporary, "wb") as f:  # a file: np.save would append ".npy"
         np.save(f, arr, allow_pickle=False)
     return p
 

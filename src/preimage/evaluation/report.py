@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..files import atomic_path
 from ..images import grid, save_png
 from .metrics import mean_std
 
@@ -162,11 +163,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json(path: Path, content: dict[str, Any]) -> None:
-    path.write_text(json.dumps(_json_safe(content), indent=2, allow_nan=False))
+    text = json.dumps(_json_safe(content), indent=2, allow_nan=False)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
 
 
 def write_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for r in records:
@@ -189,7 +192,8 @@ def write_markdown(path: Path, title_lines: Sequence[str], table: str, targets: 
     if notes:
         parts += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     text = "\n".join(parts) + "\n"
-    path.write_text(text)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
     return text
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..images import to_grey
+from ..files import atomic_path
 from ..representations import Representation, build_representation, is_representation, list_representations
 from .networks import Decoder, DecoderConfig
 
@@ -163,10 +164,8 @@ def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any]) -> P
     bundle = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "manifest": full, "state_dict": state,
               "sha256": _checksum(full, state)}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(bundle, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(bundle, temporary)
     return path
 
 

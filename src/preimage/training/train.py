@@ -26,6 +26,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..common import launching_process, run_dir_lock
 from ..config import check_finite
+from ..files import atomic_path
 from ..schemas import TrainConfig, merged, plain
 from ..inversion.learned import save_bundle
 from ..inversion.networks import Decoder, build_decoder
@@ -164,7 +165,8 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
         raise ValueError(f"trainer: {message}") from None
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(c), run_dir / "config.yaml")
+        with atomic_path(run_dir / "config.yaml") as temporary:
+            OmegaConf.save(OmegaConf.create(c), temporary)
     with warnings.catch_warnings():  # Φ is in eval mode on purpose; a resumed run's folder holds checkpoints
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
