@@ -185,7 +185,8 @@ def test_invert_learned_writes_the_outputs_of_gd(fitted: tuple[dict, dict], tmp_
     out = tmp_path / "out"
     assert main(["invert", "--method", "learned", "--checkpoint", str(bundle), str(a), str(b), "--out", str(out),
                  "device=cpu"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "a.png", "b.npy", "b.png", "metrics.json", "overview.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".preimage-output", "a.npy", "a.png", "b.npy", "b.png", "metrics.json",
+                                                    "overview.png"]
     report = json.loads((out / "metrics.json").read_text())
     for rec in report["images"]:
         for key in ("feature_error", "normalized_loss", "image_error", "psnr", "ssim", "seconds"):

@@ -16,6 +16,7 @@ import contextlib
 import copy
 import warnings
 from pathlib import Path
+from weakref import proxy
 from typing import Any
 
 import pytorch_lightning as pl
@@ -52,6 +53,21 @@ def feature_scale(representation: Representation, dataset: torch.utils.data.Data
         raise ValueError(f"decoder.input_scale=auto: {representation.spec} features of the first {n} training "
                          "crops do not vary; give a number")
     return float(f"{1.0 / std:.4g}")
+
+
+class _AtomicCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose files are written whole or not at all (a temporary file renamed into place), so that
+    a full disk or a kill mid-write never leaves a checkpoint that does not load."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if not trainer.is_global_zero:  # only rank 0 writes; the others keep Lightning's bookkeeping
+            return super()._save_checkpoint(trainer, filepath)
+        with atomic_path(filepath) as temporary:
+            trainer.save_checkpoint(str(temporary), self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        for logger in trainer.loggers:
+            logger.after_save_checkpoint(proxy(self))
 
 
 class _ProgressBar(TQDMProgressBar):
@@ -150,9 +166,9 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     pl.seed_everything(c["seed"], workers=True, verbose=False)
     representation, datamodule, module = build(c)
     # Lightning's save_last only refreshes last.ckpt when the best one changes: a second callback keeps it current.
-    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-step{step}", monitor=MONITOR, mode="min",
+    checkpoint = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename="best-step{step}", monitor=MONITOR, mode="min",
                                  save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
-    latest = ModelCheckpoint(dirpath=str(ckpt_dir), filename=last.stem, save_top_k=1, enable_version_counter=False)
+    latest = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename=last.stem, save_top_k=1, enable_version_counter=False)
     callbacks: list[pl.Callback] = [checkpoint, latest] + ([_ProgressBar()] if c["progress"] else [])
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
     try:
