@@ -235,6 +235,37 @@ def test_pixel_budget_applies_to_every_format(tmp_path: Path, monkeypatch, suffi
         load_image(path)
 
 
+def _png(path: Path, pixels: np.ndarray, *, interlaced: bool = False, keep_rows: int | None = None) -> Path:
+    """An 8-bit RGB PNG written by hand (Adam7 when ``interlaced``); ``keep_rows``: only that many scanlines of
+    pixel data, in a stream that ends cleanly (what Pillow decodes without complaint)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    h, w, _ = pixels.shape
+    if interlaced:
+        passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+        images = [pixels[y0::dy, x0::dx] for x0, y0, dx, dy in passes]
+    else:
+        images = [pixels]
+    rows = [b"\x00" + r.tobytes() for image in images if image.size for r in image]
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1 if interlaced else 0)
+    data = zlib.compress(b"".join(rows[:keep_rows]))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("interlaced", [False, True])
+def test_png_with_rows_missing_is_refused_as_truncated(tmp_path: Path, interlaced: bool) -> None:
+    pixels = _rgb_array(21, 19)
+    whole = _png(tmp_path / "whole.png", pixels, interlaced=interlaced)
+    np.testing.assert_array_equal((load_image(whole).permute(1, 2, 0).numpy() * 255).round(), pixels)
+    short = _png(tmp_path / "short.png", pixels, interlaced=interlaced, keep_rows=10)
+    with Image.open(short) as im:
+        im.load()  # Pillow itself takes it
+    with pytest.raises(ImageError, match="truncated image file") as err:
+        load_image(short)
+    _assert_one_line(err, short)
+
+
 # ------------------------------------------------------------------------------------------ writing
 
 
