@@ -267,3 +267,16 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path: Path) -> None:
     assert err.strip().splitlines()[-1].startswith("preimage train: interrupted; the run directory keeps")
     assert "Traceback" not in err and not (run_dir / ".lock").exists()
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 2
+
+
+def test_a_run_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    """The data order resumes: 4 steps, then a resume to 8, give the weights of 8 steps in one go (16 batches an
+    epoch, so step 4 is mid-epoch; a constant learning rate, so that the schedule does not depend on max_steps)."""
+    common = ["scheduler.name=constant", "scheduler.warmup_steps=0", "trainer.val_check_interval=4"]
+    _, straight = train(tiny(tmp_path / "straight", "trainer.max_steps=8", *common))
+    train(tiny(tmp_path / "resumed", "trainer.max_steps=4", *common))
+    _, resumed = train(tiny(tmp_path / "resumed", "trainer.max_steps=8", "resume=true", *common))
+    a, b = straight["module"].decoder.state_dict(), resumed["module"].decoder.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)

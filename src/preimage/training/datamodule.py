@@ -37,10 +37,12 @@ class EpochSampler(Sampler[int]):
 
     The epoch is what :meth:`set_epoch` last set (Lightning calls it before every epoch, also through its
     distributed sampler wrapper), and advances by one after each iteration, for use without Lightning.
+    ``skip`` leaves out the first items of the first iteration only: a run resumed mid-epoch goes on with the
+    items the interrupted run had not reached, so that it equals an uninterrupted run.
     """
 
-    def __init__(self, length: int, seed: int = 0) -> None:
-        self.length, self.seed, self.epoch = int(length), int(seed), 0
+    def __init__(self, length: int, seed: int = 0, skip: int = 0) -> None:
+        self.length, self.seed, self.epoch, self.skip = int(length), int(seed), 0, int(skip)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -51,7 +53,8 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         order = np.random.default_rng([self.seed, epoch]).permutation(self.length) + epoch * self.length
-        return iter(order.tolist())
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:].tolist())
 
 
 def _check_sources(sources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -131,6 +134,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.data_train: ImageSource | IntensityJitter | None = None
         self.data_val: ImageSource | None = None
         self.data_test: ImageSource | None = None
+        self._skip_items = 0  # set by resume_at
 
     def _build(self, split: str, length: int, seed: int) -> ImageSource:
         hp = self.hparams
@@ -157,10 +161,19 @@ class ImageDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, shuffle=False, num_workers=hp.num_workers,
                           pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        """New items every epoch (:class:`EpochSampler`)."""
+    def resume_at(self, step: int, world_size: int = 1) -> None:
+        """Make the next training loader go on from optimizer step ``step`` (one batch a step on each of
+        ``world_size`` processes): its first epoch leaves out the items the interrupted run had trained on."""
         self.setup("fit")
-        return self._loader(self.data_train, EpochSampler(len(self.data_train), self.hparams.seed))
+        per_step = self.hparams.batch_size * int(world_size)
+        steps_per_epoch = -(-len(self.data_train) // per_step)
+        self._skip_items = (int(step) % steps_per_epoch) * per_step
+
+    def train_dataloader(self) -> DataLoader:
+        """New items every epoch (:class:`EpochSampler`), resumed where :meth:`resume_at` says."""
+        self.setup("fit")
+        skip, self._skip_items = self._skip_items, 0
+        return self._loader(self.data_train, EpochSampler(len(self.data_train), self.hparams.seed, skip))
 
     def val_dataloader(self) -> DataLoader:
         """The fixed validation set, in order."""

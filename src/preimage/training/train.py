@@ -165,6 +165,7 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
 
     pl.seed_everything(c["seed"], workers=True, verbose=False)
     representation, datamodule, module = build(c)
+
     # Lightning's save_last only refreshes last.ckpt when the best one changes: a second callback keeps it current.
     checkpoint = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename="best-step{step}", monitor=MONITOR, mode="min",
                                  save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
@@ -179,6 +180,8 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     except Exception as err:  # Lightning's MisconfigurationException (no ValueError), a missing accelerator package
         message = " ".join(str(err).split()) or type(err).__name__
         raise ValueError(f"trainer: {message}") from None
+    if c["resume"]:  # the data order goes on where the interrupted run stopped, mid-epoch too
+        datamodule.resume_at(torch.load(last, map_location="cpu", weights_only=True)["global_step"], trainer.world_size)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.yaml") as temporary:
