@@ -310,3 +310,16 @@ def test_every_analysis_takes_the_real_network(tmp_path: Path, kind: str, extra:
                  "--out", str(tmp_path))
     assert args.run(args) == 0
     assert checked(tmp_path, kind)["config"]["layers"] == extra[0].split("=", 1)[1].strip("[]").split(",")
+
+
+def test_an_analysis_refuses_a_used_folder_unless_overwrite(tmp_path: Path) -> None:
+    args = ["builtin:camera", "layers=[hog]", "size=48", "window=2", "gd.schedule=[[0.004,3]]", "device=cpu",
+            "progress=false"]
+    out = ["--out", str(tmp_path / "w")]
+    first = parse("window", *args, *out)
+    assert first.run(first) == 0
+    again = parse("window", *args, *out)
+    with pytest.raises(ValueError, match="is not empty"):
+        again.run(again)
+    third = parse("window", *args, "overwrite=true", *out)
+    assert third.run(third) == 0 and (tmp_path / "w" / "window.json").is_file()

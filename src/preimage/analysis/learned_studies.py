@@ -97,8 +97,8 @@ def _listed(item: str) -> list[tuple[str, Path]]:
 
 
 def _inputs(images: Any, checkpoint: Any, out: Any, size: Any, device: Any, *, count: str | None = None,
-            limit: int | None = None) -> tuple[LearnedInverter, Path, Path, list[str], list[str], torch.Tensor,
-                                               torch.device]:
+            limit: int | None = None, overwrite: bool = False
+            ) -> tuple[LearnedInverter, Path, Path, list[str], list[str], torch.Tensor, torch.device]:
     """Checked inputs: ``(inverter, bundle path, out folder, names, stems, (N, C, size, size) images, device)``.
 
     ``images``: a list of files / ``builtin:NAME`` / folders / ``builtin`` (the built-in test photos), or one
@@ -118,7 +118,7 @@ def _inputs(images: Any, checkpoint: Any, out: Any, size: Any, device: Any, *, c
     fit(inverter.representation, size)  # a one-line error if Φ takes no size x size images
     grey = inverter.decoder.config.out_channels == 1
     batch = torch.stack([prepare_image(load_image(p), size=size, grey=grey) for _, p in listed])
-    out = prepare_output_dir(out)
+    out = prepare_output_dir(out, clear=overwrite)
     return inverter, path, out, [n for n, _ in listed], unique_stems([p for _, p in listed]), batch, dev
 
 
@@ -174,7 +174,7 @@ _PERTURBATIONS = ("plain", "binarized", "dropout")
 
 
 def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, size: int = 128,
-            dropout: float = 0.5, seed: int = 0, device: str = "auto") -> dict[str, Any]:
+            dropout: float = 0.5, seed: int = 0, device: str = "auto", overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct each image from its features as they are, binarized, and with ``dropout`` of them dropped.
 
     The picture has one row per image: original | reconstruction | from binarized Φ (:func:`binarize`) |
@@ -201,7 +201,8 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
         raise ValueError(f"dropout must be a fraction in [0, 1], got {dropout!r}")
     _check_seed(seed)
-    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="several")
+    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="several",
+                                                         overwrite=overwrite)
     config = dict(images=images if isinstance(images, str) else list(images), checkpoint=str(checkpoint),
                   out=str(out), size=size, dropout=dropout, seed=seed, device=device)
     tic = time.perf_counter()
@@ -254,7 +255,8 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size: int = 128,
-                t: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), device: str = "auto") -> dict[str, Any]:
+                t: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), device: str = "auto",
+                overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct ``(1 − t)·Φ(a) + t·Φ(b)`` for every ``t``: a walk in feature space between two images.
 
     The picture is one row: image a | a reconstruction per ``t`` | image b. At ``t = 0`` and ``t = 1`` the
@@ -278,7 +280,8 @@ def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size
         raise ValueError(f"t must hold finite numbers, got {list(t)!r}")
     if isinstance(images, (str, Path)):
         images = [images]
-    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="two")
+    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="two",
+                                                         overwrite=overwrite)
     config = dict(images=list(images), checkpoint=str(checkpoint), out=str(out), size=size,
                   t=[float(w) for w in t], device=device)
     tic = time.perf_counter()
@@ -321,7 +324,8 @@ def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size
 
 
 def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str | Path, size: int = 128,
-           samples: int = 8, seed: int = 0, limit: int | None = None, device: str = "auto") -> dict[str, Any]:
+           samples: int = 8, seed: int = 0, limit: int | None = None, device: str = "auto",
+           overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct random feature vectors drawn dimension-wise from Φ's empirical distribution over ``images``.
 
     Φ is computed for every image of the set (all ``size × size``, so that every image has the same
@@ -351,7 +355,7 @@ def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str
     check_int("limit", limit, minimum=2, allow_none=True)
     _check_seed(seed)
     inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="several",
-                                                         limit=limit)
+                                                         limit=limit, overwrite=overwrite)
     config = dict(images=images if isinstance(images, str) else list(images), checkpoint=str(checkpoint),
                   out=str(out), size=size, samples=samples, seed=seed, limit=limit, device=device)
     tic = time.perf_counter()

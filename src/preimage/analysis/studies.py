@@ -32,11 +32,12 @@ from .receptive_field import receptive_field
 __all__ = ["groups", "invariance", "window"]
 
 
-def _inputs(images: Sequence[str], out: str | Path, size: int,
-            device: str) -> tuple[Path, list[str], torch.Tensor, torch.device]:
+def _inputs(images: Sequence[str], out: str | Path, size: int, device: str,
+            overwrite: bool) -> tuple[Path, list[str], torch.Tensor, torch.device]:
     """Checked inputs shared by the image analyses: ``(out folder, stems, originals, device)``."""
     stems, originals = load_images(images, size)
-    return prepare_output_dir(out), stems, originals, resolve_device(device)
+    dev = resolve_device(device)
+    return prepare_output_dir(out, clear=overwrite), stems, originals, dev
 
 
 def _pairwise_spread(recon: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ def _pairwise_spread(recon: torch.Tensor) -> torch.Tensor:
 
 def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path, size: int = 227, restarts: int = 4,
                preset: str = "mv2015", gd: Mapping[str, Any] | None = None, weights: str = "imagenet",
-               device: str = "auto", progress: bool = True) -> dict[str, Any]:
+               device: str = "auto", progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct every image ``restarts`` times from different random starts, for each layer.
 
     Args:
@@ -72,7 +73,7 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     """
     check_int("restarts (the spread compares restarts)", restarts, minimum=2)
     steps = plan(layers, size, weights, preset, gd, restarts=restarts)
-    out, stems, originals, dev = _inputs(images, out, size, device)
+    out, stems, originals, dev = _inputs(images, out, size, device, overwrite)
     config = dict(images=list(images), layers=list(layers), out=str(out), size=size, restarts=restarts,
                   preset=preset, gd=dict(gd or {}), weights=weights, device=device, progress=progress)
     n = len(stems)
@@ -119,7 +120,7 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
 
 def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, size: int = 227, window: int = 5,
            preset: str = "mv2015", gd: Mapping[str, Any] | None = None, weights: str = "imagenet",
-           device: str = "auto", progress: bool = True) -> dict[str, Any]:
+           device: str = "auto", progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct from the central ``window`` × ``window`` neurons of each layer (all channels), M&V Fig. 9.
 
     The picture shows each original and reconstruction with the receptive field of the window (the union of
@@ -135,7 +136,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
     check_int("window (neurons)", window)
     steps = plan(layers, size, weights, preset, gd)
     masks = [build_mask({"window": window}, rep, size, size) for _, rep, _, _ in steps]
-    out, stems, originals, dev = _inputs(images, out, size, device)
+    out, stems, originals, dev = _inputs(images, out, size, device, overwrite)
     config = dict(images=list(images), layers=list(layers), out=str(out), size=size, window=window, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
     figures, gd_used, rows, row_labels = {}, {}, [], []
@@ -179,7 +180,7 @@ def _chroma(image: torch.Tensor) -> float:
 
 def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, size: int = 227, groups: int = 2,
            preset: str = "mv2015", gd: Mapping[str, Any] | None = None, weights: str = "imagenet",
-           device: str = "auto", progress: bool = True) -> dict[str, Any]:
+           device: str = "auto", progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Reconstruct from one contiguous group of channels at a time (M&V Fig. 10).
 
     With ``groups=2`` the groups are the first and second half of the channels: CaffeNet's two streams from
@@ -195,7 +196,7 @@ def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         if len(shape) != 3 or shape[0] % groups:
             raise ValueError(f"{spec}: {groups} channel groups need a (C, h, w) map with C divisible by {groups}, "
                              f"got {shape}")
-    out, stems, originals, dev = _inputs(images, out, size, device)
+    out, stems, originals, dev = _inputs(images, out, size, device, overwrite)
     config = dict(images=list(images), layers=list(layers), out=str(out), size=size, groups=groups, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
     figures: dict[str, Any] = {}

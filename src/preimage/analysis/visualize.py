@@ -102,7 +102,8 @@ def _activation(problem: _Problem, images: torch.Tensor, dev: torch.device) -> l
 def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] = (0, 1, 2, 3),
              target: str = "neuron", size: int | str = "auto", normalizer_images: Sequence[str] = ("builtin:rocket",),
              normalizer_size: int = _CANONICAL, preset: str = "maximize", gd: Mapping[str, Any] | None = None,
-             weights: str = "imagenet", device: str = "auto", progress: bool = True) -> dict[str, Any]:
+             weights: str = "imagenet", device: str = "auto", progress: bool = True,
+             overwrite: bool = False) -> dict[str, Any]:
     """Images that maximize one neuron (or one channel's mean) of each layer, from random starts.
 
     The data term is :class:`~preimage.inversion.objectives.NeuronActivation`, ``−⟨w, Φ(x)⟩ / normalizer``, with
@@ -134,7 +135,7 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
     dev = resolve_device(device)
     problems = [_prepare(spec, channels, target, size, references, weights, preset, gd, dev)
                 for spec in check_layers(layers)]
-    out = prepare_output_dir(out)
+    out = prepare_output_dir(out, clear=overwrite)
     config = dict(layers=list(layers), out=str(out), channels=list(channels), target=target, size=size,
                   normalizer_images=list(normalizer_images), normalizer_size=normalizer_size, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
@@ -171,7 +172,7 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
 
 def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path, size: int = _CANONICAL,
                preset: str = "caricature", gd: Mapping[str, Any] | None = None, weights: str = "imagenet",
-               device: str = "auto", progress: bool = True) -> dict[str, Any]:
+               device: str = "auto", progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Exaggerate what each layer sees in each image: start from the image, minimize −⟨Φ(x), Φ0⁺⟩/‖Φ0⁺‖².
 
     Args: as :func:`~.studies.invariance` (no restarts): images, layers, out, size, preset, gd, weights,
@@ -183,7 +184,8 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     """
     steps = plan(layers, size, weights, preset, gd)
     stems, originals = load_images(images, size)
-    out, dev = prepare_output_dir(out), resolve_device(device)
+    dev = resolve_device(device)
+    out = prepare_output_dir(out, clear=overwrite)
     starts, targets = [], []
     for spec, rep, _, cfg in steps:  # the originals' features, so that a layer with no positive one fails at once
         starts.append(to_grey(originals) if cfg.grey else originals)
