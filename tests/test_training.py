@@ -266,7 +266,14 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("preimage train: interrupted; the run directory keeps")
     assert "Traceback" not in err and not (run_dir / ".lock").exists()
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 2
+    step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert step >= 2
+    logged = [e.step for e in events(run_dir).Scalars("train/loss")]
+    # resumed to 2 steps past the checkpoint: what the interrupted run logged past it is not shown twice
+    assert main(["train", "-c", "tiny", f"run_dir={run_dir}", "resume=true", f"trainer.max_steps={step + 2}",
+                 "trainer.val_check_interval=2"]) == 0
+    steps = [e.step for e in events(run_dir).Scalars("train/loss")]
+    assert steps == list(range(step + 2)) and len(logged) >= step
 
 
 def test_a_run_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path: Path) -> None:

@@ -171,7 +171,10 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
                                  save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
     latest = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename=last.stem, save_top_k=1, enable_version_counter=False)
     callbacks: list[pl.Callback] = [checkpoint, latest] + ([_ProgressBar()] if c["progress"] else [])
-    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False)
+    resume_step = torch.load(last, map_location="cpu", weights_only=True)["global_step"] if c["resume"] else None
+    # purge_step: TensorBoard drops what an interrupted run logged past its last checkpoint, so no step shows twice
+    logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False,
+                               **({"purge_step": resume_step} if resume_step is not None else {}))
     try:
         trainer = pl.Trainer(**{"check_val_every_n_epoch": None, **c["trainer"]}, logger=logger, callbacks=callbacks,
                              default_root_dir=str(run_dir), enable_progress_bar=bool(c["progress"]))
@@ -180,8 +183,8 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     except Exception as err:  # Lightning's MisconfigurationException (no ValueError), a missing accelerator package
         message = " ".join(str(err).split()) or type(err).__name__
         raise ValueError(f"trainer: {message}") from None
-    if c["resume"]:  # the data order goes on where the interrupted run stopped, mid-epoch too
-        datamodule.resume_at(torch.load(last, map_location="cpu", weights_only=True)["global_step"], trainer.world_size)
+    if resume_step is not None:  # the data order goes on where the interrupted run stopped, mid-epoch too
+        datamodule.resume_at(resume_step, trainer.world_size)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.yaml") as temporary:
