@@ -5,6 +5,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -240,10 +241,10 @@ def test_one_run_per_run_directory(tmp_path: Path, capsys) -> None:
     run_dir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (run_dir / ".lock").write_text(str(holder.pid))
+        (run_dir / ".lock").write_text(f"{socket.gethostname()}:{holder.pid}")
         assert main(["train", "-c", "tiny", f"run_dir={run_dir}"]) == 2
         err = capsys.readouterr().err
-        assert f"is in use by another preimage process (pid {holder.pid})" in err
+        assert f"is in use by another preimage process (pid {holder.pid} on {socket.gethostname()})" in err
         assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # nothing written
     finally:
         holder.kill()

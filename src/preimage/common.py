@@ -9,6 +9,7 @@ import contextlib
 import os
 import platform
 import shutil
+import socket
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -190,32 +191,47 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _holder(lock: Path) -> tuple[str, int] | None:
+    """``(host, pid)`` written in a lock file, or ``None`` if it is unreadable."""
+    try:
+        host, _, pid = lock.read_text().strip().rpartition(":")
+    except OSError:
+        return None
+    return (host, int(pid)) if pid.isdigit() else None
+
+
 @contextlib.contextmanager
 def run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Own ``run_dir`` for the duration: ``run_dir/.lock`` holds this process's id, created atomically before the
-    job writes anything, removed on exit. A lock whose process is gone (killed) is stale and taken over; one
-    whose process runs is a ``ValueError`` (one line): two jobs never mix their files in one folder."""
+    """Own ``run_dir`` for the duration: ``run_dir/.lock`` holds ``host:pid``, made whole in one step (a hard link
+    of a written file) before the job writes anything, and removed on exit if it is still this process's. A lock
+    of a process of this host that is gone (killed) is stale and taken over; any other is a ``ValueError`` (one
+    line): two jobs never mix their files in one folder."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / ".lock"
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            text = lock.read_text().strip() if lock.exists() else ""
-            if text.isdigit() and _alive(int(text)) and int(text) != os.getpid():
-                raise ValueError(f"{run_dir} is in use by another preimage process (pid {text}): wait for it to "
-                                 "finish, or set another run_dir") from None
-            lock.unlink(missing_ok=True)  # stale: its process was killed
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
-    else:
-        raise ValueError(f"{run_dir}: could not take the lock {lock}")
+    lock, me = run_dir / ".lock", (socket.gethostname(), os.getpid())
+    mine = run_dir / f".lock.{me[1]}.tmp"
+    mine.write_text(f"{me[0]}:{me[1]}")
+    try:
+        for _ in range(3):
+            try:
+                os.link(mine, lock)  # atomic: the lock appears with its content, or not at all
+                break
+            except FileExistsError:
+                holder = _holder(lock)
+                if holder is not None and holder != me and (holder[0] != me[0] or _alive(holder[1])):
+                    raise ValueError(f"{run_dir} is in use by another preimage process (pid {holder[1]} on "
+                                     f"{holder[0]}): wait for it to finish, or set another run_dir") from None
+                with contextlib.suppress(FileNotFoundError):
+                    if _holder(lock) == holder:  # stale (its process was killed): take it over
+                        lock.unlink()
+        else:
+            raise ValueError(f"{run_dir}: could not take the lock {lock}")
+    finally:
+        mine.unlink(missing_ok=True)
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        if _holder(lock) == me:
+            lock.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------------ devices

@@ -60,6 +60,8 @@ def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     ``ValueError`` otherwise): the schema refuses unknown keys and wrong types, this what a type cannot say."""
     c = plain(merged(CompareConfig, cfg, where="compare"))
     check_finite(c)
+    if isinstance(c["images"], Path) or isinstance(c["images"], list):  # paths given from Python
+        c["images"] = str(c["images"]) if isinstance(c["images"], Path) else [str(i) for i in c["images"]]
     for key in ("representations", "methods"):
         if not c[key] or not all(isinstance(v, str) for v in c[key]):
             raise ValueError(f"{key} must be a non-empty list of names, got {c[key]!r}")

@@ -161,13 +161,13 @@ class ImageDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, shuffle=False, num_workers=hp.num_workers,
                           pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0)
 
-    def resume_at(self, step: int, world_size: int = 1) -> None:
-        """Make the next training loader go on from optimizer step ``step`` (one batch a step on each of
-        ``world_size`` processes): its first epoch leaves out the items the interrupted run had trained on."""
+    def resume_at(self, batches: int) -> None:
+        """Make the next training loader go on after ``batches`` training batches (one process: Lightning's
+        distributed sampler wrapper needs every epoch whole, so DDP runs resume at the epoch's start): its first
+        epoch leaves out the items the interrupted run had trained on."""
         self.setup("fit")
-        per_step = self.hparams.batch_size * int(world_size)
-        steps_per_epoch = -(-len(self.data_train) // per_step)
-        self._skip_items = (int(step) % steps_per_epoch) * per_step
+        per_epoch = -(-len(self.data_train) // self.hparams.batch_size)
+        self._skip_items = (int(batches) % per_epoch) * self.hparams.batch_size
 
     def train_dataloader(self) -> DataLoader:
         """New items every epoch (:class:`EpochSampler`), resumed where :meth:`resume_at` says."""
