@@ -1,6 +1,7 @@
 """The `preimage invert` job: load images, invert them (GD or a learned inverter), score them, write everything to one folder."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,10 @@ def _checked_features(representation: Representation, paths: Sequence[Path], ori
     return reference
 
 
-def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[GDMethod, list[torch.Tensor], dict[str, Any]]:
-    """Gradient descent (M&V) with the preset and overrides: the method, the images as inverted, its settings."""
+def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path,
+        resources: contextlib.ExitStack) -> tuple[GDMethod, list[torch.Tensor], dict[str, Any]]:
+    """Gradient descent (M&V) with the preset and overrides: the method, the images as inverted, its settings
+    (the TensorBoard writer, if any, is closed with ``resources``)."""
     representation = build_representation(cfg.representation, **(cfg.representation_options or {}))
     config = config_from_dict({**resolve_preset(cfg.preset, cfg.representation), **gd_overrides(cfg.gd)})
     originals = [load_image(p) for p in paths]
@@ -81,6 +84,7 @@ def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[GDMethod, li
     callback_for = None
     if cfg.tensorboard:
         writer = _tensorboard_writer(out)
+        resources.callback(writer.close)
         callback_for = lambda indices: _tensorboard_callback(  # noqa: E731
             writer, [paths[i].stem for i in indices], config.restarts, int(cfg.snapshot_every))
     method = GDMethod(representation, config, mask=cfg.mask, progress=bool(cfg.progress), callback_for=callback_for,
@@ -89,7 +93,8 @@ def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[GDMethod, li
                                "iterations": config.iterations}
 
 
-def _learned(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[LearnedMethod, list[torch.Tensor], dict[str, Any]]:
+def _learned(cfg: DictConfig, paths: Sequence[Path], out: Path,
+             resources: contextlib.ExitStack) -> tuple[LearnedMethod, list[torch.Tensor], dict[str, Any]]:
     """A trained decoder (D&B) from the bundle ``cfg.checkpoint``: the method, the images as inverted, its settings.
 
     The bundle's representation is used; if ``cfg.representation`` is set, the bundle must invert that
@@ -111,7 +116,8 @@ def _learned(cfg: DictConfig, paths: Sequence[Path], out: Path) -> tuple[Learned
         **{k: manifest[k] for k in ("steps", "metrics", "data", "image_size", "decoder", "package_version")}}
 
 
-METHODS: dict[str, Callable[[DictConfig, Sequence[Path], Path], tuple[Method, list[torch.Tensor], dict[str, Any]]]] = {
+METHODS: dict[str, Callable[[DictConfig, Sequence[Path], Path, contextlib.ExitStack],
+                             tuple[Method, list[torch.Tensor], dict[str, Any]]]] = {
     "gd": _gd, "learned": _learned,
 }
 
@@ -143,14 +149,15 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
     out = prepare_output_dir(out, clear=bool(cfg.overwrite))
     paths = [resolve_image_path(i) for i in images]
     device = resolve_device(cfg.device)
-    method, originals, settings = METHODS[cfg.method](cfg, paths, out)
-    _checked(method.representation, paths, originals)
-    reference = _checked_features(method.representation, paths, originals, device)
-    start = time.perf_counter()
-    try:
-        results = reconstruct(method, originals, device, int(cfg.batch_size))
-    except DivergedError as err:  # stopped at once, before anything is written
-        raise ValueError(f"{paths[err.problem]}: {err}") from None
+    with contextlib.ExitStack() as resources:
+        method, originals, settings = METHODS[cfg.method](cfg, paths, out, resources)
+        _checked(method.representation, paths, originals)
+        reference = _checked_features(method.representation, paths, originals, device)
+        start = time.perf_counter()
+        try:
+            results = reconstruct(method, originals, device, int(cfg.batch_size))
+        except DivergedError as err:  # stopped at once, before anything is written
+            raise ValueError(f"{paths[err.problem]}: {err}") from None
     total_seconds = time.perf_counter() - start
     restarts = results[0][0].shape[0]
     inversion = Inversion(
