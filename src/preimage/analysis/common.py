@@ -1,6 +1,7 @@
 """What the analyses share: images at one size, representations and GD settings per spec, boxes, reports."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -14,8 +15,8 @@ from ..inversion.gd import GDConfig, config_from_dict
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
 
-__all__ = ["build", "check_layers", "check_size", "draw_box", "enlarge", "fit", "gd_config", "gd_record",
-           "load_images", "plan", "random_weight_note", "write_report"]
+__all__ = ["build", "check_layers", "check_size", "draw_box", "enlarge", "fit", "gd_config",
+           "load_images", "plan", "random_weight_note", "steps_record", "write_report"]
 
 RANDOM_NOTE = "made with RANDOM CNN weights ({specs}): not the pretrained network; the pictures show nothing it learned"
 
@@ -76,10 +77,12 @@ def gd_config(preset: str, spec: str, overrides: Mapping[str, Any] | None, **fix
     return config_from_dict({**resolve_preset(preset, spec), **dict(overrides or {}), **fixed})
 
 
-def gd_record(config: GDConfig) -> dict[str, Any]:
-    """A GD config as JSON-ready values."""
-    return {**vars(config), "schedule": [list(s) for s in config.schedule], "pixel_mean": list(config.pixel_mean),
-            "iterations": config.iterations}
+def steps_record(steps: Sequence[tuple[str, Representation, tuple[int, ...], GDConfig]], device: torch.device,
+                 started: float) -> dict[str, Any]:
+    """What every GD analysis report says of its layers: their parameters, the device, the seconds since
+    ``started`` (``time.perf_counter()``) and the random-weights note."""
+    return {"representations": {spec: rep.params for spec, rep, _, _ in steps}, "device": str(device),
+            "seconds": time.perf_counter() - started, "notes": random_weight_note([rep for _, rep, _, _ in steps])}
 
 
 def draw_box(image: torch.Tensor, box: tuple[int, int, int, int], colour: Sequence[float] = (1.0, 0.0, 0.0),

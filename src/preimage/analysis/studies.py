@@ -26,7 +26,7 @@ from ..inversion.masks import build_mask
 from ..evaluation.metrics import mean_pairwise_sq_dist
 from ..images import to_grey
 from ..evaluation.methods import GDMethod
-from .common import draw_box, gd_record, load_images, plan, random_weight_note, write_report
+from .common import draw_box, load_images, plan, random_weight_note, steps_record, write_report
 from .receptive_field import receptive_field
 
 __all__ = ["groups", "invariance", "window"]
@@ -97,7 +97,7 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
                          "error_mean_percent": sum(map(sum, errors)) / (n * restarts),
                          "spread": spread, "spread_mean": sum(spread) / n,
                          "spread_relative": relative, "spread_relative_mean": sum(relative) / n}
-        gd_used[spec] = gd_record(cfg)
+        gd_used[spec] = cfg.record()
         rows.append([t for i in range(n) for t in (x0[i], *res.images[i])])
         row_labels.append(f"{spec}\n{metric} {figures[spec]['error_mean_percent']:.1f}%\n"
                           f"spread {figures[spec]['spread_mean']:.3f}")
@@ -114,8 +114,7 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
                       + ("mean pairwise ||x0_j - x0_k||^2 of the originals" if n >= 2 else "2 ||x0 - mean(x0)||^2"),
             "spread_relative": "the same pair distance / 2 mean_r ||x_r - mean(x_r)||^2 (the restarts' own contrast)",
         },
-        "config": config, "gd": gd_used, "representations": {spec: rep.params for spec, rep, _, _ in steps},
-        "device": str(dev), "seconds": time.perf_counter() - tic, "notes": notes})
+        "config": config, "gd": gd_used, **steps_record(steps, dev, tic), "notes": notes})
 
 
 def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, size: int = 227, window: int = 5,
@@ -159,7 +158,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
             "std_inside": [float(x[:, inside].std()) for x in recon],
             "std_outside": [float(x[:, ~inside].std()) if bool((~inside).sum() > 1) else None for x in recon],
         }
-        gd_used[spec] = gd_record(cfg)
+        gd_used[spec] = cfg.record()
         rows.append([draw_box(t, box) for i in range(len(stems)) for t in (x0[i], recon[i])])
         row_labels.append(f"{spec}\n{window}x{window} of {shape[1]}x{shape[2]}\nfield {rf.size} px")
     cols = [label for s in stems for label in (s, "reconstruction")]
@@ -168,9 +167,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         "definitions": {"box": "pixels [top, left, bottom, right] inclusive: the union of the window neurons' "
                                "receptive fields, clipped to the image",
                         "normalized_loss": "final ||m*(phi(x) - phi0)||^2 / ||m*phi0||^2 (m: the window mask)"},
-        "config": config, "gd": gd_used, "representations": {spec: rep.params for spec, rep, _, _ in steps},
-        "device": str(dev), "seconds": time.perf_counter() - tic,
-        "notes": random_weight_note([rep for _, rep, _, _ in steps])})
+        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)})
 
 
 def _chroma(image: torch.Tensor) -> float:
@@ -214,7 +211,7 @@ def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
             figures[spec]["groups"].append({"channels": [g * per, (g + 1) * per - 1],
                                             "normalized_loss": res.final_data_loss[:, 0].tolist(),
                                             "chroma": [_chroma(x) for x in res.images[:, 0]]})
-        gd_used[spec] = gd_record(cfg)
+        gd_used[spec] = cfg.record()
         rows.append([t for i in range(len(stems)) for t in (x0[i], *(r[i] for r in recons))])
         row_labels.append(spec + "".join(f"\ng{g + 1} chroma {sum(d['chroma']) / len(stems):.3f}"
                                          for g, d in enumerate(figures[spec]["groups"])))
@@ -223,6 +220,4 @@ def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         "figures": figures,
         "definitions": {"chroma": "mean over pixels of max - min over the RGB channels (0: grey)",
                         "normalized_loss": "final ||m*(phi(x) - phi0)||^2 / ||m*phi0||^2 (m: the group's channels)"},
-        "config": config, "gd": gd_used, "representations": {spec: rep.params for spec, rep, _, _ in steps},
-        "device": str(dev), "seconds": time.perf_counter() - tic,
-        "notes": random_weight_note([rep for _, rep, _, _ in steps])})
+        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)})

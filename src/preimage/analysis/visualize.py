@@ -17,8 +17,8 @@ from ..images import to_grey
 from ..inversion.gd import GDConfig, gd_setup, optimize_gd
 from ..inversion.objectives import Caricature, NeuronActivation, neuron_weights
 from ..representations import Representation
-from .common import (build, check_layers, check_size, enlarge, fit, gd_config, gd_record, load_images, plan,
-                     random_weight_note, write_report)
+from .common import (build, check_layers, check_size, enlarge, fit, gd_config, load_images, plan,
+                     random_weight_note, steps_record, write_report)
 from .receptive_field import ReceptiveField, receptive_field
 
 __all__ = ["auto_size", "caricature", "maximize"]
@@ -154,7 +154,7 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
             "normalizer": p.normalizers.tolist(),
             "activation_start": _activation(p, starts, dev), "activation_final": final,
             "activation_ratio": [[v / m for v in a] for a, m in zip(final, p.normalizers.tolist())]}
-        gd_used[p.spec] = gd_record(p.config)
+        gd_used[p.spec] = p.config.record()
         rows.append([enlarge(x) for i in range(n) for x in res.images[i]])
         row_labels.append(f"{p.spec}\n{p.side}x{p.side} px\nfield {p.field.size} px")
     restarts = {p.config.restarts for p in problems}
@@ -208,7 +208,7 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
             "exaggeration": ((features * positive).flatten(1).sum(1) / positive.flatten(1).square().sum(1)).tolist(),
             "rms_change": (result - x0).flatten(1).square().mean(1).sqrt().tolist(),
         }
-        gd_used[spec] = gd_record(cfg)
+        gd_used[spec] = cfg.record()
         columns.append(result)
         col_labels.append(f"{spec} x{sum(figures[spec]['exaggeration']) / len(stems):.2f}")
     rows = [[originals[i], *(col[i] for col in columns)] for i in range(len(stems))]
@@ -216,6 +216,4 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
         "figures": figures,
         "definitions": {"exaggeration": "<phi(x*), max(phi0, 0)> / ||max(phi0, 0)||^2 (1 at the original)",
                         "rms_change": "root-mean-square pixel change from the original, [0, 1] units"},
-        "config": config, "gd": gd_used, "representations": {spec: rep.params for spec, rep, _, _ in steps},
-        "device": str(dev), "seconds": time.perf_counter() - tic,
-        "notes": random_weight_note([rep for _, rep, _, _ in steps])})
+        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)})

@@ -114,7 +114,7 @@ def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, dict[str, Any]
         hybrid_config = config_from_dict({**gd_settings, "schedule": hybrid_schedule, "clamp": c["hybrid"]["clamp"]})
         mine: dict[str, Any] = {"representation": {"spec": spec, "params": representation.params}}
         if "gd" in c["methods"]:
-            mine["gd"] = {"preset": c["preset"], **_plain_gd(gd_config)}
+            mine["gd"] = {"preset": c["preset"], **gd_config.record()}
         inverter, wanted = None, [m for m in ("learned", "hybrid") if m in c["methods"]]
         if wanted:
             path = bundle_path(c["bundles"].get(spec))
@@ -143,7 +143,7 @@ def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, dict[str, Any]
                 if "learned" in wanted:
                     mine["learned"] = learned_settings
                 if "hybrid" in wanted:
-                    mine["hybrid"] = {"start": learned_settings, **_plain_gd(hybrid_config)}
+                    mine["hybrid"] = {"start": learned_settings, **hybrid_config.record()}
         if getattr(representation, "random_weights", False):
             notes.append(f"{spec}: made with RANDOM CNN weights, not the pretrained network")
         representations.append(representation)
@@ -154,12 +154,6 @@ def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, dict[str, Any]
         methods.append(mine_methods)
         settings[spec] = mine
     return representations, methods, settings, notes
-
-
-def _plain_gd(config: Any) -> dict[str, Any]:
-    """A GDConfig as plain JSON values, with its total iterations."""
-    return {**vars(config), "schedule": [list(s) for s in config.schedule], "pixel_mean": list(config.pixel_mean),
-            "iterations": config.iterations}
 
 
 def _trainer(c: dict[str, Any]):

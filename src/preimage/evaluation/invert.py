@@ -89,8 +89,7 @@ def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path,
             writer, [paths[i].stem for i in indices], config.restarts, int(cfg.snapshot_every))
     method = GDMethod(representation, config, mask=cfg.mask, progress=bool(cfg.progress), callback_for=callback_for,
                       stop_on_divergence=True)
-    return method, originals, {**vars(config), "schedule": [list(s) for s in config.schedule],
-                               "iterations": config.iterations}
+    return method, originals, config.record()
 
 
 def _learned(cfg: DictConfig, paths: Sequence[Path], out: Path,

@@ -94,6 +94,11 @@ class GDConfig:
     def iterations(self) -> int:
         return sum(n for _, n in self.schedule)
 
+    def record(self) -> dict[str, Any]:
+        """The settings as JSON values, with the total iterations (what every report records of a GD run)."""
+        return {**vars(self), "schedule": [list(s) for s in self.schedule], "pixel_mean": list(self.pixel_mean),
+                "iterations": self.iterations}
+
     def sigma0(self, channels: int, height: int, width: int) -> float:
         return self.sigma0_227 * math.sqrt(channels * height * width / (227 * 227 * 3))
 

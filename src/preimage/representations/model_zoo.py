@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -232,6 +233,7 @@ def list_nodes(family: str, model: str) -> list[str]:
 
 
 def _depth(family: str) -> Callable[[str], float | None]:
+    @functools.lru_cache(maxsize=None)  # a preset resolves it once per inherit level: trace each model once
     def depth(rest: str) -> float | None:
         model, _, node = rest.partition(":")
         zoo = ZooModel(family)
