@@ -79,12 +79,28 @@ def test_from_omegaconf_with_a_folder(tmp_path) -> None:
     assert dm.data_train.weights == pytest.approx((1 / 3, 2 / 3))
 
 
+def test_a_source_feeds_only_its_splits(tmp_path) -> None:
+    for i in range(3):
+        arr = np.random.default_rng(i).integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"{i}.png")
+    extra = {"kind": "folder", "root": str(tmp_path), "fractions": [1.0, 0.0, 0.0], "splits": ["train"]}
+    dm = ImageDataModule(sources=[{"kind": "builtin"}, extra], **TINY)
+    dm.setup()
+    assert {f"{i}.png" for i in range(3)} < set(dm.data_train.sources)
+    assert dm.data_val.sources == ("rocket", "gravel") and dm.data_test.sources == TEST_PHOTOS  # builtin alone
+    with pytest.raises(ValueError, match="none feeds the val split"):
+        only = ImageDataModule(sources=[extra], **TINY)
+        only.setup("validate")
+
+
 @pytest.mark.parametrize("sources, match", [
     ([{"kind": "imagenet"}], "unknown; valid"),
     ([{"kind": "builtin", "r_min": 2.0}], "unknown keys"),
     ([{"kind": "builtin", "crop": 8}], "unknown keys"),
     ([{"kind": "folder"}], "needs a root"),
     ([{"kind": "builtin", "weight": 0.0}], "positive weight"),
+    ([{"kind": "builtin", "splits": "train"}], "splits must be a non-empty list"),
+    ([{"kind": "builtin", "splits": ["training"]}], "splits must be a non-empty list"),
 ])
 def test_bad_source_configs(sources, match) -> None:
     with pytest.raises(ValueError, match=match):

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config import check_int
 from .augment import IntensityJitter, check_jitter
-from .sources import BuiltinPhotos, DeadLeaves, ImageFolder, ImageSource, Mixture
+from .sources import SPLITS, BuiltinPhotos, DeadLeaves, ImageFolder, ImageSource, Mixture
 
 __all__ = ["KINDS", "DEFAULT_SOURCES", "EpochSampler", "ImageDataModule"]
 
@@ -68,11 +68,14 @@ def _check_sources(sources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         if float(s.get("weight", 1.0)) < 0:
             raise ValueError(f"source {kind!r}: weight must be >= 0, got {s['weight']}")
         allowed = set(inspect.signature(KINDS[kind]).parameters) - _SET_BY_MODULE
-        unknown = set(s) - allowed - {"kind", "weight"}
+        unknown = set(s) - allowed - {"kind", "weight", "splits"}
         if unknown:
             raise ValueError(f"source {kind!r}: unknown keys {sorted(unknown)}; valid: {sorted(allowed)}")
         if kind == "folder" and "root" not in s:
             raise ValueError("source 'folder' needs a root")
+        splits = s.setdefault("splits", list(SPLITS))
+        if isinstance(splits, str) or not splits or not set(splits) <= set(SPLITS):
+            raise ValueError(f"source {kind!r}: splits must be a non-empty list of {', '.join(SPLITS)}; got {splits!r}")
         checked.append(s)
     if not checked or sum(float(s.get("weight", 1.0)) for s in checked) <= 0:
         raise ValueError("sources: need at least one source with a positive weight")
@@ -86,7 +89,9 @@ class ImageDataModule(pl.LightningDataModule):
         sources: a list of ``{kind: builtin | dead_leaves | folder, weight: float (default 1), ...}``; other
             keys go to the source's class (:class:`~preimage.training.sources.BuiltinPhotos`,
             :class:`~preimage.training.sources.DeadLeaves`, :class:`~preimage.training.sources.ImageFolder`:
-            ``root`` required, ``fractions``, ``validate``, ``scale``, ...). Default :data:`DEFAULT_SOURCES`.
+            ``root`` required, ``fractions``, ``validate``, ``scale``, ...), except ``splits``: the splits the
+            source feeds (default all three; e.g. ``[train]`` for extra photos kept out of validation).
+            Default :data:`DEFAULT_SOURCES`.
         crop: side ``S`` of the square images, in pixels.
         batch_size: images per batch.
         num_workers: DataLoader worker processes (0: load in the main process).
@@ -104,7 +109,8 @@ class ImageDataModule(pl.LightningDataModule):
             range that keeps its pixels in ``[0, 1]``; 0, the default, is off. Val and test items keep
             their own contrast and brightness.
 
-    Each split reads the same split of every source (split by source photograph), with the same weights.
+    Each split reads the same split of every source that feeds it (split by source photograph), with the same
+    weights.
     """
 
     def __init__(
@@ -139,10 +145,12 @@ class ImageDataModule(pl.LightningDataModule):
     def _build(self, split: str, length: int, seed: int) -> ImageSource:
         hp = self.hparams
         parts, weights = [], []
-        for s in self.source_configs:
-            kwargs = {k: v for k, v in s.items() if k not in ("kind", "weight")}
+        for s in (s for s in self.source_configs if split in s["splits"]):
+            kwargs = {k: v for k, v in s.items() if k not in ("kind", "weight", "splits")}
             parts.append(KINDS[s["kind"]](split=split, crop=hp.crop, length=length, seed=seed, grey=hp.grey, **kwargs))
             weights.append(float(s.get("weight", 1.0)))
+        if not parts:
+            raise ValueError(f"sources: none feeds the {split} split (each source's splits)")
         return parts[0] if len(parts) == 1 else Mixture(parts, weights, length=length, seed=seed)
 
     def setup(self, stage: str | None = None) -> None:
