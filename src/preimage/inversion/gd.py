@@ -6,6 +6,8 @@ Minimizes, independently for every image of a batch,
 
 by momentum gradient descent on the pixels x with a piecewise-constant learning rate; the step is
 ``lr · σ0² · ∇E`` (M&V's released code) and the momentum is reset whenever the learning rate changes.
+Alternatives, all in :class:`GDConfig`: a Fourier parametrization (:mod:`.parametrization`), Adam in place of
+momentum, and random scalings and rotations of the image before Φ at every step (:mod:`.transforms`).
 
 :func:`optimize_gd` is the engine with any objective (:mod:`.objectives`, composable: ``a + 0.1 * b``) in
 place of Φ-reconstruction (the analyses' activation maximization and caricatures); :func:`invert_gd` is it
@@ -26,11 +28,15 @@ from ..common import resolve_device, synchronize
 from ..images import to_grey
 from ..representations import Representation
 from .objectives import FeatureReconstruction, Objective
-from .parametrization import PixelSpace
+from .parametrization import FourierSpace, PixelSpace
 from .regularizers import ImagePrior
+from .transforms import random_affine
 
 #: σ0 of M&V's code for a 227×227×3 image (≈ 68.9 per value); scaled with the square root of the value count.
 SIGMA0_227 = 27098.1
+PARAMETRIZATIONS = ("pixel", "fourier")
+OPTIMIZERS = ("momentum", "adam")
+_ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
 
 
 @dataclass
@@ -45,8 +51,17 @@ class GDConfig:
         sigma0_227: σ0 for a 227×227×3 image; the value used is scaled by sqrt(C·H·W / (227·227·3)).
         pixel_mean: per-channel mean of the pixel units (0–255); one value is broadcast.
         grey: invert the grey version of the image (M&V do for HOG, HOGb and DSIFT).
-        jitter: maximum random shift in pixels applied before Φ at every step (0: none).
-        clamp: keep the pixels inside the valid range after every step (M&V 2015: no).
+        jitter: maximum random shift in pixels applied before Φ at every step (0: none); a roll, so what
+            leaves one side comes back on the other.
+        scale: ``(low, high)``: the image is also scaled about its centre by a factor log-uniform in this
+            range before Φ at every step ((1, 1): never).
+        rotate: ... and rotated by an angle uniform in ``[−rotate, rotate]`` degrees (0: never).
+        parametrization: ``pixel`` (M&V: the pixels themselves) or ``fourier`` (a decorrelated, scaled
+            spectrum through a sigmoid, lucid's; ``decay`` its power law). The priors act on the pixels either way.
+        optimizer: ``momentum`` (M&V; step ``lr · σ0² · ∇E`` in pixel space, ``lr · ∇E`` in Fourier space)
+            or ``adam`` (step ``lr`` per variable at most; its moments are kept across the schedule's phases).
+        clamp: keep the pixels inside the valid range after every step (M&V 2015: no; pixel space only,
+            the Fourier image is always inside it).
         restarts: reconstructions per image, each from its own random start.
         seed: seed of the random starts and jitter; image i's restart r uses ``seed + r`` whatever the batch.
     """
@@ -61,6 +76,11 @@ class GDConfig:
     pixel_mean: tuple[float, ...] = (128.0,)
     grey: bool = False
     jitter: int = 0
+    scale: tuple[float, float] = (1.0, 1.0)
+    rotate: float = 0.0
+    parametrization: str = "pixel"
+    decay: float = 1.0
+    optimizer: str = "momentum"
     clamp: bool = False
     restarts: int = 1
     seed: int = 0
@@ -69,10 +89,13 @@ class GDConfig:
         try:
             self.schedule = [(float(lr), int(n)) for lr, n in self.schedule]
             self.pixel_mean = tuple(float(m) for m in self.pixel_mean)
+            self.scale = tuple(float(f) for f in self.scale)  # type: ignore[assignment]
         except (TypeError, ValueError):
-            raise ValueError("schedule must be [[learning_rate, iterations], ...] and pixel_mean a list of numbers") from None
+            raise ValueError("schedule must be [[learning_rate, iterations], ...], pixel_mean a list of numbers "
+                             "and scale [low, high]") from None
         for name, kind in (("momentum", float), ("alpha", float), ("lambda_alpha", float), ("tv_beta", float),
-                           ("lambda_tv", float), ("sigma0_227", float), ("jitter", int), ("restarts", int), ("seed", int)):
+                           ("lambda_tv", float), ("sigma0_227", float), ("jitter", int), ("restarts", int), ("seed", int),
+                           ("rotate", float), ("decay", float)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
                 raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
@@ -82,6 +105,7 @@ class GDConfig:
                 raise ValueError(f"GD setting {name} must be true or false, got {getattr(self, name)!r}")
         numbers = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         numbers.update({f"schedule[{i}]": lr for i, (lr, _) in enumerate(self.schedule)})
+        numbers.update({f"scale[{i}]": f for i, f in enumerate(self.scale)})
         for key, value in numbers.items():
             if not math.isfinite(value):
                 raise ValueError(f"GD setting {key} must be a finite number, got {value}")
@@ -89,6 +113,12 @@ class GDConfig:
             raise ValueError(f"schedule must be non-empty (learning_rate > 0, iterations > 0) pairs, got {self.schedule}")
         if self.restarts < 1 or self.jitter < 0 or not 0 <= self.momentum < 1:
             raise ValueError("need restarts >= 1, jitter >= 0 and 0 <= momentum < 1")
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] or self.rotate < 0:
+            raise ValueError(f"need scale = [low, high] with 0 < low <= high and rotate >= 0, got {list(self.scale)} "
+                             f"and {self.rotate}")
+        for name, valid in (("parametrization", PARAMETRIZATIONS), ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"GD setting {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
 
     @property
     def iterations(self) -> int:
@@ -97,7 +127,7 @@ class GDConfig:
     def record(self) -> dict[str, Any]:
         """The settings as JSON values, with the total iterations (what every report records of a GD run)."""
         return {**vars(self), "schedule": [list(s) for s in self.schedule], "pixel_mean": list(self.pixel_mean),
-                "iterations": self.iterations}
+                "scale": list(self.scale), "iterations": self.iterations}
 
     def sigma0(self, channels: int, height: int, width: int) -> float:
         return self.sigma0_227 * math.sqrt(channels * height * width / (227 * 227 * 3))
@@ -138,17 +168,19 @@ class DivergedError(ValueError):
 
 def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
             schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
-            bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+            optimizer: str = "momentum", bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
             callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
             progress: bool = True, stop_on_divergence: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Momentum gradient descent with a piecewise-constant learning rate and momentum resets.
+    """Momentum gradient descent (or Adam) with a piecewise-constant learning rate and momentum resets.
 
     Args:
-        x: starting pixels ``(N, C, H, W)``.
+        x: starting variables ``(N, ...)``.
         energy: ``x -> (total (N,), data term (N,))``; the sum of ``total`` is differentiated.
         schedule: ``[(lr, iterations), ...]``; the momentum is zeroed at each change of lr.
         momentum: momentum coefficient μ: ``m ← μ m − lr · step_scale · ∇E``, ``x ← x + m``.
         step_scale: multiplies the gradient (σ0² in M&V's units).
+        optimizer: ``momentum`` as above, or ``adam``: ``x ← x − lr · m̂ / (√v̂ + ε)`` (β = 0.9, 0.999; ε 1e-8;
+            ``momentum`` and ``step_scale`` unused; the moments run on across the phases).
         bounds: optional ``(low, high)`` broadcastable to x: the pixels are clamped after each step.
         callback: called as ``callback(t, x, total)`` after each step (for logging).
         progress: show a progress bar over iterations.
@@ -162,11 +194,13 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
     totals = x.new_empty(iterations, x.shape[0])
     data = x.new_empty(iterations, x.shape[0])
     velocity = torch.zeros_like(x)
+    second = torch.zeros_like(x) if optimizer == "adam" else None
     x = x.detach().clone()
     t = 0
     with tqdm(total=iterations, disable=not progress, desc="gd", unit="it", leave=False) as bar:
         for lr, steps in schedule:
-            velocity.zero_()
+            if second is None:
+                velocity.zero_()
             for _ in range(steps):
                 x.requires_grad_(True)
                 total, data_term = energy(x)
@@ -175,8 +209,15 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                     raise DivergedError(row, t, float(total[row].detach()))
                 (grad,) = torch.autograd.grad(total.sum(), x)
                 with torch.no_grad():
-                    velocity.mul_(momentum).add_(grad, alpha=-lr * step_scale)
-                    x = x.detach().add_(velocity)
+                    if second is None:
+                        velocity.mul_(momentum).add_(grad, alpha=-lr * step_scale)
+                        x = x.detach().add_(velocity)
+                    else:
+                        (b1, b2), k = _ADAM_BETAS, t + 1
+                        velocity.mul_(b1).add_(grad, alpha=1 - b1)
+                        second.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                        step = (velocity / (1 - b1**k)) / ((second / (1 - b2**k)).sqrt() + _ADAM_EPS)
+                        x = x.detach().add_(step, alpha=-lr)
                     if bounds is not None:
                         x = torch.maximum(torch.minimum(x, bounds[1]), bounds[0])
                     totals[t] = total.detach()
@@ -203,14 +244,16 @@ class GDSetup:
     """What every GD problem of a config shares (see :func:`gd_setup`).
 
     Attributes:
-        pixels: the parametrization (mean-subtracted 0–255 pixels).
-        sigma0: σ0 for this image size, scaling the priors and the step.
-        generators: one per row ``i·R + r``, seeded ``seed + r``: the random start (if drawn), then the jitter.
-        starts: random starts ``(N·R, C, H, W)`` in pixel units (CPU), each of L2 norm σ0; ``None`` if not drawn.
-        prior: the image prior ``(N·R,)``.
+        space: the parametrization (:class:`PixelSpace`: mean-subtracted 0–255 pixels, or :class:`FourierSpace`).
+        sigma0: σ0 for this image size, scaling the priors (and the pixel-space momentum step).
+        generators: one per row ``i·R + r``, seeded ``seed + r``: the random start (if drawn), then the jitter
+            and the random transforms.
+        starts: random starts ``(N·R, ...)`` in the space's variables (CPU): pixels of L2 norm σ0 per image, or
+            a random spectrum (:meth:`FourierSpace.random`); ``None`` if not drawn.
+        prior: the image prior ``(N·R,)``, on pixels.
     """
 
-    pixels: PixelSpace
+    space: PixelSpace | FourierSpace
     sigma0: float
     generators: list[torch.Generator]
     starts: torch.Tensor | None
@@ -219,7 +262,7 @@ class GDSetup:
 
 def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width: int, *,
              random_starts: bool = True) -> GDSetup:
-    """The pixel space, σ0, seeded generators, random starts and prior of ``problems`` × ``config.restarts`` rows.
+    """The parametrization, σ0, seeded generators, random starts and prior of ``problems`` × ``config.restarts`` rows.
 
     With ``random_starts=False`` no start is drawn and the generators are left fresh (for a given start).
     """
@@ -227,13 +270,18 @@ def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width:
     sigma0 = config.sigma0(channels, height, width)
     generators = [torch.Generator().manual_seed(config.seed + k)
                   for _ in range(problems) for k in range(config.restarts)]
+    space: PixelSpace | FourierSpace = pixels
+    if config.parametrization == "fourier":
+        space = FourierSpace(channels, height, width, decay=config.decay, pixel=pixels)
     starts = None
-    if random_starts:
+    if random_starts and isinstance(space, FourierSpace):
+        starts = torch.stack([space.random(g) for g in generators])
+    elif random_starts:
         starts = torch.stack([torch.randn(channels, height, width, generator=g) for g in generators])
         starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
     prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
                        tv_beta=config.tv_beta, sigma0=sigma0)
-    return GDSetup(pixels, sigma0, generators, starts, prior)
+    return GDSetup(space, sigma0, generators, starts, prior)
 
 
 def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *, init: torch.Tensor | None = None,
@@ -244,8 +292,8 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
 
         E(x) = objective(image(x)) + (λα/2 Σ|x|^α + λTV/2 TV^β(x)) / σ0²
 
-    with :func:`invert_gd`'s conventions (pixel space, σ0, seeded starts, jitter, clamping); all ``N·R`` rows
-    are one batch, so Φ runs once per step.
+    with :func:`invert_gd`'s conventions (parametrization, σ0, seeded starts, jitter and transforms, clamping);
+    all ``N·R`` rows are one batch, so Φ runs once per step.
 
     Args:
         objective: one row per problem (:mod:`.objectives`); moved to the device and expanded to the ``N·R``
@@ -260,7 +308,7 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
             where a random-start run has them, so the jitter shifts are those of that run.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
         progress: show a progress bar.
-        callback: ``callback(t, pixels (N·R, C, H, W), energy (N·R,))`` after each step.
+        callback: ``callback(t, variables (N·R, ...), energy (N·R,))`` after each step (pixels in pixel space).
         stop_on_divergence: raise :class:`DivergedError` (``problem`` set) at the first non-finite energy.
 
     Returns:
@@ -284,28 +332,34 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
             raise ValueError(f"init must be the starting images (N, C, H, W) = {(n, c, h, w)}, got {tuple(init.shape)}")
         if not bool(torch.isfinite(start_images).all()):
             raise ValueError("init has NaN or infinite values")
-        x0 = setup.pixels.from_image(start_images).repeat_interleave(r, dim=0)
+        x0 = setup.space.from_image(start_images).repeat_interleave(r, dim=0)
     rows = objective.to(dev).expand(r)
+    space = setup.space
+    warp = config.scale != (1.0, 1.0) or config.rotate > 0
 
     def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images = setup.pixels.to_image(x)
+        images = space.to_image(x)
         if config.jitter:
             images = jitter_images(images, config.jitter, setup.generators)
+        if warp:
+            images = random_affine(images, setup.generators, scale=config.scale, rotate=config.rotate)
         data = rows(images)
-        return data + setup.prior(x), data
+        return data + setup.prior(space.pixels(x)), data
 
     x0 = x0.to(dev)
-    bounds = setup.pixels.bounds(x0) if config.clamp else None
+    bounds = space.bounds(x0) if config.clamp else None
+    pixel_space = isinstance(space, PixelSpace)
     synchronize(dev)
     tic = time.perf_counter()
     try:
-        x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum, step_scale=setup.sigma0**2,
+        x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum,
+                                  step_scale=setup.sigma0**2 if pixel_space else 1.0, optimizer=config.optimizer,
                                   bounds=bounds, callback=callback, progress=progress,
                                   stop_on_divergence=stop_on_divergence)
     except DivergedError as err:
         err.problem = err.row // r
         raise
-    images = setup.pixels.to_image(x).clamp(0, 1)
+    images = space.to_image(x).clamp(0, 1)
     synchronize(dev)
     seconds = time.perf_counter() - tic
     t = totals.shape[0]
@@ -326,7 +380,7 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
         mask: optional weights over Φ's output, broadcastable to ``(B, *Φ shape)``: only those neurons count.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
         progress: show a progress bar.
-        callback: ``callback(t, pixels (B·R, C, H, W), energy (B·R,))`` after each step.
+        callback: ``callback(t, variables (B·R, ...), energy (B·R,))`` after each step (pixels in pixel space).
         init: optional starting images ``(B, C, H, W)`` in ``[0, 1]`` (converted to grey if ``config.grey``)
             instead of the random start: every restart of image i starts exactly at ``init[i]``, no noise
             (e.g. a learned inverter's reconstruction, to refine it with a few GD steps).

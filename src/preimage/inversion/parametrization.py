@@ -1,11 +1,25 @@
-"""The GD engine's parametrization: the pixels it optimizes and how they map to images in ``[0, 1]``."""
+"""The GD engine's parametrizations: the variables it optimizes and how they map to images in ``[0, 1]``.
+
+- :class:`PixelSpace` (M&V): mean-subtracted 0–255 pixels, optimized directly.
+- :class:`FourierSpace` (Olah et al., Distill 2017, "Feature Visualization"; lucid / lucent): a spectrum
+  scaled by ``1 / frequency^decay``, colours decorrelated by ImageNet's colour covariance, squashed by a
+  sigmoid; gradient steps on it favour low frequencies and natural colours.
+
+Both give :meth:`to_image` (variables → images in ``[0, 1]``), :meth:`from_image`, :meth:`pixels` (what the
+α-norm and TV priors act on: mean-subtracted 0–255 pixels) and :meth:`bounds` (for clamping, or ``None``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PixelSpace"]
+__all__ = ["COLOR_CORRELATION_SQRT", "FourierSpace", "PixelSpace"]
+
+#: Square root of ImageNet's RGB covariance (its SVD factors), as lucid publishes it.
+COLOR_CORRELATION_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
+#: lucid's divisor of the spatial image before the sigmoid: keeps a 0.01-RMS random spectrum near mid-grey.
+_SPATIAL_DIVISOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,80 @@ class PixelSpace:
         """Images in ``[0, 1]`` ``(B, C, H, W)`` → pixels."""
         return image * self.scale - self._mean(image)
 
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The pixels the priors act on: the variables themselves."""
+        return x
+
     def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower and upper pixel values ``(1, C, 1, 1)`` that map to 0 and 1."""
         m = self._mean(x)
         return -m, self.scale - m
+
+
+@dataclass(frozen=True)
+class FourierSpace:
+    r"""A decorrelated, frequency-scaled Fourier parametrization of ``(C, H, W)`` images (C = 1 or 3).
+
+    ``image = sigmoid(M · irfft2(S ⊙ z) / 4)`` with ``z`` the complex spectrum (stored as real pairs),
+    ``S = 1 / max(f, 1/max(H, W))^decay`` (``f`` in cycles per pixel), ``irfft2`` orthonormal, and ``M`` the
+    colour matrix :data:`COLOR_CORRELATION_SQRT` over its largest column norm (identity for grey).
+
+    Shape:
+        Variables ``(B, C, H, W // 2 + 1, 2)``; images ``(B, C, H, W)``.
+
+    Args:
+        channels, height, width: the image shape.
+        decay: the spectrum's power-law exponent (lucid: 1).
+        pixel: the pixel units of :meth:`pixels` (mean and scale), for the priors.
+    """
+
+    channels: int
+    height: int
+    width: int
+    decay: float = 1.0
+    pixel: PixelSpace = PixelSpace()
+
+    def _scale(self, device: torch.device) -> torch.Tensor:
+        fy = torch.fft.fftfreq(self.height, device=device, dtype=torch.float64)[:, None]
+        fx = torch.fft.rfftfreq(self.width, device=device, dtype=torch.float64)[None, :]
+        f = (fy.square() + fx.square()).sqrt().clamp(min=1.0 / max(self.height, self.width))
+        return f.pow(-self.decay).to(torch.float32)
+
+    def _colour(self, device: torch.device) -> torch.Tensor | None:
+        if self.channels == 1:
+            return None
+        m = torch.tensor(COLOR_CORRELATION_SQRT, device=device)
+        return m / m.norm(dim=0).max()
+
+    def variable_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.channels, self.height, self.width // 2 + 1, 2)
+
+    def to_image(self, z: torch.Tensor) -> torch.Tensor:
+        """Variables ``(B, C, H, W//2+1, 2)`` → images ``(B, C, H, W)`` in ``(0, 1)``."""
+        spectrum = torch.view_as_complex(z.contiguous()) * self._scale(z.device)
+        spatial = torch.fft.irfft2(spectrum, s=(self.height, self.width), norm="ortho") / _SPATIAL_DIVISOR
+        colour = self._colour(z.device)
+        if colour is not None:
+            spatial = torch.einsum("ij,bjhw->bihw", colour, spatial)
+        return torch.sigmoid(spatial)
+
+    def from_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` in ``[0, 1]`` → the variables that give them (values clipped to 1e-4 … 1 − 1e-4)."""
+        spatial = torch.logit(image.to(torch.float32), eps=1e-4)
+        colour = self._colour(image.device)
+        if colour is not None:
+            spatial = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(colour), spatial)
+        spectrum = torch.fft.rfft2(spatial * _SPATIAL_DIVISOR, norm="ortho") / self._scale(image.device)
+        return torch.view_as_real(spectrum).contiguous()
+
+    def random(self, generator: torch.Generator, std: float = 0.01) -> torch.Tensor:
+        """One random start ``(C, H, W//2+1, 2)``: Gaussian variables of RMS ``std`` (lucid's 0.01), on the CPU."""
+        return torch.randn(self.variable_shape(1)[1:], generator=generator) * std
+
+    def pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """The image in the pixel units of ``pixel`` (mean-subtracted 0–255), for the priors."""
+        return self.pixel.from_image(self.to_image(z))
+
+    def bounds(self, z: torch.Tensor) -> None:
+        """No clamping: the sigmoid keeps every image inside ``(0, 1)``."""
+        return None
