@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -25,7 +26,7 @@ from preimage.representations import Representation, list_representations
 RANDOM = dict(weights="random", device="cpu", progress=False)
 SHORT = {"schedule": [[0.004, 10]]}
 REPORT_KEYS = {"kind", "figures", "definitions", "config", "gd", "representations", "device", "seconds", "notes",
-               "versions"}
+               "arrays", "versions"}
 
 
 def nonzero_box(grad: torch.Tensor) -> tuple[int, int, int, int]:
@@ -47,6 +48,11 @@ def checked(out: Path, kind: str) -> dict:
     assert Image.open(out / f"{kind}.png").mode == "RGB"
     report = json.loads((out / f"{kind}.json").read_text())
     assert set(report) == REPORT_KEYS and report["kind"] == kind and "torch" in report["versions"]
+    assert report["arrays"] and sorted(p.name for p in out.glob("*.npy")) == sorted(report["arrays"])
+    for name in report["arrays"]:  # every image made, float H x W x C in [0, 1]
+        array = np.load(out / name)
+        assert array.dtype == np.float32 and array.ndim == 3 and array.shape[2] in (1, 3)
+        assert 0 <= array.min() and array.max() <= 1
     return report
 
 

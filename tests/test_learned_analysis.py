@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -27,7 +28,7 @@ SIDE = 32
 TINY = {"width": 8, "pre_convs": 1, "min_width": 4, "stage_convs": 0}
 THREE = ["builtin:astronaut", "builtin:chelsea", "builtin:coffee"]
 REPORT_KEYS = {"kind", "figures", "definitions", "config", "bundle", "representations", "device", "seconds", "notes",
-               "versions"}
+               "arrays", "versions"}
 
 
 def make_bundle(path: Path, out_channels: int) -> Path:
@@ -54,6 +55,11 @@ def checked(out: Path, kind: str) -> dict:
     assert Image.open(out / f"{kind}.png").mode == "RGB"
     report = json.loads((out / f"{kind}.json").read_text())
     assert set(report) == REPORT_KEYS and report["kind"] == kind and "torch" in report["versions"]
+    assert report["arrays"] and sorted(p.name for p in out.glob("*.npy")) == sorted(report["arrays"])
+    for name in report["arrays"]:  # every image made, float H x W x C in [0, 1]
+        array = np.load(out / name)
+        assert array.dtype == np.float32 and array.ndim == 3 and array.shape[2] in (1, 3)
+        assert 0 <= array.min() and array.max() <= 1
     assert report["device"] == "cpu" and report["bundle"]["spec"] == "hog" and report["bundle"]["steps"] == 0
     assert list(report["figures"]) == ["hog"]
     assert report["representations"]["hog"] == build_representation("hog").params

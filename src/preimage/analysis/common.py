@@ -10,12 +10,12 @@ import torch
 from ..config import check_int
 from ..common import prepare_image, resolve_image_path, unique_stems, versions
 from ..evaluation.report import write_json
-from ..images import grid, load_image, save_png
+from ..images import grid, load_image, save_npy, save_png
 from ..inversion.gd import GDConfig, config_from_dict
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
 
-__all__ = ["build", "check_layers", "check_size", "draw_box", "enlarge", "fit", "gd_config",
+__all__ = ["array_name", "build", "check_layers", "check_size", "draw_box", "enlarge", "fit", "gd_config",
            "load_images", "plan", "random_weight_note", "steps_record", "write_report"]
 
 RANDOM_NOTE = "made with RANDOM CNN weights ({specs}): not the pretrained network; the pictures show nothing it learned"
@@ -110,10 +110,21 @@ def random_weight_note(representations: Sequence[Representation]) -> list[str]:
     return [RANDOM_NOTE.format(specs=", ".join(specs))] if specs else []
 
 
+def array_name(spec: str, *parts: str) -> str:
+    """The file stem of an analysis image: the layer spec with ``:`` replaced by ``_``, then ``parts``, joined by
+    ``-`` (e.g. ``array_name("efficientnet_lite0:logits", "c281")`` → ``efficientnet_lite0_logits-c281``)."""
+    return "-".join((spec.replace(":", "_"), *parts))
+
+
 def write_report(out: Path, kind: str, rows: Sequence[Sequence[torch.Tensor]], col_labels: Sequence[str] | None,
-                 row_labels: Sequence[str], report: dict[str, Any]) -> dict[str, Any]:
-    """Write ``<out>/<kind>.png`` (the labelled grid) and ``<out>/<kind>.json`` (``report`` + versions); return it."""
+                 row_labels: Sequence[str], report: dict[str, Any],
+                 arrays: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Write ``<out>/<kind>.png`` (the labelled grid), every image the analysis made as ``<out>/<name>.npy``
+    (``arrays``: name → ``(C, H, W)`` in ``[0, 1]``, written float32 ``H × W × C``, so that scripts can re-score
+    them) and ``<out>/<kind>.json`` (``report`` + the ``arrays`` names + versions), last; return the report."""
+    for name, image in arrays.items():
+        save_npy(image, out / f"{name}.npy")
     save_png(grid(rows, col_labels=col_labels, row_labels=row_labels), out / f"{kind}.png")
-    report = {"kind": kind, **report, "versions": versions()}
+    report = {"kind": kind, **report, "arrays": [f"{name}.npy" for name in arrays], "versions": versions()}
     write_json(out / f"{kind}.json", report)
     return report

@@ -36,7 +36,7 @@ from ..common import BUILTIN, bundle_path, list_images, prepare_image, prepare_o
 from ..evaluation.metrics import image_error, mean_pairwise_sq_dist, normalized_loss
 from ..images import load_image, to_grey
 from ..inversion.learned import LearnedInverter
-from .common import check_size, enlarge, fit, random_weight_note, write_report
+from .common import array_name, check_size, enlarge, fit, random_weight_note, write_report
 from .feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
 
 __all__ = ["interpolate", "interpolation", "load_inverter", "perturb", "sample"]
@@ -230,6 +230,7 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
     cols = ["original", f"reconstruction\nerr {figures['image_error_plain_mean']:.3f}",
             f"binarized\nerr {figures['image_error_binarized_mean']:.3f}",
             f"dropout {100 * dropout:.0f}%\nerr {figures['image_error_dropout_mean']:.3f}"]
+    arrays = {array_name(spec, stem, p): recon[p][i] for i, stem in enumerate(stems) for p in _PERTURBATIONS}
     return write_report(out, "perturb", rows, cols, row_labels, {
         "figures": {spec: figures},
         "definitions": {
@@ -244,7 +245,7 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
         },
         "config": config, "bundle": _bundle_record(inverter, path),
         "representations": {spec: inverter.representation.params}, "device": str(dev),
-        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)})
+        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)}, arrays)
 
 
 # ------------------------------------------------------------------------------------------ interpolate
@@ -304,6 +305,7 @@ def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size
                "endpoints_equal_plain": all(ends) if ends else None, "steps": steps}
     rows = [[_view(x0[0]), *(_view(x) for x in recon), _view(x0[1])]]
     cols = [f"a: {stems[0]}", *(f"t={w:g}" for w in config["t"]), f"b: {stems[1]}"]
+    arrays = {array_name(spec, f"t{j}"): x for j, x in enumerate(recon)}
     return write_report(out, "interpolate", rows, cols, [spec], {
         "figures": {spec: figures},
         "definitions": {
@@ -317,7 +319,7 @@ def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size
         },
         "config": config, "bundle": _bundle_record(inverter, path),
         "representations": {spec: inverter.representation.params}, "device": str(dev),
-        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)})
+        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)}, arrays)
 
 
 # ---------------------------------------------------------------------------------------------- sample
@@ -386,6 +388,7 @@ def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str
             [_view(x0[j]) for j in nearest.tolist()]]
     cols = [f"sample {s}\nstd {pixel_std[s]:.3f}" for s in range(samples)]
     row_labels = [f"{spec} samples\nfrom {len(names)} images", "nearest image's\nreconstruction", "nearest image"]
+    arrays = {array_name(spec, f"s{j}"): x for j, x in enumerate(recon)}
     return write_report(out, "sample", rows, cols, row_labels, {
         "figures": {spec: figures},
         "definitions": {
@@ -397,4 +400,4 @@ def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str
         },
         "config": config, "bundle": _bundle_record(inverter, path),
         "representations": {spec: inverter.representation.params}, "device": str(dev),
-        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)})
+        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)}, arrays)

@@ -26,7 +26,7 @@ from ..inversion.masks import build_mask
 from ..evaluation.metrics import mean_pairwise_sq_dist
 from ..images import to_grey
 from ..evaluation.methods import GDMethod
-from .common import draw_box, load_images, plan, random_weight_note, steps_record, write_report
+from .common import array_name, draw_box, load_images, plan, random_weight_note, steps_record, write_report
 from .receptive_field import receptive_field
 
 __all__ = ["groups", "invariance", "window"]
@@ -78,11 +78,13 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
                   preset=preset, gd=dict(gd or {}), weights=weights, device=device, progress=progress)
     n = len(stems)
     metric = "feature_error" if n >= 2 else "normalized_loss"
-    figures, gd_used, rows, row_labels = {}, {}, [], []
+    figures, gd_used, rows, row_labels, arrays = {}, {}, [], [], {}
     tic = time.perf_counter()
     for spec, rep, _, cfg in steps:
         x0 = to_grey(originals) if cfg.grey else originals
         res = GDMethod(rep, cfg, progress=progress)(x0, dev)
+        arrays.update({array_name(spec, stem, f"r{r}"): res.images[i, r] for i, stem in enumerate(stems)
+                       for r in range(restarts)})
         reference = scoring_features(rep, list(x0), dev)
         per_restart = [score(rep, list(x0), list(res.images[:, r]), dev, reference)[metric] for r in range(restarts)]
         errors = [[100 * float(per_restart[r][i]) for r in range(restarts)] for i in range(n)]
@@ -114,7 +116,7 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
                       + ("mean pairwise ||x0_j - x0_k||^2 of the originals" if n >= 2 else "2 ||x0 - mean(x0)||^2"),
             "spread_relative": "the same pair distance / 2 mean_r ||x_r - mean(x_r)||^2 (the restarts' own contrast)",
         },
-        "config": config, "gd": gd_used, **steps_record(steps, dev, tic), "notes": notes})
+        "config": config, "gd": gd_used, **steps_record(steps, dev, tic), "notes": notes}, arrays)
 
 
 def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, size: int = 227, window: int = 5,
@@ -138,7 +140,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
     out, stems, originals, dev = _inputs(images, out, size, device, overwrite)
     config = dict(images=list(images), layers=list(layers), out=str(out), size=size, window=window, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
-    figures, gd_used, rows, row_labels = {}, {}, [], []
+    figures, gd_used, rows, row_labels, arrays = {}, {}, [], [], {}
     tic = time.perf_counter()
     for (spec, rep, shape, cfg), mask in zip(steps, masks):
         ys, xs = mask[0].nonzero(as_tuple=True)
@@ -148,6 +150,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         x0 = to_grey(originals) if cfg.grey else originals
         res = GDMethod(rep, cfg, mask={"window": window}, progress=progress)(x0, dev)
         recon = res.images[:, 0]
+        arrays.update({array_name(spec, stem): recon[i] for i, stem in enumerate(stems)})
         inside = torch.zeros(size, size, dtype=torch.bool)
         inside[top:bottom + 1, left:right + 1] = True
         box = (top, left, bottom, right)
@@ -167,7 +170,7 @@ def window(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         "definitions": {"box": "pixels [top, left, bottom, right] inclusive: the union of the window neurons' "
                                "receptive fields, clipped to the image",
                         "normalized_loss": "final ||m*(phi(x) - phi0)||^2 / ||m*phi0||^2 (m: the window mask)"},
-        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)})
+        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)}, arrays)
 
 
 def _chroma(image: torch.Tensor) -> float:
@@ -197,7 +200,7 @@ def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
     config = dict(images=list(images), layers=list(layers), out=str(out), size=size, groups=groups, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
     figures: dict[str, Any] = {}
-    gd_used, rows, row_labels = {}, [], []
+    gd_used, rows, row_labels, arrays = {}, [], [], {}
     tic = time.perf_counter()
     for spec, rep, shape, cfg in steps:
         x0 = to_grey(originals) if cfg.grey else originals
@@ -208,6 +211,7 @@ def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
             channels = {"channels": list(range(g * per, (g + 1) * per))}
             res = GDMethod(rep, cfg, mask=channels, progress=progress)(x0, dev)
             recons.append(res.images[:, 0])
+            arrays.update({array_name(spec, stem, f"g{g + 1}"): res.images[i, 0] for i, stem in enumerate(stems)})
             figures[spec]["groups"].append({"channels": [g * per, (g + 1) * per - 1],
                                             "normalized_loss": res.final_data_loss[:, 0].tolist(),
                                             "chroma": [_chroma(x) for x in res.images[:, 0]]})
@@ -220,4 +224,4 @@ def groups(images: Sequence[str], *, layers: Sequence[str], out: str | Path, siz
         "figures": figures,
         "definitions": {"chroma": "mean over pixels of max - min over the RGB channels (0: grey)",
                         "normalized_loss": "final ||m*(phi(x) - phi0)||^2 / ||m*phi0||^2 (m: the group's channels)"},
-        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)})
+        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)}, arrays)

@@ -17,7 +17,7 @@ from ..images import to_grey
 from ..inversion.gd import GDConfig, gd_setup, optimize_gd
 from ..inversion.objectives import Caricature, NeuronActivation, neuron_weights
 from ..representations import Representation
-from .common import (build, check_layers, check_size, enlarge, fit, gd_config, load_images, plan,
+from .common import (array_name, build, check_layers, check_size, enlarge, fit, gd_config, load_images, plan,
                      random_weight_note, steps_record, write_report)
 from .receptive_field import ReceptiveField, receptive_field
 
@@ -139,15 +139,17 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
     config = dict(layers=list(layers), out=str(out), channels=list(channels), target=target, size=size,
                   normalizer_images=list(normalizer_images), normalizer_size=normalizer_size, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
-    figures, gd_used, rows, row_labels = {}, {}, [], []
+    figures, gd_used, rows, row_labels, arrays = {}, {}, [], [], {}
     tic = time.perf_counter()
     for p in problems:
         n, c, r = len(channels), 1 if p.config.grey else 3, p.config.restarts
         res = optimize_gd(NeuronActivation(p.rep, p.weights, p.normalizers), (n, c, p.side, p.side), p.config,
                           device=dev, progress=progress)
         setup = gd_setup(p.config, n, c, p.side, p.side)
-        starts = setup.pixels.to_image(setup.starts).clamp(0, 1).view(n, r, c, p.side, p.side)
+        starts = setup.space.to_image(setup.starts).clamp(0, 1).view(n, r, c, p.side, p.side)
         final = _activation(p, res.images, dev)
+        arrays.update({array_name(p.spec, f"c{ch}", *([f"r{k}"] if r > 1 else [])): res.images[i, k]
+                       for i, ch in enumerate(channels) for k in range(r)})
         figures[p.spec] = {
             "image_size": p.side, "receptive_field": p.field._asdict(),
             "neuron": list(p.position) if p.position else None, "channels": list(channels),
@@ -167,7 +169,7 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
                         "activation_ratio": "activation_final / normalizer"},
         "config": config, "gd": gd_used, "representations": {p.spec: p.rep.params for p in problems},
         "device": str(dev), "seconds": time.perf_counter() - tic,
-        "notes": random_weight_note([p.rep for p in problems])})
+        "notes": random_weight_note([p.rep for p in problems])}, arrays)
 
 
 def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path, size: int = _CANONICAL,
@@ -195,12 +197,13 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
             raise ValueError(f"{spec}: the features of some image have no positive value: nothing to exaggerate")
     config = dict(images=list(images), layers=list(layers), out=str(out), size=size, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
-    figures, gd_used, columns, col_labels = {}, {}, [], []
+    figures, gd_used, columns, col_labels, arrays = {}, {}, [], [], {}
     tic = time.perf_counter()
     for (spec, rep, _, cfg), x0, target in zip(steps, starts, targets):
         res = optimize_gd(Caricature(rep, target), tuple(x0.shape), cfg, init=x0, random_starts=True, device=dev,
                           progress=progress)
         result = res.images[:, 0]
+        arrays.update({array_name(spec, stem): result[i] for i, stem in enumerate(stems)})
         positive = target.clamp(min=0)
         with torch.no_grad():
             features = rep(result.to(dev)).cpu()
@@ -216,4 +219,4 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
         "figures": figures,
         "definitions": {"exaggeration": "<phi(x*), max(phi0, 0)> / ||max(phi0, 0)||^2 (1 at the original)",
                         "rms_change": "root-mean-square pixel change from the original, [0, 1] units"},
-        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)})
+        "config": config, "gd": gd_used, **steps_record(steps, dev, tic)}, arrays)
