@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from preimage import build_representation
 from preimage.cli import main
 from preimage.common import grey_square, list_images, load_image_set
-from preimage.evaluation.compare import resolve_config, truncate_schedule
+from preimage.evaluation.compare import grey_for, resolve_config, truncate_schedule
 from preimage.evaluation.report import (PAPER_FE_HEADER, PAPER_IE_HEADER, format_mean_std, paper_feature_error,
                                         paper_image_error, write_json)
 from preimage.images import load_npy
@@ -132,8 +132,10 @@ def test_truncate_schedule_and_default_config() -> None:
     assert truncate_schedule([[0.004, 200]], 50) == [[0.004, 50]]
     assert truncate_schedule([[0.0002, 100]], 150) == [[0.0002, 150]]  # the last rate continues
     c = resolve_config({})  # the schema's defaults
-    assert c["bundles"] == {s: f"checkpoints/{s}.pt" for s in ("hog", "hogb", "dsift")} and c["gd"] == {}
-    assert c["images"] == "builtin" and c["representations"] == ["hog", "hogb", "dsift"]
+    names = ("hog", "hogb", "dsift", "efficientnet_lite0:stage4", "efficientnet_lite0:pool")
+    assert c["bundles"] == {s: f"checkpoints/{s.replace(':', '_')}.pt" for s in names} and c["gd"] == {}
+    assert c["images"] == "builtin" and c["representations"] == ["hog", "hogb", "dsift", "efficientnet_lite0:stage4"]
+    assert c["grey"] == "auto" and [grey_for(c, s) for s in c["representations"]] == [True, True, True, False]
 
 
 # ---------------------------------------------------------------------------------------- end to end
@@ -244,7 +246,7 @@ def test_a_method_without_bundle_is_skipped_with_a_note(bundle: Path, tmp_path: 
     ("image_size=.inf", "image_size: Value 'inf' of type 'float' could not be converted to Integer"),
     ("hybrid.iterations=0", "hybrid.iterations must be"),
     ("imgaes=x", "Key 'imgaes' not in 'CompareConfig'"),
-    ("grey=maybe", "grey: Value 'maybe' is not a valid bool"),
+    ("grey=maybe", "grey must be true, false or auto, got 'maybe'"),
     ("gd.restarts=abc", "gd.restarts: Value 'abc' of type 'str' could not be converted to Integer"),
     ("image_size=8", "smaller than"),
     ("representation_options.cell_size=4", "representation_options.cell_size: Value 4 (int) is incompatible"),
@@ -295,3 +297,16 @@ def test_a_named_bundle_that_cannot_be_used_is_an_error(tmp_path: Path, capsys) 
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], lines
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_auto_grey_compares_hog_in_grey_and_a_network_layer_in_colour(tmp_path: Path) -> None:
+    run_dir = tmp_path / "mixed"
+    assert main(["compare", f"run_dir={run_dir}", "representations=[hog,efficientnet_lite0:stem]", "methods=[gd]",
+                 "limit=2", f"image_size={SIZE}", "gd.schedule=[[0.004,2]]", "tensorboard=false", "progress=false"]) == 0
+    result = json.loads((run_dir / "results.json").read_text())
+    shapes = {r["representation"]: np.load(run_dir / r["output"]).shape for r in result["records"]}
+    assert shapes == {"hog": (SIZE, SIZE, 1), "efficientnet_lite0:stem": (SIZE, SIZE, 3)}
+    assert result["methods"]["hog"]["gd"]["grey"] is True
+    assert result["methods"]["efficientnet_lite0:stem"]["gd"]["grey"] is False
+    assert [i["shape"] for i in result["images"]] == [[3, SIZE, SIZE]] * 2
+    assert "grey for hog; RGB for efficientnet_lite0:stem" in (run_dir / "report.md").read_text()

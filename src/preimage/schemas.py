@@ -85,14 +85,17 @@ class CompareConfig:
     images: Any = "builtin"       # builtin (the built-in test photos), a folder (recursive), a file, or a list
     limit: Optional[int] = None   # only the first N images (folders: sorted by path)
     image_size: Optional[int] = 192  # shorter side resized to this, centre-cropped square; null: as they are
-    grey: bool = True             # compare grey images (M&V invert HOG/HOGb/DSIFT in grey; the bundles are grey)
-    representations: List[str] = field(default_factory=lambda: ["hog", "hogb", "dsift"])
+    grey: Any = "auto"            # true | false | auto: grey for HOG/HOGb/DSIFT (M&V; their bundles are grey), RGB
+    #                               for network layers (family:layer, e.g. efficientnet_lite0:stage4)
+    representations: List[str] = field(default_factory=lambda: ["hog", "hogb", "dsift", "efficientnet_lite0:stage4"])
     representation_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # per spec builder overrides
     methods: List[str] = field(default_factory=lambda: ["gd", "learned", "hybrid"])
     preset: str = "mv2015"        # GD hyper-parameters (configs/presets), for gd and hybrid
     gd: GDSettings = field(default_factory=GDSettings)  # overrides of the preset (grey follows `grey`)
     bundles: Dict[str, Optional[str]] = field(default_factory=lambda: {
-        "hog": "checkpoints/hog.pt", "hogb": "checkpoints/hogb.pt", "dsift": "checkpoints/dsift.pt"})
+        "hog": "checkpoints/hog.pt", "hogb": "checkpoints/hogb.pt", "dsift": "checkpoints/dsift.pt",
+        "efficientnet_lite0:stage4": "checkpoints/efficientnet_lite0_stage4.pt",
+        "efficientnet_lite0:pool": "checkpoints/efficientnet_lite0_pool.pt"})
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     batch_size: int = 6           # images per predict step (GD inverts them together)
     device: str = "auto"          # auto, cpu, cuda, cuda:1 — used when accelerator is null

@@ -70,6 +70,8 @@ def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown method(s) {', '.join(bad)}; valid: {', '.join(METHODS)}")
     c["methods"] = [m for m in METHODS if m in c["methods"]]
     c["representations"] = list(dict.fromkeys(c["representations"]))
+    if c["grey"] not in (True, False, "auto"):
+        raise ValueError(f"grey must be true, false or auto, got {c['grey']!r}")
     for key in ("limit", "image_size"):
         check_int(key, c[key], allow_none=True)
     for key in ("batch_size", "num_nodes", "grid_images"):
@@ -100,13 +102,21 @@ def truncate_schedule(schedule: Sequence[Sequence[float]], iterations: int) -> l
     return out
 
 
-def _setup(c: dict[str, Any], channels: int) -> tuple[list, list, dict[str, Any], list[str]]:
+def grey_for(c: dict[str, Any], spec: str) -> bool:
+    """Whether ``spec`` is compared in grey: ``grey`` itself, or with ``auto`` grey for the shallow
+    representations (HOG, HOGb, DSIFT: M&V invert them in grey) and RGB for network layers (``family:layer``)."""
+    return c["grey"] if isinstance(c["grey"], bool) else ":" not in spec
+
+
+def _setup(c: dict[str, Any]) -> tuple[list, list, dict[str, Any], list[str]]:
     """Representations and their methods per spec, their settings and notes (skipped methods)."""
     representations, methods, settings, notes = [], [], {}, []
     for spec in c["representations"]:
         options = c["representation_options"].get(spec) or {}
         representation = build_representation(spec, **options)
-        gd_settings = {**resolve_preset(c["preset"], spec), **c["gd"], "grey": c["grey"]}
+        grey = grey_for(c, spec)
+        channels = 1 if grey else 3
+        gd_settings = {**resolve_preset(c["preset"], spec), **c["gd"], "grey": grey}
         gd_config = config_from_dict(gd_settings)
         if gd_config.restarts != 1:
             raise ValueError("compare scores one reconstruction per image: set gd.restarts=1")
@@ -194,13 +204,18 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
     from .compare_module import CompareModule, ImageSetDataset, collate_items, gather_records
 
     c = resolve_config(cfg)
-    names, paths, images = load_image_set(c["images"], limit=c["limit"], size=c["image_size"], grey=c["grey"])
-    representations, methods, settings, notes = _setup(c, 1 if c["grey"] else 3)
-    for name, x in zip(names, images):
-        if min(x.shape[-2:]) < SSIM_MIN_SIZE:
-            raise ValueError(f"{name}: image of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the "
-                             f"{SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} that SSIM needs")
-        for representation in representations:
+    modes = [grey_for(c, spec) for spec in c["representations"]]
+    sets = {grey: load_image_set(c["images"], limit=c["limit"], size=c["image_size"], grey=grey)
+            for grey in dict.fromkeys(modes)}
+    names, paths, _ = next(iter(sets.values()))
+    images = {spec: sets[grey][2] for spec, grey in zip(c["representations"], modes)}  # as each spec sees them
+    representations, methods, settings, notes = _setup(c)
+    for i, name in enumerate(names):
+        for spec, representation in zip(c["representations"], representations):
+            x = images[spec][i]
+            if min(x.shape[-2:]) < SSIM_MIN_SIZE:
+                raise ValueError(f"{name}: image of {x.shape[-2]}x{x.shape[-1]} pixels is smaller than the "
+                                 f"{SSIM_MIN_SIZE}x{SSIM_MIN_SIZE} that SSIM needs")
             try:
                 representation.check_input(x[None])
             except ValueError as err:
@@ -211,9 +226,9 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
     with run_dir_lock(run_dir) if launching else contextlib.nullcontext():
         if launching:
             prepare_output_dir(run_dir, clear=c["overwrite"])
-        module = CompareModule(methods)
-        loader = DataLoader(ImageSetDataset(images), batch_size=c["batch_size"], shuffle=False, num_workers=0,
-                            collate_fn=collate_items)
+        module = CompareModule(methods, modes)
+        loader = DataLoader(ImageSetDataset({grey: s[2] for grey, s in sets.items()}), batch_size=c["batch_size"],
+                            shuffle=False, num_workers=0, collate_fn=collate_items)
         start = time.perf_counter()
         local = [r for batch in trainer.predict(module, dataloaders=loader) for r in batch]
         records = gather_records(local)
@@ -225,15 +240,15 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
                       trainer.world_size, total_seconds, run_dir)
 
 
-def _score(c: dict[str, Any], names: list[str], stems: list[str], images: list[torch.Tensor], representations: list,
-           raw: list[dict[str, Any]], device: torch.device, run_dir: Path, notes: list[str]):
+def _score(c: dict[str, Any], names: list[str], stems: list[str], images: dict[str, list[torch.Tensor]],
+           representations: list, raw: list[dict[str, Any]], device: torch.device, run_dir: Path, notes: list[str]):
     """Records (scores over the whole set, per representation × method) and the reconstructions by method."""
     by_key = {(r["index"], r["representation"], r["method"]): r for r in raw}
-    n = len(images)
+    n = len(names)
     records: list[dict[str, Any]] = []
     recons: dict[tuple[str, str], dict[int, torch.Tensor]] = {}
     for spec, representation in zip(c["representations"], representations):
-        reference = scoring_features(representation, images, device)
+        reference = scoring_features(representation, images[spec], device)
         for method in (m for m in rpt.METHOD_ORDER if (0, spec, m) in by_key):
             missing = [i for i in range(n) if (i, spec, method) not in by_key]
             if missing:
@@ -245,7 +260,7 @@ def _score(c: dict[str, Any], names: list[str], stems: list[str], images: list[t
                 notes.append(f"{spec} {method}: the descent diverged on image(s) "
                              f"{[names[i] for i in range(n) if not finite[i]]}: their scores are null")
             scored = [torch.nan_to_num(g["reconstruction"], nan=0.5) for g in got]  # NaN ones are nulled below
-            metrics = score(representation, images, scored, device, reference)
+            metrics = score(representation, images[spec], scored, device, reference)
             for i, g in enumerate(got):
                 rec = {"index": i, "image": names[i], "representation": spec, "method": method,
                        **{k: v[i] for k, v in metrics.items()}, "seconds": g["seconds"],
@@ -263,11 +278,12 @@ def _score(c: dict[str, Any], names: list[str], stems: list[str], images: list[t
     return records, recons
 
 
-def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list[Path], images: list[torch.Tensor],
-           representations: list, raw: list[dict[str, Any]], settings: dict[str, Any], notes: list[str],
-           device: torch.device, world_size: int, total_seconds: float, run_dir: Path) -> dict[str, Any]:
+def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list[Path],
+           images: dict[str, list[torch.Tensor]], representations: list, raw: list[dict[str, Any]],
+           settings: dict[str, Any], notes: list[str], device: torch.device, world_size: int, total_seconds: float,
+           run_dir: Path) -> dict[str, Any]:
     """Score the gathered reconstructions over the whole set and write every output (global rank 0)."""
-    stems, n = unique_stems(paths), len(images)
+    stems, n = unique_stems(paths), len(names)
     if n < 2:
         notes.append("feature_error and image_error need at least 2 images (their normalizer is over the set)")
     records, recons = _score(c, names, stems, images, representations, raw, device, run_dir, notes)
@@ -278,7 +294,11 @@ def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list
     source = ("the built-in test photos (preimage.photos.TEST_PHOTOS, never used in training)"
               if c["images"] in (BUILTIN, f"{BUILTIN}:test") else f"{c['images']}")
     name = device_name(device)
-    title = [f"{n} images: {source}; {'grey' if c['grey'] else 'RGB'}, {size}.",
+    modes = {spec: "grey" if grey_for(c, spec) else "RGB" for spec in c["representations"]}
+    colour = (next(iter(modes.values())) if len(set(modes.values())) == 1
+              else "; ".join(f"{mode} for {', '.join(s for s, m in modes.items() if m == mode)}"
+                             for mode in dict.fromkeys(modes.values())))
+    title = [f"{n} images: {source}; {colour}, {size}.",
              f"Representations: {', '.join(c['representations'])}. Methods: {', '.join(c['methods'])}. "
              f"Device: {name} × {world_size} process(es); {total_seconds:.1f} s in all."]
     if command:
@@ -291,7 +311,9 @@ def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list
         rpt.write_tensorboard(run_dir / "tensorboard", table, picture, rows)
     result = {
         "records": records, "summary": rows,
-        "images": [{"index": i, "image": names[i], "stem": stems[i], "shape": list(images[i].shape)} for i in range(n)],
+        "images": [{"index": i, "image": names[i], "stem": stems[i],
+                    "shape": list(max((images[s][i] for s in images), key=len).shape)}  # RGB if any spec is
+                   for i in range(n)],
         "units": {"feature_error": "% (M&V Table 1, normalized over this image set)", "normalized_loss": "fraction",
                   "image_error": "fraction", "psnr": "dB", "ssim": "1", "seconds": "s per image",
                   "images_per_second": "1 / s"},

@@ -8,7 +8,7 @@ feature_error's normalizer is over the whole image set, so scoring happens after
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -19,16 +19,18 @@ from .methods import HybridMethod, LearnedMethod, Method, reconstruct
 
 
 class ImageSetDataset(Dataset):
-    """The prepared images of a comparison: item ``i`` is ``{"index": i, "image": (C, H, W)}``."""
+    """The prepared images of a comparison, grey and/or RGB: item ``i`` is ``{"index": i, "images": {grey: (C, H, W)}}``
+    with a key ``True`` (grey) and/or ``False`` (RGB)."""
 
-    def __init__(self, images: Sequence[torch.Tensor]) -> None:
-        self.images = list(images)
+    def __init__(self, images: Mapping[bool, Sequence[torch.Tensor]]) -> None:
+        self.images = {grey: list(v) for grey, v in images.items()}
+        self.length = len(next(iter(self.images.values())))
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self.length
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"index": i, "image": self.images[i]}
+        return {"index": i, "images": {grey: v[i] for grey, v in self.images.items()}}
 
 
 def collate_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,11 +43,13 @@ class CompareModule(pl.LightningModule):
 
     Args:
         methods: per representation, the methods to run (:mod:`.methods`), each naming its records.
+        grey: per representation, whether it takes the grey images (else RGB).
     """
 
-    def __init__(self, methods: Sequence[Sequence[Method]]) -> None:
+    def __init__(self, methods: Sequence[Sequence[Method]], grey: Sequence[bool]) -> None:
         super().__init__()
         self.methods = [list(m) for m in methods]
+        self.grey = list(grey)
         # registered, so that Lightning moves Φ and the decoders to the device
         self.modules_ = nn.ModuleList([m.representation for ms in self.methods for m in ms] +
                                       [m.inverter for ms in self.methods for m in ms if isinstance(m, LearnedMethod)] +
@@ -53,9 +57,10 @@ class CompareModule(pl.LightningModule):
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int,
                      dataloader_idx: int = 0) -> list[dict[str, Any]]:
-        indices, images = [int(it["index"]) for it in batch], [it["image"] for it in batch]
+        indices = [int(it["index"]) for it in batch]
         records = []
-        for methods in self.methods:
+        for methods, grey in zip(self.methods, self.grey):
+            images = [it["images"][grey] for it in batch]
             for method in methods:
                 results = reconstruct(method, images, self.device, len(images), indices)
                 for i, (recon, seconds, loss) in zip(indices, results):

@@ -10,7 +10,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -197,15 +197,15 @@ def write_markdown(path: Path, title_lines: Sequence[str], table: str, targets: 
     return text
 
 
-def comparison_grid(originals: Sequence[torch.Tensor], stems: Sequence[str], specs: Sequence[str],
+def comparison_grid(originals: Mapping[str, Sequence[torch.Tensor]], stems: Sequence[str], specs: Sequence[str],
                     reconstructions: dict[tuple[str, str], dict[int, torch.Tensor]], limit: int) -> torch.Tensor:
-    """Rows = images (the first ``limit``); per representation the columns original | gd | learned | hybrid
-    (those that ran), labelled ``spec: column``."""
+    """Rows = images (the first ``limit``); per representation the columns original (as that representation
+    sees it: grey or RGB; ``originals[spec]``) | gd | learned | hybrid (those that ran), labelled ``spec: column``."""
     columns = [(spec, m) for spec in specs for m in ("original", *METHOD_ORDER)
                if m == "original" or (spec, m) in reconstructions]
     rows = []
-    for i in range(min(limit, len(originals))):
-        rows.append([originals[i] if m == "original" else reconstructions[(spec, m)][i] for spec, m in columns])
+    for i in range(min(limit, len(stems))):
+        rows.append([originals[spec][i] if m == "original" else reconstructions[(spec, m)][i] for spec, m in columns])
     return grid(rows, col_labels=[f"{spec}: {m}" for spec, m in columns], row_labels=list(stems[:len(rows)]))
 
 
