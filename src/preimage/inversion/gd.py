@@ -16,10 +16,9 @@ the prior, the restarts and the jitter; objectives see images in ``[0, 1]``, one
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -30,108 +29,13 @@ from ..representations import Representation
 from .objectives import FeatureReconstruction, Objective
 from .parametrization import FourierSpace, PixelSpace
 from .regularizers import ImagePrior
+from .settings import SIGMA0_227, GDConfig, config_from_dict
 from .transforms import random_affine
 
-#: σ0 of M&V's code for a 227×227×3 image (≈ 68.9 per value); scaled with the square root of the value count.
-SIGMA0_227 = 27098.1
-PARAMETRIZATIONS = ("pixel", "fourier")
-OPTIMIZERS = ("momentum", "adam")
+__all__ = ["SIGMA0_227", "DivergedError", "GDConfig", "GDResult", "GDSetup", "config_from_dict", "descend",
+           "gd_setup", "invert_gd", "jitter_images", "optimize_gd"]
+
 _ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
-
-
-@dataclass
-class GDConfig:
-    """Hyper-parameters of one GD inversion (a preset fills these; every field is overridable).
-
-    Attributes:
-        schedule: ``[(learning_rate, iterations), ...]`` piecewise-constant learning rate.
-        momentum: momentum coefficient.
-        alpha, lambda_alpha: α-norm exponent and weight.
-        tv_beta, lambda_tv: TV^β exponent and weight.
-        sigma0_227: σ0 for a 227×227×3 image; the value used is scaled by sqrt(C·H·W / (227·227·3)).
-        pixel_mean: per-channel mean of the pixel units (0–255); one value is broadcast.
-        grey: invert the grey version of the image (M&V do for HOG, HOGb and DSIFT).
-        jitter: maximum random shift in pixels applied before Φ at every step (0: none); a roll, so what
-            leaves one side comes back on the other.
-        scale: ``(low, high)``: the image is also scaled about its centre by a factor log-uniform in this
-            range before Φ at every step ((1, 1): never).
-        rotate: ... and rotated by an angle uniform in ``[−rotate, rotate]`` degrees (0: never).
-        parametrization: ``pixel`` (M&V: the pixels themselves) or ``fourier`` (a decorrelated, scaled
-            spectrum through a sigmoid, lucid's; ``decay`` its power law). The priors act on the pixels either way.
-        optimizer: ``momentum`` (M&V; step ``lr · σ0² · ∇E`` in pixel space, ``lr · ∇E`` in Fourier space)
-            or ``adam`` (step ``lr`` per variable at most; its moments are kept across the schedule's phases).
-        clamp: keep the pixels inside the valid range after every step (M&V 2015: no; pixel space only,
-            the Fourier image is always inside it).
-        restarts: reconstructions per image, each from its own random start.
-        seed: seed of the random starts and jitter; image i's restart r uses ``seed + r`` whatever the batch.
-    """
-
-    schedule: list[tuple[float, int]] = field(default_factory=lambda: [(0.004, 200), (0.0004, 200), (0.00004, 200), (0.000004, 200)])
-    momentum: float = 0.9
-    alpha: float = 6.0
-    lambda_alpha: float = 8e-10
-    tv_beta: float = 2.0
-    lambda_tv: float = 1.0
-    sigma0_227: float = SIGMA0_227
-    pixel_mean: tuple[float, ...] = (128.0,)
-    grey: bool = False
-    jitter: int = 0
-    scale: tuple[float, float] = (1.0, 1.0)
-    rotate: float = 0.0
-    parametrization: str = "pixel"
-    decay: float = 1.0
-    optimizer: str = "momentum"
-    clamp: bool = False
-    restarts: int = 1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        try:
-            self.schedule = [(float(lr), int(n)) for lr, n in self.schedule]
-            self.pixel_mean = tuple(float(m) for m in self.pixel_mean)
-            self.scale = tuple(float(f) for f in self.scale)  # type: ignore[assignment]
-        except (TypeError, ValueError):
-            raise ValueError("schedule must be [[learning_rate, iterations], ...], pixel_mean a list of numbers "
-                             "and scale [low, high]") from None
-        for name, kind in (("momentum", float), ("alpha", float), ("lambda_alpha", float), ("tv_beta", float),
-                           ("lambda_tv", float), ("sigma0_227", float), ("jitter", int), ("restarts", int), ("seed", int),
-                           ("rotate", float), ("decay", float)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
-                raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-            setattr(self, name, kind(value))
-        for name in ("grey", "clamp"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"GD setting {name} must be true or false, got {getattr(self, name)!r}")
-        numbers = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        numbers.update({f"schedule[{i}]": lr for i, (lr, _) in enumerate(self.schedule)})
-        numbers.update({f"scale[{i}]": f for i, f in enumerate(self.scale)})
-        for key, value in numbers.items():
-            if not math.isfinite(value):
-                raise ValueError(f"GD setting {key} must be a finite number, got {value}")
-        if not self.schedule or any(n <= 0 or lr <= 0 for lr, n in self.schedule):
-            raise ValueError(f"schedule must be non-empty (learning_rate > 0, iterations > 0) pairs, got {self.schedule}")
-        if self.restarts < 1 or self.jitter < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("need restarts >= 1, jitter >= 0 and 0 <= momentum < 1")
-        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] or self.rotate < 0:
-            raise ValueError(f"need scale = [low, high] with 0 < low <= high and rotate >= 0, got {list(self.scale)} "
-                             f"and {self.rotate}")
-        for name, valid in (("parametrization", PARAMETRIZATIONS), ("optimizer", OPTIMIZERS)):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"GD setting {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
-
-    @property
-    def iterations(self) -> int:
-        return sum(n for _, n in self.schedule)
-
-    def record(self) -> dict[str, Any]:
-        """The settings as JSON values, with the total iterations (what every report records of a GD run)."""
-        return {**vars(self), "schedule": [list(s) for s in self.schedule], "pixel_mean": list(self.pixel_mean),
-                "scale": list(self.scale), "iterations": self.iterations}
-
-    def sigma0(self, channels: int, height: int, width: int) -> float:
-        return self.sigma0_227 * math.sqrt(channels * height * width / (227 * 227 * 3))
-
 
 @dataclass
 class GDResult:
@@ -407,12 +311,3 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
             mask = mask[0]  # one (1, ...) mask for every image
     return optimize_gd(FeatureReconstruction(representation, target, mask), originals.shape, config, init=init,
                        device=dev, progress=progress, callback=callback, stop_on_divergence=stop_on_divergence)
-
-
-def config_from_dict(values: dict[str, Any]) -> GDConfig:
-    """Build a :class:`GDConfig` from a plain mapping (e.g. a resolved preset); unknown keys are an error."""
-    known = set(GDConfig.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown GD settings {unknown}; valid: {sorted(known)}")
-    return GDConfig(**values)
