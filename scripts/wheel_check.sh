@@ -20,11 +20,11 @@ run list | cut -c1-120
 run invert -r hog builtin:camera builtin:coins --out "$work/inverted" preset=mv2015 "gd.schedule=[[0.004,5]]" \
   progress=false device=cpu
 run compare run_dir="$work/compare" limit=2 image_size=64 "gd.schedule=[[0.004,5]]" hybrid.iterations=5 device=cpu \
-  tensorboard=false 2>/dev/null | grep -E "^\| (representation|hog|hogb|dsift) "
+  tensorboard=false 2>/dev/null | grep -E "^\| (representation|hog|hogb|dsift|efficientnet_lite0:stage4) "
 "$py" - "$work/compare/results.json" <<'PY'
 import json, sys
 learned = {r["representation"] for r in json.load(open(sys.argv[1]))["records"] if r["method"] == "learned"}
-missing = {"hog", "hogb", "dsift"} - learned
+missing = {"hog", "hogb", "dsift", "efficientnet_lite0:stage4"} - learned
 if missing:
     sys.exit(f"wheel check: compare did not find the shipped bundle(s) of {', '.join(sorted(missing))}")
 PY

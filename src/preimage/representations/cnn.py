@@ -29,7 +29,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.models import AlexNet_Weights
 
 from .base import Representation
 from .network import NetworkLayer, WeightsArg, check_state_dict, hub_cache_file, read_state_dict
@@ -120,6 +119,8 @@ def _imagenet_file(family: str) -> Path:
             "Caffe's bvlc_reference_caffenet.caffemodel to a PyTorch state_dict with keys conv1.weight, "
             "conv1.bias, ..., fc8.bias (the layer names of caffenet:fc8) and pass weights=<path to that file>"
         )
+    from torchvision.models import AlexNet_Weights  # here: torchvision takes a second to import
+
     return hub_cache_file(AlexNet_Weights.IMAGENET1K_V1.url, "alexnet")
 
 
