@@ -181,3 +181,14 @@ def test_maximize_writes_each_image_as_npy(tmp_path: Path, logits: nn.Module) ->
                       gd={"schedule": [[0.05, 1]]}, normalizer_images=["builtin:rocket"], normalizer_size=64,
                       device="cpu", progress=False)
     assert single["arrays"] == ["efficientnet_lite0_logits-c281.npy"]
+
+
+@pytest.mark.parametrize("preset", ["maximize", "maximize_fourier"])
+def test_maximize_a_channel_of_an_inner_layer(tmp_path: Path, preset: str) -> None:
+    spec = "efficientnet_lite0:stage4"
+    report = maximize(layers=[spec], out=tmp_path, channels=[3], target="channel", size=64, preset=preset,
+                      gd={"schedule": [[resolve_preset(preset, spec)["schedule"][0][0], 8]]},
+                      normalizer_images=["builtin:rocket"], normalizer_size=64, device="cpu", progress=False)
+    figures = report["figures"][spec]
+    assert figures["activation_final"][0][0] > figures["activation_start"][0][0]
+    assert report["arrays"] == ["efficientnet_lite0_stage4-c3.npy"]
