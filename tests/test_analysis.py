@@ -329,3 +329,14 @@ def test_an_analysis_refuses_a_used_folder_unless_overwrite(tmp_path: Path) -> N
         again.run(again)
     third = parse("window", *args, "overwrite=true", *out)
     assert third.run(third) == 0 and (tmp_path / "w" / "window.json").is_file()
+
+
+def test_a_diverged_image_gets_a_note_not_an_npy(tmp_path: Path) -> None:
+    from preimage.analysis.common import write_report
+
+    good, bad = torch.rand(3, 8, 8), torch.full((3, 8, 8), float("nan"))
+    report = write_report(tmp_path, "test", [[good, bad]], None, ["row"], {"notes": ["kept"]},
+                          {"hog-a": good, "hog-b": bad})
+    assert report["arrays"] == ["hog-a.npy"] and sorted(p.name for p in tmp_path.glob("*.npy")) == ["hog-a.npy"]
+    assert report["notes"][0] == "kept" and "diverged" in report["notes"][1] and "hog-b" in report["notes"][1]
+    assert np.array_equal(np.load(tmp_path / "hog-a.npy"), good.permute(1, 2, 0).numpy())

@@ -121,10 +121,18 @@ def write_report(out: Path, kind: str, rows: Sequence[Sequence[torch.Tensor]], c
                  arrays: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """Write ``<out>/<kind>.png`` (the labelled grid), every image the analysis made as ``<out>/<name>.npy``
     (``arrays``: name → ``(C, H, W)`` in ``[0, 1]``, written float32 ``H × W × C``, so that scripts can re-score
-    them) and ``<out>/<kind>.json`` (``report`` + the ``arrays`` names + versions), last; return the report."""
-    for name, image in arrays.items():
-        save_npy(image, out / f"{name}.npy")
+    them) and ``<out>/<kind>.json`` (``report`` + the ``arrays`` names + versions), last; return the report.
+    An image with NaN or infinite values (a descent that diverged) gets no ``.npy`` and a note instead."""
+    diverged = [name for name, image in arrays.items() if not bool(torch.isfinite(image).all())]
+    written = [name for name in arrays if name not in diverged]
+    for name in written:
+        save_npy(arrays[name], out / f"{name}.npy")
     save_png(grid(rows, col_labels=col_labels, row_labels=row_labels), out / f"{kind}.png")
-    report = {"kind": kind, **report, "arrays": [f"{name}.npy" for name in arrays], "versions": versions()}
+    notes = list(report.get("notes", []))
+    if diverged:
+        notes.append(f"the descent diverged (NaN or infinite values; no .npy written, black in the picture) for "
+                     f"{', '.join(diverged)}: lower the step (gd.schedule) or use another preset")
+    report = {"kind": kind, **report, "notes": notes, "arrays": [f"{name}.npy" for name in written],
+              "versions": versions()}
     write_json(out / f"{kind}.json", report)
     return report
