@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on built-in data: `preimage compare` with its default config — GD (M&V), the
-# shipped learned inverters (D&B) and the hybrid, on HOG, HOGb and DSIFT of the built-in test photos.
+# shipped learned inverters (D&B) and the hybrid, on HOG, HOGb and DSIFT (grey) and EfficientNet-Lite0's stage4
+# (colour) of the built-in test photos.
 # Writes runs/compare/{report.md,results.json,results.csv,grid.png,tensorboard/}. Sets up .venv first
 # when needed; replaces the outputs of its previous run (overwrite=true). Extra key=value arguments are
 # passed on, e.g. device=cpu limit=2.
