@@ -149,7 +149,9 @@ class GDSetup:
 
     Attributes:
         space: the parametrization (:class:`PixelSpace`: mean-subtracted 0–255 pixels, or :class:`FourierSpace`).
-        sigma0: σ0 for this image size, scaling the priors (and the pixel-space momentum step).
+        sigma0: σ0 for this image size, scaling the priors.
+        step_scale: what the momentum step multiplies the gradient by: σ0² in pixel space (M&V's units), 1 in
+            Fourier space.
         generators: one per row ``i·R + r``, seeded ``seed + r``: the random start (if drawn), then the jitter
             and the random transforms.
         starts: random starts ``(N·R, ...)`` in the space's variables (CPU): pixels of L2 norm σ0 per image, or
@@ -159,6 +161,7 @@ class GDSetup:
 
     space: PixelSpace | FourierSpace
     sigma0: float
+    step_scale: float
     generators: list[torch.Generator]
     starts: torch.Tensor | None
     prior: ImagePrior
@@ -185,7 +188,8 @@ def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width:
         starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
     prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
                        tv_beta=config.tv_beta, sigma0=sigma0)
-    return GDSetup(space, sigma0, generators, starts, prior)
+    step_scale = sigma0**2 if isinstance(space, PixelSpace) else 1.0
+    return GDSetup(space, sigma0, step_scale, generators, starts, prior)
 
 
 def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *, init: torch.Tensor | None = None,
@@ -242,22 +246,21 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
     warp = config.scale != (1.0, 1.0) or config.rotate > 0
 
     def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images = space.to_image(x)
+        images = plain = space.to_image(x)
         if config.jitter:
             images = jitter_images(images, config.jitter, setup.generators)
         if warp:
             images = random_affine(images, setup.generators, scale=config.scale, rotate=config.rotate)
         data = rows(images)
-        return data + setup.prior(space.pixels(x)), data
+        return data + setup.prior(space.prior_pixels(x, plain)), data
 
     x0 = x0.to(dev)
     bounds = space.bounds(x0) if config.clamp else None
-    pixel_space = isinstance(space, PixelSpace)
     synchronize(dev)
     tic = time.perf_counter()
     try:
         x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum,
-                                  step_scale=setup.sigma0**2 if pixel_space else 1.0, optimizer=config.optimizer,
+                                  step_scale=setup.step_scale, optimizer=config.optimizer,
                                   bounds=bounds, callback=callback, progress=progress,
                                   stop_on_divergence=stop_on_divergence)
     except DivergedError as err:

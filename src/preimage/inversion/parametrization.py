@@ -5,7 +5,7 @@
   scaled by ``1 / frequency^decay``, colours decorrelated by ImageNet's colour covariance, squashed by a
   sigmoid; gradient steps on it favour low frequencies and natural colours.
 
-Both give :meth:`to_image` (variables → images in ``[0, 1]``), :meth:`from_image`, :meth:`pixels` (what the
+Both give :meth:`to_image` (variables → images in ``[0, 1]``), :meth:`from_image`, :meth:`prior_pixels` (what the
 α-norm and TV priors act on: mean-subtracted 0–255 pixels) and :meth:`bounds` (for clamping, or ``None``).
 """
 from __future__ import annotations
@@ -51,8 +51,8 @@ class PixelSpace:
         """Images in ``[0, 1]`` ``(B, C, H, W)`` → pixels."""
         return image * self.scale - self._mean(image)
 
-    def pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """The pixels the priors act on: the variables themselves."""
+    def prior_pixels(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The pixels the priors act on: the variables themselves (``image = to_image(x)`` unused)."""
         return x
 
     def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,9 +121,9 @@ class FourierSpace:
         """One random start ``(C, H, W//2+1, 2)``: Gaussian variables of RMS ``std`` (lucid's 0.01), on the CPU."""
         return torch.randn(self.variable_shape(1)[1:], generator=generator) * std
 
-    def pixels(self, z: torch.Tensor) -> torch.Tensor:
-        """The image in the pixel units of ``pixel`` (mean-subtracted 0–255), for the priors."""
-        return self.pixel.from_image(self.to_image(z))
+    def prior_pixels(self, z: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """``image = to_image(z)`` in the pixel units of ``pixel`` (mean-subtracted 0–255), for the priors."""
+        return self.pixel.from_image(image)
 
     def bounds(self, z: torch.Tensor) -> None:
         """No clamping: the sigmoid keeps every image inside ``(0, 1)``."""

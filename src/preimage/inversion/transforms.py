@@ -44,6 +44,8 @@ def affine(images: torch.Tensor, transforms: Sequence[Affine]) -> torch.Tensor:
     n, _, h, w = images.shape
     if len(transforms) != n:
         raise ValueError(f"{len(transforms)} transforms for {n} images")
+    if all(t == Affine() for t in transforms):
+        return images
     theta = torch.zeros(n, 2, 3, dtype=torch.float64)
     for i, t in enumerate(transforms):
         # output pixel p samples the input at centre + R(−angle)·(p − centre − shift)/scale, in normalized units
@@ -55,8 +57,6 @@ def affine(images: torch.Tensor, transforms: Sequence[Affine]) -> torch.Tensor:
         dx, dy = 2.0 * t.shift[1] / w, 2.0 * t.shift[0] / h
         theta[i, 0, 2] = -(theta[i, 0, 0] * dx + theta[i, 0, 1] * dy)
         theta[i, 1, 2] = -(theta[i, 1, 0] * dx + theta[i, 1, 1] * dy)
-    if all(t == Affine() for t in transforms):
-        return images
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
