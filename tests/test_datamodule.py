@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from torch.utils.data import DistributedSampler
 
 from preimage.photos import TEST_PHOTOS
 from preimage.training.datamodule import EpochSampler, ImageDataModule
@@ -113,6 +114,19 @@ def test_epoch_sampler() -> None:
     assert sorted(first) == list(range(5)) and sorted(second) == list(range(5, 10))
     s.set_epoch(0)
     assert list(s) == first
+
+
+def test_epoch_sampler_splits_each_epoch_as_torchs_distributed_sampler() -> None:
+    """Rank r's share under DDP is what torch's DistributedSampler (no shuffle) takes from the whole epoch."""
+    whole = EpochSampler(5, seed=2)
+    epochs = [list(whole), list(whole)]
+    for rank in (0, 1):
+        share = EpochSampler(5, seed=2, rank=rank, world_size=2)
+        for epoch in epochs:
+            reference = [epoch[i] for i in DistributedSampler(epoch, num_replicas=2, rank=rank, shuffle=False)]
+            assert list(share) == reference and len(share) == 3
+    # a resume skips this rank's first items: rank 1 keeps its third, the padding (the epoch's first index)
+    assert list(EpochSampler(5, seed=2, skip=2, rank=1, world_size=2)) == [epochs[0][0]]
 
 
 def test_two_workers() -> None:

@@ -1,4 +1,5 @@
-"""The same training under Lightning DDP: 2 CPU processes (gloo) end with identical weights and write one run."""
+"""The same training under Lightning DDP: 2 CPU processes (gloo) end with identical weights and write one run;
+a resumed DDP run equals an uninterrupted one."""
 from __future__ import annotations
 
 import os
@@ -24,15 +25,22 @@ trainer.strategy.barrier()
 """
 
 
-def test_ddp_two_processes_end_identical(tmp_path: Path) -> None:
-    script, run_dir = tmp_path / "fit.py", tmp_path / "run"
+def fit_ddp(tmp_path: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """The tiny training on 2 DDP processes; asserts it succeeded."""
+    script = tmp_path / "fit.py"
     script.write_text(SCRIPT)
     proc = subprocess.run(
-        [sys.executable, str(script), f"run_dir={run_dir}", "trainer.strategy=ddp", "trainer.devices=2"],
+        [sys.executable, str(script), f"run_dir={run_dir}", "trainer.strategy=ddp", "trainer.devices=2", *overrides],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
     )  # capturing the output waits for rank 1 too: it holds the pipes until it exits
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_ddp_two_processes_end_identical(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = fit_ddp(tmp_path, run_dir)
     assert "Starting with 2 processes" in proc.stderr + proc.stdout
     rank0, rank1 = (torch.load(run_dir / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
@@ -45,3 +53,16 @@ def test_ddp_two_processes_end_identical(tmp_path: Path) -> None:
     assert sorted(p.name for p in run_dir.glob("*.pt")) == ["bundle.pt", "rank0.pt", "rank1.pt"]
     assert torch.load(run_dir / "bundle.pt", weights_only=True)["manifest"]["trained_steps"] == 4
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 logs alone
+
+
+def test_a_ddp_run_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    """Each rank's data order resumes: 2 steps, then a resume to 4, give the weights of 4 steps in one go (8
+    batches per rank an epoch, so step 2 is mid-epoch; a constant learning rate, whatever max_steps)."""
+    common = ["scheduler.name=constant", "scheduler.warmup_steps=0", "trainer.val_check_interval=2"]
+    fit_ddp(tmp_path, tmp_path / "straight", "trainer.max_steps=4", *common)
+    fit_ddp(tmp_path, tmp_path / "resumed", "trainer.max_steps=2", *common)
+    fit_ddp(tmp_path, tmp_path / "resumed", "trainer.max_steps=4", "resume=true", *common)
+    straight, resumed = (torch.load(tmp_path / run / "rank0.pt", weights_only=True) for run in ("straight", "resumed"))
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)

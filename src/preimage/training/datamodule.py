@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..config import check_int
 from .augment import IntensityJitter, check_jitter
@@ -32,27 +32,28 @@ DEFAULT_SOURCES: tuple[dict[str, Any], ...] = ({"kind": "builtin", "weight": 0.5
 _SET_BY_MODULE = {"split", "crop", "length", "seed", "grey"}
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(DistributedSampler):
     """Indices ``epoch · length + π(i)``, ``π`` a permutation seeded by ``(seed, epoch)``: fresh items every epoch.
 
-    The epoch is what :meth:`set_epoch` last set (Lightning calls it before every epoch, also through its
-    distributed sampler wrapper), and advances by one after each iteration, for use without Lightning.
-    ``skip`` leaves out the first items of the first iteration only: a run resumed mid-epoch goes on with the
-    items the interrupted run had not reached, so that it equals an uninterrupted run.
+    Under DDP (``world_size > 1``) rank ``r`` takes every ``world_size``-th index from ``r`` on, the epoch padded
+    with its first indices to a multiple of ``world_size``, as torch's ``DistributedSampler`` splits it (being
+    one, Lightning leaves it unwrapped). The epoch is what :meth:`set_epoch` last set (Lightning calls it before
+    every epoch), and advances by one after each iteration, for use without Lightning. ``skip`` leaves out this
+    rank's first items of the first iteration only: a run resumed mid-epoch goes on with the items the
+    interrupted run had not reached, so that it equals an uninterrupted run.
     """
 
-    def __init__(self, length: int, seed: int = 0, skip: int = 0) -> None:
+    def __init__(self, length: int, seed: int = 0, skip: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(range(int(length)), num_replicas=int(world_size), rank=int(rank), shuffle=False)
         self.length, self.seed, self.epoch, self.skip = int(length), int(seed), 0, int(skip)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
-        return self.length
+        return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         order = np.random.default_rng([self.seed, epoch]).permutation(self.length) + epoch * self.length
+        order = np.resize(order, self.total_size)[self.rank::self.num_replicas]  # np.resize pads with the head
         skip, self.skip = self.skip, 0
         return iter(order[skip:].tolist())
 
@@ -140,7 +141,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.data_train: ImageSource | IntensityJitter | None = None
         self.data_val: ImageSource | None = None
         self.data_test: ImageSource | None = None
-        self._skip_items = 0  # set by resume_at
+        self._resume_batches = 0  # set by resume_at
 
     def _build(self, split: str, length: int, seed: int) -> ImageSource:
         hp = self.hparams
@@ -170,18 +171,19 @@ class ImageDataModule(pl.LightningDataModule):
                           pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0)
 
     def resume_at(self, batches: int) -> None:
-        """Make the next training loader go on after ``batches`` training batches (one process: Lightning's
-        distributed sampler wrapper needs every epoch whole, so DDP runs resume at the epoch's start): its first
-        epoch leaves out the items the interrupted run had trained on."""
-        self.setup("fit")
-        per_epoch = -(-len(self.data_train) // self.hparams.batch_size)
-        self._skip_items = (int(batches) % per_epoch) * self.hparams.batch_size
+        """Make the next training loader go on after each process's first ``batches`` training batches: its
+        first epoch leaves out the items the interrupted run had trained on (this rank's, under DDP)."""
+        self._resume_batches = int(batches)
 
     def train_dataloader(self) -> DataLoader:
-        """New items every epoch (:class:`EpochSampler`), resumed where :meth:`resume_at` says."""
+        """New items every epoch (:class:`EpochSampler`, this rank's share), resumed where :meth:`resume_at` says."""
         self.setup("fit")
-        skip, self._skip_items = self._skip_items, 0
-        return self._loader(self.data_train, EpochSampler(len(self.data_train), self.hparams.seed, skip))
+        trainer = self.trainer  # None outside a Trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochSampler(len(self.data_train), self.hparams.seed, rank=rank, world_size=world_size)
+        batches, self._resume_batches = self._resume_batches, 0
+        sampler.skip = batches % -(-len(sampler) // self.hparams.batch_size) * self.hparams.batch_size
+        return self._loader(self.data_train, sampler)
 
     def val_dataloader(self) -> DataLoader:
         """The fixed validation set, in order."""

@@ -183,8 +183,7 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     except Exception as err:  # Lightning's MisconfigurationException (no ValueError), a missing accelerator package
         message = " ".join(str(err).split()) or type(err).__name__
         raise ValueError(f"trainer: {message}") from None
-    exact_resume = resume_step is not None and trainer.world_size == 1
-    if exact_resume:  # the data order goes on where the interrupted run stopped, mid-epoch too (one process)
+    if resume_step is not None:  # the data order goes on where the interrupted run stopped, mid-epoch too
         datamodule.resume_at(resume_step * trainer.accumulate_grad_batches)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +192,7 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     with warnings.catch_warnings():  # Φ is in eval mode on purpose; a resumed run's folder holds checkpoints
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        if exact_resume:  # the data order resumes on its own (ImageDataModule.resume_at), which Lightning cannot see
+        if resume_step is not None:  # the data order resumes on its own (ImageDataModule.resume_at), unseen by Lightning
             warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if c["resume"] else None)
 
