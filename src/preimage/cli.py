@@ -14,6 +14,7 @@ them; `preimage config JOB` prints the result.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import shlex
 import signal
@@ -207,6 +208,12 @@ _INTERRUPTED = {
 }
 
 
+def _quiet_lightning(record: logging.LogRecord) -> bool:
+    """Drop Lightning's Ctrl-C notice (the interrupt gets one line of ours) and its advertisement."""
+    message = str(record.msg)
+    return "Detected KeyboardInterrupt" not in message and not message.startswith("💡")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point. Expected failures (bad input, bad config) print one line on stderr and return 2."""
     parser = build_parser()
@@ -216,9 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if hasattr(args, "items"):  # positional items may come after options: image paths and key=value overrides
         args.items = args.items + extra
-    # Lightning's own use of a torch API torch deprecated, and its Ctrl-C notice: nothing a user can act on
+    # Lightning's own use of a torch API torch deprecated, its Ctrl-C notice and its tip: nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    warnings.filterwarnings("ignore", message=r"Detected KeyboardInterrupt")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_quiet_lightning)
     interrupted: list[bool] = []
 
     def on_interrupt(signum: int, frame: object) -> None:
