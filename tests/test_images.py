@@ -1,6 +1,7 @@
 """Tests for preimage.images: real files on disk for every conversion and every error case."""
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -264,6 +265,49 @@ def test_png_with_rows_missing_is_refused_as_truncated(tmp_path: Path, interlace
     with pytest.raises(ImageError, match="truncated image file") as err:
         load_image(short)
     _assert_one_line(err, short)
+
+
+JPEG_ENCODINGS = {"baseline": {}, "progressive": {"progressive": True}, "optimized": {"optimize": True},
+                  "4:4:4": {"subsampling": 0}, "restart markers": {"restart_marker_blocks": 2}}
+
+
+def _jpeg_bytes(grey: bool, **options) -> bytes:
+    """A 64×96 gradient with noise as JPEG (many blocks, none flat)."""
+    rng = np.random.default_rng(1)
+    pixels = np.linspace(0, 200, 96)[None, :, None] + rng.integers(0, 55, (64, 96, 3))
+    image = Image.fromarray(pixels.astype(np.uint8))
+    buffer = io.BytesIO()
+    (image.convert("L") if grey else image).save(buffer, "JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("grey", [False, True], ids=["rgb", "grey"])
+@pytest.mark.parametrize("encoding", list(JPEG_ENCODINGS))
+def test_jpeg_cut_with_its_end_marker_appended_is_refused_as_truncated(tmp_path: Path, encoding: str,
+                                                                      grey: bool) -> None:
+    data = _jpeg_bytes(grey, **JPEG_ENCODINGS[encoding])
+    assert data.endswith(b"\xff\xd9")
+    for name, complete in (("whole.jpg", data), ("trailing.jpg", data + b"bytes after the end marker")):
+        (tmp_path / name).write_bytes(complete)
+        with Image.open(tmp_path / name) as im:
+            expected = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+        np.testing.assert_array_equal(load_image(tmp_path / name).expand(3, -1, -1).permute(1, 2, 0).numpy(), expected)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[:len(data) // 2] + b"\xff\xd9")
+    with Image.open(cut) as im:
+        im.load()  # Pillow itself takes it, the rest grey
+    with pytest.raises(ImageError, match="truncated image file") as err:
+        load_image(cut)
+    _assert_one_line(err, cut)
+
+
+def test_multi_picture_jpeg_is_not_taken_for_truncated(tmp_path: Path) -> None:
+    first, second = (Image.open(io.BytesIO(_jpeg_bytes(False))) for _ in range(2))
+    first.save(tmp_path / "pair.mpo", "MPO", save_all=True, append_images=[second.rotate(90)])
+    with Image.open(tmp_path / "pair.mpo") as im:
+        assert im.format == "MPO" and im.n_frames == 2
+        expected = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+    np.testing.assert_array_equal(load_image(tmp_path / "pair.mpo").permute(1, 2, 0).numpy(), expected)
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 import warnings
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -21,6 +19,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .files import atomic_path
+from .truncation import jpeg_data_missing, png_rows_missing
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -64,46 +63,6 @@ def _decode(im: Image.Image) -> np.ndarray:
         alpha = arr[..., -1:]
         arr = arr[..., :-1] * alpha + (1.0 - alpha)
     return arr
-
-
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
-
-
-def _png_rows_missing(path: Path) -> bool:
-    """Whether a PNG's pixel data (its IDAT chunks, inflated) is shorter than its header says: a file that ends
-    cleanly after part of its rows, which Pillow decodes without an error (the rest black). Streams the data."""
-    with open(path, "rb") as f:
-        if f.read(8) != b"\x89PNG\r\n\x1a\n":
-            return False
-        inflater, produced, header = zlib.decompressobj(), 0, None
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                break
-            length, kind = struct.unpack(">I4s", head)
-            data = f.read(length)
-            f.read(4)  # CRC (Pillow checks it)
-            if kind == b"IHDR":
-                header = struct.unpack(">IIBBBBB", data[:13])
-            elif kind == b"IDAT":
-                chunk = data
-                while chunk:
-                    produced += len(inflater.decompress(chunk, 1 << 20))
-                    chunk = inflater.unconsumed_tail
-            elif kind == b"IEND":
-                break
-    if header is None:
-        return False
-    width, height, depth, colour, _, _, interlace = header
-    bits = depth * _PNG_CHANNELS.get(colour, 1)
-    row = lambda w: 0 if w == 0 else 1 + (w * bits + 7) // 8  # noqa: E731 - filter byte + packed samples
-    if interlace:  # Adam7: seven reduced images
-        passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
-        expected = sum(row(-(-(width - x0) // dx)) * -(-(height - y0) // dy)
-                       for x0, y0, dx, dy in passes if width > x0 and height > y0)
-    else:
-        expected = row(width) * height
-    return produced < expected
 
 
 def max_pixels() -> int:
@@ -154,8 +113,10 @@ def load_image(path: PathLike, grey: bool = False) -> torch.Tensor:
                 raise ImageError(f"{p}: image of {im.width}x{im.height} pixels is over the budget of {budget} "
                                  "pixels (set PREIMAGE_MAX_PIXELS to raise it)")
             im.load()  # force the lazy decoder so that truncation and corruption surface here
-            if im.format == "PNG" and _png_rows_missing(p):
+            if im.format == "PNG" and png_rows_missing(p):
                 raise ImageError(f"{p}: truncated image file (its pixel data ends before the last row)")
+            if im.format in ("JPEG", "MPO") and jpeg_data_missing(p, im):
+                raise ImageError(f"{p}: truncated image file (its compressed data ends before the last block)")
             im = ImageOps.exif_transpose(im)
     except ImageError:
         raise
