@@ -36,12 +36,18 @@ def libvl() -> ctypes.CDLL:
     return lib
 
 
+#: the one skip CI accepts: a machine that cannot mount a tiny filesystem (the full-disk tests' patched twins,
+#: which test the same code, run everywhere)
+MACHINE_SKIP = "cannot mount a tmpfs here"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
-    """Under CI, turn every skip into a failure: nothing may silently not run there."""
+    """Under CI, turn every skip into a failure (but :data:`MACHINE_SKIP`): nothing may silently not run there."""
     outcome = yield
     report = outcome.get_result()
-    if VLFEAT_REQUIRED and report.skipped and not hasattr(report, "wasxfail"):
+    if (VLFEAT_REQUIRED and report.skipped and not hasattr(report, "wasxfail")
+            and MACHINE_SKIP not in str(report.longrepr)):
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, which counts as a failure: {report.longrepr}"
 

@@ -203,8 +203,8 @@ _INTERRUPTED = {
     "train": "preimage train: interrupted; the run directory keeps its checkpoints up to the last validation: "
              "continue with the same command and resume=true",
     "compare": "preimage compare: interrupted; no results were written",
-    "invert": "preimage invert: interrupted; outputs may be incomplete: run again with another --out",
-    "analyze": "preimage analyze: interrupted; outputs may be incomplete: run again",
+    "invert": "preimage invert: interrupted; nothing was kept (the output folder is left empty)",
+    "analyze": "preimage analyze: interrupted; nothing was kept (the output folder is left empty)",
 }
 
 

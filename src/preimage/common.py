@@ -21,7 +21,7 @@ from .images import load_image, to_grey
 from .photos import TEST_PHOTOS, load_photo, photo_path
 
 __all__ = ["BUILTIN", "IMAGE_SUFFIXES", "bundle_path", "device_name", "grey_square", "launching_process",
-           "run_dir_lock", "list_images", "load_image_set",
+           "run_dir_lock", "list_images", "load_image_set", "outputs_removed_on_failure",
            "prepare_image", "prepare_output_dir", "resolve_device", "resolve_image_path", "square", "synchronize",
            "unique_stems", "versions"]
 
@@ -104,6 +104,17 @@ OUTPUT_MARKER = ".preimage-output"
 _KEPT = (OUTPUT_MARKER, ".lock")
 
 
+def _empty(out: Path) -> int:
+    """Remove everything in ``out`` but the output marker and a run lock; returns how many entries went."""
+    entries = [e for e in out.iterdir() if e.name not in _KEPT]
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return len(entries)
+
+
 def prepare_output_dir(out: str | Path, *, clear: bool | None = None) -> Path:
     """Create ``out``, check it is writable, and make sure no earlier run's files mix with this run's.
 
@@ -127,12 +138,34 @@ def prepare_output_dir(out: str | Path, *, clear: bool | None = None) -> Path:
             if not (out / OUTPUT_MARKER).exists():
                 raise ValueError(f"output folder {out} is not empty and was not written by preimage: it is not "
                                  "cleared even with overwrite=true; choose another folder")
-            for entry in entries:
-                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            _empty(out)
         (out / OUTPUT_MARKER).write_text("written by preimage; overwrite=true may clear this folder\n")
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
+    _prepared.append(out)
     return out
+
+
+#: the output folders :func:`prepare_output_dir` handed out, for :func:`outputs_removed_on_failure`
+_prepared: list[Path] = []
+
+
+@contextlib.contextmanager
+def outputs_removed_on_failure() -> Iterator[None]:
+    """Run a job so that if it fails (an error, a full disk, Ctrl-C), the output folders it prepared with
+    :func:`prepare_output_dir` are emptied again: a failed run leaves an empty folder, never part of its outputs
+    (each folder was empty, or emptied by ``overwrite=true``, when the job took it)."""
+    start = len(_prepared)
+    try:
+        yield
+    except BaseException as err:
+        removed = [(out, _empty(out)) for out in _prepared[start:]]
+        said = "; ".join(f"{out} was emptied of the outputs this run had written" for out, n in removed if n)
+        if said and isinstance(err, ValueError):
+            raise ValueError(f"{err}; {said}") from None
+        raise
+    finally:
+        del _prepared[start:]
 
 
 def unique_stems(paths: Sequence[Path], reserved: Sequence[str] = ()) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
+from ..common import outputs_removed_on_failure
 from ..config import check_finite, config_dir
 from ..schemas import analysis_schema, load_config, merged, plain
 
@@ -58,7 +59,8 @@ def run_analysis(kind: str, settings: DictConfig | dict[str, Any]) -> dict[str, 
     unknown keys and wrong types are a ``ValueError``."""
     values = plain(merged(schema(kind), settings, where=f"analyze {kind}"))
     check_finite(values)
-    return _analyses()[kind](**values)
+    with outputs_removed_on_failure():
+        return _analyses()[kind](**values)
 
 
 def _summary(figures: dict[str, Any]) -> dict[str, float]:

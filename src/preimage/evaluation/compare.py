@@ -34,8 +34,8 @@ from typing import Any, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..common import (BUILTIN, bundle_path, device_name, launching_process, load_image_set, prepare_output_dir,
-                      resolve_device, run_dir_lock, unique_stems, versions)
+from ..common import (BUILTIN, bundle_path, device_name, launching_process, load_image_set, outputs_removed_on_failure,
+                      prepare_output_dir, resolve_device, run_dir_lock, unique_stems, versions)
 from ..config import check_finite, check_int
 from ..schemas import CompareConfig, merged, plain
 from ..images import save_npy
@@ -223,7 +223,7 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
     run_dir = Path(c["run_dir"])
     trainer = _trainer(c)
     launching = launching_process()
-    with run_dir_lock(run_dir) if launching else contextlib.nullcontext():
+    with run_dir_lock(run_dir) if launching else contextlib.nullcontext(), outputs_removed_on_failure():
         if launching:
             prepare_output_dir(run_dir, clear=c["overwrite"])
         module = CompareModule(methods, modes)

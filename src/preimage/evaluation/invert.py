@@ -10,7 +10,8 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..common import device_name, prepare_output_dir, resolve_device, resolve_image_path, unique_stems, versions
+from ..common import (device_name, outputs_removed_on_failure, prepare_output_dir, resolve_device, resolve_image_path,
+                      unique_stems, versions)
 from ..config import check_finite, check_int
 from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_image, save_npy, save_png, side_by_side, to_grey
@@ -145,7 +146,12 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
         raise ValueError(f"checkpoint is for method learned, not {cfg.method}: add --method learned")
     if not images:
         raise ValueError("no images given")
-    out = prepare_output_dir(out, clear=bool(cfg.overwrite))
+    with outputs_removed_on_failure():
+        return _invert(cfg, container, images, prepare_output_dir(out, clear=bool(cfg.overwrite)))
+
+
+def _invert(cfg: DictConfig, container: dict[str, Any], images: Sequence[str], out: Path) -> dict[str, Any]:
+    """:func:`run_invert` once ``out`` is ready."""
     paths = [resolve_image_path(i) for i in images]
     device = resolve_device(cfg.device)
     with contextlib.ExitStack() as resources:
