@@ -167,7 +167,8 @@ def test_reconstructions_on_disk_are_the_methods_own(run: Path, bundle: Path) ->
     image = grey_square(TEST_PHOTOS[1], SIZE)
     with torch.no_grad():
         learned = LearnedInverter.from_bundle(bundle)(image[None])[0]
-    assert torch.equal(load_npy(run / by[("learned", 1)]["output"]), learned)
+    # compare ran it in a batch, this is one image: the same up to float rounding (an 8-bit round trip is 2e-3)
+    torch.testing.assert_close(load_npy(run / by[("learned", 1)]["output"]), learned, rtol=0, atol=1e-5)
     for method in ("gd", "hybrid"):
         assert load_npy(run / by[(method, 1)]["output"]).shape == (1, SIZE, SIZE)
 

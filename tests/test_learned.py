@@ -45,13 +45,18 @@ def _raw(path: Path) -> dict:
 
 
 def test_round_trip_is_bit_identical(tmp_path: Path) -> None:
+    """The weights come back bit for bit; the loaded decoder runs channels-last (faster on CPU), which changes
+    the reconstructions by float rounding only."""
     path, decoder = _bundle(tmp_path)
     features = torch.rand(2, 31, 4, 4)
     with torch.no_grad():
         before = decoder(features, (SIDE, SIDE))
         inverter = LearnedInverter.from_bundle(path)
         after = inverter.decoder(features, (SIDE, SIDE))
-    assert torch.equal(before, after)
+    saved, loaded = decoder.state_dict(), inverter.decoder.state_dict()
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+    assert inverter.decoder.layers[0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
     assert inverter.manifest["spec"] == "hog" and inverter.manifest["image_size"] == [SIDE, SIDE]
     assert inverter.manifest["metrics"]["val/psnr"] == 12.5  # a 0-d tensor stored as a float
     manifest, state = load_bundle(path, "hog")

@@ -176,6 +176,10 @@ def test_psnr_closed_form() -> None:
     a, b = torch.rand(3, 1, 9, 7), torch.rand(3, 1, 9, 7)
     mse = (a.double() - b.double()).square().mean(dim=(1, 2, 3))
     torch.testing.assert_close(psnr(a, b), 10 * torch.log10(1 / mse))
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # and a third-party implementation
+
+    expected = peak_signal_noise_ratio(a.double(), b.double(), data_range=1.0, reduction="none", dim=(1, 2, 3))
+    torch.testing.assert_close(psnr(a, b), expected, rtol=0, atol=1e-6)
 
 
 def test_psnr_list_of_sizes_and_identical() -> None:
@@ -191,6 +195,35 @@ def test_ssim_identical_and_different(channels: int) -> None:
     noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
     got = ssim(noisy, x)
     assert got.shape == (2,) and bool((got < 1).all()) and bool((got > 0).all())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_equals_torchmetrics_and_the_formula_written_out(channels: int) -> None:
+    """Against torchmetrics' SSIM (a third-party implementation) on random images of several sizes, and
+    against Wang et al.'s formula written out pixel by pixel with a 2-d window over the mirrored image."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as reference_ssim
+
+    for h, w in [(11, 11), (16, 23), (40, 31)]:
+        x = torch.rand(3, channels, h, w, dtype=torch.float64)
+        y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+        torch.testing.assert_close(ssim(y, x), reference_ssim(y, x, data_range=1.0, reduction="none"),
+                                   rtol=0, atol=1e-12)
+    x = torch.rand(1, 1, 12, 13, dtype=torch.float64)
+    y = (x + 0.3 * torch.rand_like(x)).clamp(0, 1)
+    d = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-d ** 2 / (2 * 1.5 ** 2))
+    window = torch.outer(g, g) / torch.outer(g, g).sum()
+    px, py = (torch.nn.functional.pad(t, (5, 5, 5, 5), mode="reflect")[0, 0] for t in (x, y))
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    total = 0.0
+    for i in range(12):
+        for j in range(13):
+            a, b = px[i:i + 11, j:j + 11], py[i:i + 11, j:j + 11]
+            mx, my = (window * a).sum(), (window * b).sum()
+            vx, vy = (window * a * a).sum() - mx ** 2, (window * b * b).sum() - my ** 2
+            cxy = (window * a * b).sum() - mx * my
+            total += (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    torch.testing.assert_close(ssim(x, y), (total / (12 * 13)).view(1), rtol=0, atol=1e-12)
 
 
 def test_image_metrics_bad_inputs() -> None:

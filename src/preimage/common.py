@@ -185,16 +185,21 @@ def unique_stems(paths: Sequence[Path], reserved: Sequence[str] = ()) -> list[st
 
 
 def versions() -> dict[str, str]:
-    """Versions of the software that produced an output."""
-    import numpy
-    import pytorch_lightning
-    import torchvision
+    """Versions of the software that produced an output (read from the installed distributions: importing
+    Lightning and torchvision only to ask would cost seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from . import __version__
 
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
     return {"preimage": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "pytorch_lightning": pytorch_lightning.__version__,
-            "numpy": numpy.__version__}
+            **{key: installed(name) for key, name in (("torchvision", "torchvision"),
+                                                       ("pytorch_lightning", "pytorch-lightning"), ("numpy", "numpy"))}}
 
 
 def bundle_path(value: str | os.PathLike | None) -> Path | None:

@@ -62,6 +62,8 @@ class InvertConfig:
     mask: Optional[Dict[str, Any]] = None  # null, {window: k} (central k×k neurons) or {channels: [i, j, ...]}
     device: str = "auto"          # auto (CUDA when present), cpu, cuda, cuda:1
     batch_size: int = 8           # images of the same size inverted together
+    metrics: List[str] = field(default_factory=lambda: ["feature_error", "normalized_loss", "image_error", "psnr",
+                                                        "ssim"])  # scored per image (metrics.json); fewer is faster
     progress: bool = True         # progress bar over iterations
     tensorboard: bool = False     # write the loss curves and snapshots to OUT/tensorboard
     snapshot_every: int = 100     # iterations between TensorBoard snapshots

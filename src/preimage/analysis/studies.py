@@ -86,7 +86,8 @@ def invariance(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
         arrays.update({array_name(spec, stem, f"r{r}"): res.images[i, r] for i, stem in enumerate(stems)
                        for r in range(restarts)})
         reference = scoring_features(rep, list(x0), dev)
-        per_restart = [score(rep, list(x0), list(res.images[:, r]), dev, reference)[metric] for r in range(restarts)]
+        per_restart = [score(rep, list(x0), list(res.images[:, r]), dev, reference, [metric])[metric]
+                       for r in range(restarts)]
         errors = [[100 * float(per_restart[r][i]) for r in range(restarts)] for i in range(n)]
         flat0 = [x.flatten().double() for x in x0]
         norm = mean_pairwise_sq_dist(flat0) if n >= 2 else 2 * (flat0[0] - flat0[0].mean()).square().sum()

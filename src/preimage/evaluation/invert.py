@@ -20,7 +20,7 @@ from ..inversion.learned import LearnedInverter
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
 from .methods import GDMethod, LearnedMethod, Method, reconstruct
-from .metrics import mean_pairwise_sq_dist, score, scoring_features
+from .metrics import check_metrics, mean_pairwise_sq_dist, score, scoring_features
 from .report import write_json
 
 #: the stems of invert's own outputs, which no input may take (overview.png, metrics.json, tensorboard/)
@@ -140,6 +140,7 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
     check_finite(container)
     for key in ("batch_size", "snapshot_every"):
         check_int(key, container[key])
+    check_metrics(container["metrics"])
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
     if cfg.method != "learned" and cfg.checkpoint:
@@ -184,7 +185,7 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
     restarts = len(inv.reconstructions)
     records = []
     for r, recon in enumerate(inv.reconstructions):
-        metrics = score(representation, originals, recon, device, reference)
+        metrics = score(representation, originals, recon, device, reference, container["metrics"])
         for i, stem in enumerate(stems):
             name = stem if restarts == 1 else f"{stem}_r{r}"
             save_png(recon[i], out / f"{name}.png")
@@ -192,7 +193,7 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
             record = {"image": str(paths[i]), "output": f"{name}.png", "restart": r,
                       **{key: values[i] for key, values in metrics.items()}, **inv.extras[r][i],
                       "seconds": inv.seconds[i]}
-            if record["feature_error"] is not None:
+            if record.get("feature_error") is not None:
                 record["feature_error"] *= 100
             records.append(record)
     panels = [t for i in range(len(paths)) for t in (originals[i], inv.reconstructions[0][i])]
@@ -202,7 +203,7 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
     notes = []
     if getattr(representation, "random_weights", False):
         notes.append("made with RANDOM CNN weights: not the pretrained network")
-    if len(paths) < 2:
+    if len(paths) < 2 and {"feature_error", "image_error"} & set(container["metrics"]):
         notes.append("feature_error and image_error need at least 2 images (their normalizer is over the set)")
     report = {
         "images": records,

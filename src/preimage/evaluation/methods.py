@@ -5,8 +5,7 @@ A :class:`Method` maps a stack of same-size images ``(n, C, H, W)`` in ``[0, 1]`
 through :func:`reconstruct`, which groups an image set by size and batches it.
 
 - :class:`GDMethod`: M&V's gradient descent (a :class:`~preimage.inversion.gd.GDConfig`; R = its restarts).
-- :class:`LearnedMethod`: D&B's decoder, one forward pass per image (so that a reconstruction never depends
-  on how the images were batched or sharded).
+- :class:`LearnedMethod`: D&B's decoder, one forward pass per batch.
 - :class:`HybridMethod`: the learned reconstruction as GD's start, then the GD steps of its config; its time
   includes the learned pass.
 """
@@ -87,7 +86,8 @@ class GDMethod:
 
 
 class LearnedMethod:
-    """D&B's learned inverter: one forward pass of the decoder per image."""
+    """D&B's learned inverter: one forward pass of Φ and the decoder for the whole batch (each image's seconds
+    are the batch's shared equally)."""
 
     name = "learned"
 
@@ -95,15 +95,14 @@ class LearnedMethod:
         self.inverter, self.representation = inverter, inverter.representation
 
     def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = ()) -> Reconstructions:
-        recons, seconds = [], []
         self.inverter.to(device)
         with torch.no_grad():
-            for x in images:
-                synchronize(device)
-                start = time.perf_counter()
-                recons.append(self.inverter(x[None].to(device))[0].cpu())  # .cpu() waits for the device
-                seconds.append(time.perf_counter() - start)
-        return Reconstructions(torch.stack(recons)[:, None], seconds, None)
+            synchronize(device)
+            start = time.perf_counter()
+            recons = self.inverter(images.to(device)).cpu()  # .cpu() waits for the device
+            seconds = time.perf_counter() - start
+        n = len(images)
+        return Reconstructions(recons[:, None], [seconds / n] * n, None)
 
 
 class HybridMethod:

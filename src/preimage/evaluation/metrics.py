@@ -26,7 +26,7 @@ Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 __all__ = [
     "feature_error", "normalized_loss", "image_error", "psnr", "ssim", "mean_std", "mean_pairwise_sq_dist",
-    "score", "scoring_features",
+    "METRICS", "check_metrics", "score", "scoring_features",
 ]
 
 
@@ -205,7 +205,7 @@ def _image_pairs(name: str, images: Batch, reference: Batch) -> list[tuple[torch
 
 
 def psnr(images: Batch, reference: Batch) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image, in dB, for images in ``[0, 1]`` (torchmetrics, data_range=1).
+    """Peak signal-to-noise ratio per image, in dB, for images in ``[0, 1]`` (as torchmetrics', data_range=1).
 
     ``10·log10(1 / MSE)``, MSE over all pixels and channels of the image; ``inf`` for a perfect copy.
 
@@ -216,15 +216,34 @@ def psnr(images: Batch, reference: Batch) -> torch.Tensor:
     Returns:
         ``(n,)`` float64, dB.
     """
-    from torchmetrics.functional.image import peak_signal_noise_ratio
-
-    vals = [peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3))
-            for x, y in _image_pairs("psnr", images, reference)]
+    vals = [10 * torch.log10(1 / (x - y).square().mean(dim=(1, 2, 3))) for x, y in _image_pairs("psnr", images, reference)]
     return torch.cat(vals)
 
 
+#: SSIM's window (Wang et al. 2004, torchmetrics' and scikit-image's defaults): 11 taps of a Gaussian of σ 1.5
+SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
+
+
+def _gaussian_blur(t: torch.Tensor) -> torch.Tensor:
+    """``(b, k, H, W)`` → the same shape: each channel, mirrored by 5 pixels at its borders (reflect: the edge
+    pixel not repeated), convolved with the normalized 11×11 Gaussian of σ 1.5, as two 1-d passes (the 2-d
+    kernel is their outer product)."""
+    taps = torch.arange(SSIM_WINDOW, dtype=t.dtype, device=t.device) - (SSIM_WINDOW - 1) / 2
+    g = torch.exp(-0.5 * (taps / SSIM_SIGMA) ** 2)
+    g = g / g.sum()
+    k, half = t.shape[1], SSIM_WINDOW // 2
+    t = torch.nn.functional.pad(t, (half, half, half, half), mode="reflect")
+    t = torch.nn.functional.conv2d(t, g.view(1, 1, -1, 1).expand(k, 1, -1, 1), groups=k)
+    return torch.nn.functional.conv2d(t, g.view(1, 1, 1, -1).expand(k, 1, 1, -1), groups=k)
+
+
 def ssim(images: Batch, reference: Batch) -> torch.Tensor:
-    """Structural similarity per image for images in ``[0, 1]`` (torchmetrics defaults: 11×11 Gaussian, σ 1.5).
+    """Structural similarity per image for images in ``[0, 1]`` (Wang et al. 2004; torchmetrics' defaults).
+
+    Local means, variances (clamped at 0) and covariance under an 11×11 Gaussian window (σ 1.5) at every
+    pixel, the image mirrored at its borders, ``C1 = 0.01²``, ``C2 = 0.03²``; the SSIM map averaged over pixels
+    and channels. Equals torchmetrics' ``structural_similarity_index_measure(data_range=1)``, computed with a
+    separable window in float64 (5× fewer operations).
 
     Args:
         images: ``(n, C, H, W)`` (or a list of ``(C, H, W)``), grey or colour; at least 11×11 pixels.
@@ -233,13 +252,15 @@ def ssim(images: Batch, reference: Batch) -> torch.Tensor:
     Returns:
         ``(n,)`` float64, unitless, 1 for identical images.
     """
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
     vals = []
     for x, y in _image_pairs("ssim", images, reference):
-        if min(x.shape[-2:]) < 11:
+        if min(x.shape[-2:]) < SSIM_WINDOW:
             raise ValueError(f"ssim: images must be at least 11x11 pixels, got {tuple(x.shape[-2:])}")
-        vals.append(structural_similarity_index_measure(x, y, data_range=1.0, reduction="none").reshape(-1))
+        mu_x, mu_y, xx, yy, xy = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], dim=1)).chunk(5, dim=1)
+        var_x, var_y, cov = (xx - mu_x ** 2).clamp(min=0), (yy - mu_y ** 2).clamp(min=0), xy - mu_x * mu_y
+        index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+        vals.append(index.flatten(1).mean(dim=1))
     return torch.cat(vals)
 
 
@@ -272,22 +293,43 @@ def scoring_features(representation: Representation, images: Sequence[torch.Tens
         return [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in images]
 
 
+#: what :func:`score` can compute, in the order of a record
+METRICS = ("feature_error", "normalized_loss", "image_error", "psnr", "ssim")
+
+
+def check_metrics(metrics: Sequence[str]) -> list[str]:
+    """``metrics`` as a list, each one of :data:`METRICS` (``ValueError`` naming the unknown ones)."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"metrics: unknown {', '.join(map(repr, unknown))}; choose among {', '.join(METRICS)}"
+                         if unknown else f"metrics: give at least one of {', '.join(METRICS)}")
+    return list(metrics)
+
+
 def score(representation: Representation, originals: list[torch.Tensor], reconstructions: list[torch.Tensor],
-          device: torch.device, reference: list[torch.Tensor] | None = None) -> dict[str, list[float | None]]:
-    """All metrics of evaluation/metrics.py for one set of (original, reconstruction) pairs (each (C, H, W)).
+          device: torch.device, reference: list[torch.Tensor] | None = None,
+          metrics: Sequence[str] = METRICS) -> dict[str, list[float | None]]:
+    """The ``metrics`` (all of :data:`METRICS` by default) of one set of (original, reconstruction) pairs (each
+    (C, H, W)); feature_error and image_error are None for a set of one image (their normalizer is over the set).
 
     ``reference``: the originals' :func:`scoring_features`, when the caller scores several reconstructions
     of one set (restarts, methods) and computes them once.
     """
-    f0 = scoring_features(representation, originals, device) if reference is None else reference
-    f1 = scoring_features(representation, reconstructions, device)
-    n = len(originals)
-    result: dict[str, list[float | None]] = {
-        "normalized_loss": [float(normalized_loss(a[None], b[None])[0]) for a, b in zip(f1, f0)],
-        "psnr": [float(psnr(a[None], b[None])[0]) for a, b in zip(reconstructions, originals)],
-        "ssim": [float(ssim(a[None], b[None])[0]) for a, b in zip(reconstructions, originals)],
-    }
-    distinct = n >= 2
-    result["feature_error"] = [float(v) for v in feature_error(f1, f0)] if distinct else [None] * n
-    result["image_error"] = [float(v) for v in image_error(reconstructions, originals)] if distinct else [None] * n
+    metrics, n = check_metrics(metrics), len(originals)
+    result: dict[str, list[float | None]] = {}
+    if {"feature_error", "normalized_loss"} & set(metrics):
+        f0 = scoring_features(representation, originals, device) if reference is None else reference
+        f1 = scoring_features(representation, reconstructions, device)
+    for name in metrics:
+        if name == "normalized_loss":
+            values = [float(normalized_loss(a[None], b[None])[0]) for a, b in zip(f1, f0)]
+        elif name in ("psnr", "ssim"):
+            values = [float(v) for v in (psnr if name == "psnr" else ssim)(reconstructions, originals)]
+        elif n < 2:
+            values = [None] * n
+        elif name == "feature_error":
+            values = [float(v) for v in feature_error(f1, f0)]
+        else:
+            values = [float(v) for v in image_error(reconstructions, originals)]
+        result[name] = values
     return result

@@ -142,7 +142,7 @@ def describe_methods(settings: dict[str, Any]) -> list[str]:
                          "inverted together and share its time equally")
         if "learned" in mine:
             lines.append(f"- {spec} learned: bundle {mine['learned']['bundle']} ({mine['learned']['steps']} steps), "
-                         "one forward pass per image")
+                         "one forward pass per batch (its time shared equally)")
         if "hybrid" in mine:
             h = mine["hybrid"]
             lines.append(f"- {spec} hybrid: the learned reconstruction, then {h['iterations']} GD steps, schedule "
