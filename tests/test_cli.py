@@ -194,3 +194,15 @@ def test_a_used_output_folder_is_refused_or_cleared(tmp_path: Path, capsys) -> N
     (foreign / "notes.txt").write_text("not preimage's")
     assert main(["invert", "-r", "hog", str(a), str(c), "--out", str(foreign), *FAST, "overwrite=true"]) == 2
     assert "was not written by preimage" in capsys.readouterr().err and (foreign / "notes.txt").exists()
+
+
+def test_invert_scores_only_the_metrics_asked(tmp_path: Path, capsys) -> None:
+    a = write_photo(tmp_path / "a.png", "astronaut", (100, 60, 50, 42))
+    b = write_photo(tmp_path / "b.png", "camera", (200, 100, 50, 42))
+    out = tmp_path / "out"
+    assert main(["invert", "-r", "hog", str(a), str(b), "--out", str(out), "metrics=[psnr,image_error]", *FAST]) == 0
+    records = json.loads((out / "metrics.json").read_text())["images"]
+    assert all({"psnr", "image_error"} <= r.keys() and not {"ssim", "feature_error", "normalized_loss"} & r.keys()
+               for r in records)
+    assert main(["invert", "-r", "hog", str(a), "--out", str(tmp_path / "o2"), "metrics=[psnr,sharpness]", *FAST]) == 2
+    assert "metrics: unknown 'sharpness'; choose among feature_error" in capsys.readouterr().err

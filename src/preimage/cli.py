@@ -59,10 +59,12 @@ def _invert(args: argparse.Namespace) -> int:
     if cfg.method == "learned" and not explicit:
         cfg.representation = None  # the default spec is for GD: a learned inverter takes its bundle's
     report = run_invert(cfg, images, args.out)
+    formats = {"feature_error": "{:.2f}%", "normalized_loss": "{:.4f}", "image_error": "{:.3f}", "psnr": "{:.2f} dB",
+               "ssim": "{:.3f}"}
     for rec in report["images"]:
-        fe = "n/a" if rec["feature_error"] is None else f"{rec['feature_error']:.2f}%"
-        print(f"{rec['output']}: feature_error {fe}  normalized_loss {rec['normalized_loss']:.4f}  "
-              f"psnr {rec['psnr']:.2f} dB  ssim {rec['ssim']:.3f}  {rec['seconds']:.2f} s")
+        scores = "  ".join(f"{name} {'n/a' if rec[name] is None else form.format(rec[name])}"
+                           for name, form in formats.items() if name in rec)
+        print(f"{rec['output']}: {scores}  {rec['seconds']:.2f} s")
     for note in report["notes"]:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.out}/metrics.json and overview.png ({report['device']})")

@@ -64,6 +64,7 @@ class InvertConfig:
     batch_size: int = 8           # images of the same size inverted together
     metrics: List[str] = field(default_factory=lambda: ["feature_error", "normalized_loss", "image_error", "psnr",
                                                         "ssim"])  # scored per image (metrics.json); fewer is faster
+    overview_images: int = 16     # the first N images (original beside reconstruction) in overview.png
     progress: bool = True         # progress bar over iterations
     tensorboard: bool = False     # write the loss curves and snapshots to OUT/tensorboard
     snapshot_every: int = 100     # iterations between TensorBoard snapshots

@@ -138,7 +138,7 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
     cfg = merged(InvertConfig, cfg, where="invert")
     container = plain(cfg)
     check_finite(container)
-    for key in ("batch_size", "snapshot_every"):
+    for key in ("batch_size", "snapshot_every", "overview_images"):
         check_int(key, container[key])
     check_metrics(container["metrics"])
     if cfg.method not in METHODS:
@@ -196,8 +196,9 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
             if record.get("feature_error") is not None:
                 record["feature_error"] *= 100
             records.append(record)
-    panels = [t for i in range(len(paths)) for t in (originals[i], inv.reconstructions[0][i])]
-    labels = [f"{s} {kind}" for s in stems for kind in ("original", "reconstruction")]
+    shown = range(min(len(paths), int(container["overview_images"])))
+    panels = [t for i in shown for t in (originals[i], inv.reconstructions[0][i])]
+    labels = [f"{stems[i]} {kind}" for i in shown for kind in ("original", "reconstruction")]
     save_png(side_by_side(panels, labels), out / "overview.png")
 
     notes = []

@@ -1,0 +1,138 @@
+"""CUDA check: GD, learned and hybrid inversion and a 50-step training on a device, each against the CPU, then
+throughput and GD speed there. Run by scripts/gpu_check.sh; ``--device cpu`` runs the same code against
+the CPU itself (to test the script where no GPU is).
+
+Checks (exit 1 if one fails):
+- Φ (hog, efficientnet_lite0:stage4) and the learned bundles' reconstructions equal the CPU's within 1e-4;
+- GD (mv2015 cut to --iterations) and the hybrid (the same steps at mv2015's last rate, from the learned
+  reconstruction) reach a final data loss within 2 % of the CPU's (descents
+  follow float rounding apart, so the loss, not the pixels, is compared);
+- 50 training steps of configs/train/tiny.yaml end with a validation loss within 2 % of the CPU's.
+Figures: learned images/s at batch 1 and 64, GD seconds per image (full mv2015 schedule, extrapolated from
+--iterations steps) for hog and efficientnet_lite0:stage4 at 224×224.
+
+    .venv/bin/python scripts/gpu_check.py [--device cuda] [--iterations 50]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from preimage import build_representation
+from preimage.common import bundle_path, prepare_image, synchronize
+from preimage.config import config_dir
+from preimage.evaluation.methods import HybridMethod
+from preimage.inversion.gd import config_from_dict, invert_gd
+from preimage.inversion.learned import LearnedInverter
+from preimage.inversion.presets import resolve_preset
+from preimage.photos import TEST_PHOTOS, load_photo
+from preimage.schemas import TrainConfig, load_config
+from preimage.training.train import train
+
+SPECS = {"hog": "checkpoints/hog.pt", "efficientnet_lite0:stage4": "checkpoints/efficientnet_lite0_stage4.pt"}
+CPU = torch.device("cpu")
+
+
+def photos(n: int, grey: bool, size: int = 224) -> torch.Tensor:
+    return torch.stack([prepare_image(load_photo(TEST_PHOTOS[i % len(TEST_PHOTOS)]), size=size, grey=grey)
+                        for i in range(n)])
+
+
+def gd_config(spec: str, iterations: int):
+    settings = resolve_preset("mv2015", spec)
+    return config_from_dict({**settings, "schedule": [[settings["schedule"][0][0], iterations]]}), settings
+
+
+def relative(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--iterations", type=int, default=50, help="GD steps compared and timed")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); --device cpu tests the script")
+        return 2
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device {device} ({name}), torch {torch.__version__}")
+    failures: list[str] = []
+
+    def check(what: str, ok: bool, detail: str) -> None:
+        print(f"{'ok  ' if ok else 'FAIL'} {what}: {detail}")
+        if not ok:
+            failures.append(what)
+
+    figures = []
+    for spec, bundle in SPECS.items():
+        inverter = LearnedInverter.from_bundle(bundle_path(bundle)).eval()
+        grey = inverter.decoder.config.out_channels == 1
+        x = photos(2, grey)
+        rep = build_representation(spec)
+        with torch.no_grad():
+            phi_cpu, recon_cpu = rep(x), inverter(x)
+            phi_dev, recon_dev = rep.to(device)(x.to(device)).cpu(), inverter.to(device)(x.to(device)).cpu()
+        check(f"{spec} Φ", torch.allclose(phi_dev, phi_cpu, rtol=1e-4, atol=1e-4),
+              f"largest difference {float((phi_dev - phi_cpu).abs().max()):.1e}")
+        check(f"{spec} learned", torch.allclose(recon_dev, recon_cpu, rtol=0, atol=1e-4),
+              f"largest difference {float((recon_dev - recon_cpu).abs().max()):.1e}")
+
+        config, settings = gd_config(spec, args.iterations)
+        rep = build_representation(spec)
+        losses = {}
+        for label, where in (("cpu", CPU), ("device", device)):
+            losses[label] = float(invert_gd(rep, x, config, device=where, progress=False).data_loss[-1].mean())
+        check(f"{spec} gd", relative(losses["device"], losses["cpu"]) < 0.02,
+              f"final data loss {losses['device']:.4g} vs CPU {losses['cpu']:.4g}")
+        hybrid = {}  # from the learned start, at the preset's last (smallest) rate: its first overshoots there
+        refine = config_from_dict({**settings, "schedule": [[settings["schedule"][-1][0], args.iterations]]})
+        for label, where in (("cpu", CPU), ("device", device)):
+            method = HybridMethod(inverter.to(where), refine)
+            hybrid[label] = float(method(x.to(where), where).final_data_loss.mean())
+        check(f"{spec} hybrid", relative(hybrid["device"], hybrid["cpu"]) < 0.02,
+              f"final data loss {hybrid['device']:.4g} vs CPU {hybrid['cpu']:.4g}")
+
+        inverter.to(device)
+        rates = {}
+        for batch in (1, 64):
+            images = photos(batch, grey).to(device)
+            with torch.no_grad():
+                inverter(images)
+                synchronize(device)
+                start = time.perf_counter()
+                for _ in range(3):
+                    inverter(images)
+                synchronize(device)
+            rates[batch] = 3 * batch / (time.perf_counter() - start)
+        one = photos(1, grey)
+        result = invert_gd(rep, one, config, device=device, progress=False)
+        full = config_from_dict(settings).iterations
+        figures.append((spec, rates[1], rates[64], result.seconds / args.iterations * full, full))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        val = {}
+        for label, accelerator in (("cpu", "cpu"), ("device", "gpu" if device.type == "cuda" else "cpu")):
+            cfg = load_config(TrainConfig, config_dir() / "train" / "tiny.yaml",
+                              [f"run_dir={Path(tmp) / label}", "trainer.max_steps=50", "trainer.val_check_interval=50",
+                               f"trainer.accelerator={accelerator}", "trainer.deterministic=false"])
+            val[label] = float(train(cfg)[0]["val/loss"])
+        check("training 50 steps", relative(val["device"], val["cpu"]) < 0.02,
+              f"val/loss {val['device']:.5f} vs CPU {val['cpu']:.5f}")
+
+    print(f"\n| representation ({name}, 224×224) | learned images/s, batch 1 | batch 64 | GD s / image (mv2015) |")
+    print("|---|---|---|---|")
+    for spec, r1, r64, gd_seconds, full in figures:
+        print(f"| {spec} | {r1:.1f} | {r64:.1f} | {gd_seconds:.2f} ({full} it) |")
+    print(f"\n{len(failures)} check(s) failed: {', '.join(failures)}" if failures else "\nall checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
