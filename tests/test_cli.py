@@ -200,8 +200,13 @@ def test_invert_scores_only_the_metrics_asked(tmp_path: Path, capsys) -> None:
     a = write_photo(tmp_path / "a.png", "astronaut", (100, 60, 50, 42))
     b = write_photo(tmp_path / "b.png", "camera", (200, 100, 50, 42))
     out = tmp_path / "out"
-    assert main(["invert", "-r", "hog", str(a), str(b), "--out", str(out), "metrics=[psnr,image_error]", *FAST]) == 0
+    assert main(["invert", "-r", "hog", str(a), str(b), "--out", str(out), "metrics=[psnr,image_error]",
+                 "overview_images=1", *FAST]) == 0
     records = json.loads((out / "metrics.json").read_text())["images"]
+    both = tmp_path / "both"
+    assert main(["invert", "-r", "hog", str(a), str(b), "--out", str(both), "metrics=[psnr]", *FAST]) == 0
+    with Image.open(out / "overview.png") as one, Image.open(both / "overview.png") as two:
+        assert one.height == two.height and 2 * one.width < two.width + 20  # 2 panels of a against 4 (a and b)
     assert all({"psnr", "image_error"} <= r.keys() and not {"ssim", "feature_error", "normalized_loss"} & r.keys()
                for r in records)
     assert main(["invert", "-r", "hog", str(a), "--out", str(tmp_path / "o2"), "metrics=[psnr,sharpness]", *FAST]) == 2
