@@ -186,6 +186,25 @@ def test_folder_lazy_validation_substitutes_and_counts(folder) -> None:
     assert len(messages) == 2 and "2 file(s) skipped so far" in messages[-1]
 
 
+@pytest.mark.parametrize("validate", [True, False])
+def test_folder_checks_each_file_complete_once_when_validated(folder, monkeypatch, validate: bool) -> None:
+    """Validated up front, a file is not checked for missing rows or blocks again at every item; without the
+    validation, every load checks it."""
+    import preimage.images as images
+
+    checked: list[str] = []
+    for name in ("png_rows_missing", "jpeg_data_missing"):
+        real = getattr(images, name)
+        monkeypatch.setattr(images, name, lambda p, *a, _real=real: checked.append(p.name) or _real(p, *a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadableImageWarning)
+        d = ImageFolder(folder, crop=16, length=10, fractions=(1.0, 0.0, 0.0), validate=validate)
+        at_start = len(checked)
+        for k in range(len(d)):
+            d.sample(k)
+    assert (at_start > 0) == validate and (len(checked) > at_start) != validate
+
+
 def test_folder_split_by_file(tmp_path) -> None:
     for i in range(20):
         _image((8, 8), "RGB", i).save(tmp_path / f"img{i:02d}.png")

@@ -115,14 +115,14 @@ def _empty(out: Path) -> int:
     return len(entries)
 
 
-def prepare_output_dir(out: str | Path, *, clear: bool | None = None) -> Path:
+def prepare_output_dir(out: str | Path, *, clear: bool = False) -> Path:
     """Create ``out``, check it is writable, and make sure no earlier run's files mix with this run's.
 
     Args:
-        clear: ``None`` (the analyses, whose few files are replaced whole): leave what is there. ``False``:
-            refuse a non-empty folder. ``True`` (``overwrite=true``): empty a folder an earlier preimage run
-            wrote (it holds :data:`OUTPUT_MARKER`) before writing; a non-empty folder preimage did not write is
-            refused all the same.
+        clear: ``False``: refuse a non-empty folder. ``True`` (``overwrite=true``): empty a folder an earlier
+            preimage run wrote (it holds :data:`OUTPUT_MARKER`) before writing; a non-empty folder preimage did
+            not write is refused all the same. Either way the folder holds only this run's outputs, which
+            :func:`outputs_removed_on_failure` relies on.
 
     Raises:
         ValueError: one line: not writable, or not empty as above.
@@ -131,7 +131,7 @@ def prepare_output_dir(out: str | Path, *, clear: bool | None = None) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         entries = [e for e in out.iterdir() if e.name not in _KEPT]
-        if entries and clear is not None:
+        if entries:
             if not clear:
                 raise ValueError(f"output folder {out} is not empty ({len(entries)} entries): add overwrite=true to "
                                  "replace an earlier run's outputs, or choose another folder")
@@ -142,12 +142,13 @@ def prepare_output_dir(out: str | Path, *, clear: bool | None = None) -> Path:
         (out / OUTPUT_MARKER).write_text("written by preimage; overwrite=true may clear this folder\n")
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
-    _prepared.append(out)
+    if _prepared:  # inside outputs_removed_on_failure: the innermost job owns this folder
+        _prepared[-1].append(out)
     return out
 
 
-#: the output folders :func:`prepare_output_dir` handed out, for :func:`outputs_removed_on_failure`
-_prepared: list[Path] = []
+#: per running :func:`outputs_removed_on_failure` block, innermost last: the folders its job prepared
+_prepared: list[list[Path]] = []
 
 
 @contextlib.contextmanager
@@ -155,17 +156,17 @@ def outputs_removed_on_failure() -> Iterator[None]:
     """Run a job so that if it fails (an error, a full disk, Ctrl-C), the output folders it prepared with
     :func:`prepare_output_dir` are emptied again: a failed run leaves an empty folder, never part of its outputs
     (each folder was empty, or emptied by ``overwrite=true``, when the job took it)."""
-    start = len(_prepared)
+    _prepared.append([])
     try:
         yield
     except BaseException as err:
-        removed = [(out, _empty(out)) for out in _prepared[start:]]
-        said = "; ".join(f"{out} was emptied of the outputs this run had written" for out, n in removed if n)
-        if said and isinstance(err, ValueError):
+        emptied = [out for out in _prepared[-1] if _empty(out)]
+        if emptied and isinstance(err, ValueError):
+            said = "; ".join(f"{out} was emptied of the outputs this run had written" for out in emptied)
             raise ValueError(f"{err}; {said}") from None
         raise
     finally:
-        del _prepared[start:]
+        _prepared.pop()
 
 
 def unique_stems(paths: Sequence[Path], reserved: Sequence[str] = ()) -> list[str]:

@@ -75,12 +75,15 @@ def max_pixels() -> int:
     return int(value)
 
 
-def load_image(path: PathLike, grey: bool = False) -> torch.Tensor:
+def load_image(path: PathLike, grey: bool = False, *, check_complete: bool = True) -> torch.Tensor:
     """Read an image file as float32 ``(C, H, W)`` in ``[0, 1]``.
 
     Args:
         path: any format Pillow reads (png, jpg, webp, bmp, tiff, gif: first frame, ...).
         grey: convert colour images to one grey channel with :func:`to_grey`.
+        check_complete: also refuse a PNG or JPEG whose data ends early but cleanly, which Pillow decodes
+            without an error (:mod:`preimage.truncation`: one more pass over the file); ``False`` for a file
+            this process has already loaded with the check (a training folder, item after item).
 
     Returns:
         ``(3, H, W)`` for colour images, ``(1, H, W)`` for grey ones (or always with ``grey=True``).
@@ -113,9 +116,9 @@ def load_image(path: PathLike, grey: bool = False) -> torch.Tensor:
                 raise ImageError(f"{p}: image of {im.width}x{im.height} pixels is over the budget of {budget} "
                                  "pixels (set PREIMAGE_MAX_PIXELS to raise it)")
             im.load()  # force the lazy decoder so that truncation and corruption surface here
-            if im.format == "PNG" and png_rows_missing(p):
+            if check_complete and im.format == "PNG" and png_rows_missing(p):
                 raise ImageError(f"{p}: truncated image file (its pixel data ends before the last row)")
-            if im.format in ("JPEG", "MPO") and jpeg_data_missing(p, im):
+            if check_complete and im.format in ("JPEG", "MPO") and jpeg_data_missing(p, im):
                 raise ImageError(f"{p}: truncated image file (its compressed data ends before the last block)")
             im = ImageOps.exif_transpose(im)
     except ImageError:

@@ -312,7 +312,7 @@ def _write(c: dict[str, Any], command: str | None, names: list[str], paths: list
     result = {
         "records": records, "summary": rows,
         "images": [{"index": i, "image": names[i], "stem": stems[i],
-                    "shape": list(max((images[s][i] for s in images), key=len).shape)}  # RGB if any spec is
+                    "shape": list(max((images[s][i] for s in images), key=lambda x: x.shape[0]).shape)}  # RGB if any
                    for i in range(n)],
         "units": {"feature_error": "% (M&V Table 1, normalized over this image set)", "normalized_loss": "fraction",
                   "image_error": "fraction", "psnr": "dB", "ssim": "1", "seconds": "s per image",

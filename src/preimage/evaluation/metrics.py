@@ -300,9 +300,10 @@ METRICS = ("feature_error", "normalized_loss", "image_error", "psnr", "ssim")
 def check_metrics(metrics: Sequence[str]) -> list[str]:
     """``metrics`` as a list, each one of :data:`METRICS` (``ValueError`` naming the unknown ones)."""
     unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise ValueError(f"metrics: unknown {', '.join(map(repr, unknown))}; choose among {', '.join(METRICS)}"
-                         if unknown else f"metrics: give at least one of {', '.join(METRICS)}")
+    if unknown:
+        raise ValueError(f"metrics: unknown {', '.join(map(repr, unknown))}; choose among {', '.join(METRICS)}")
+    if not metrics:
+        raise ValueError(f"metrics: give at least one of {', '.join(METRICS)}")
     return list(metrics)
 
 

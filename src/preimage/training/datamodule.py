@@ -44,8 +44,9 @@ class EpochSampler(DistributedSampler):
     """
 
     def __init__(self, length: int, seed: int = 0, skip: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(range(int(length)), num_replicas=int(world_size), rank=int(rank), shuffle=False)
-        self.length, self.seed, self.epoch, self.skip = int(length), int(seed), 0, int(skip)
+        super().__init__(range(int(length)), num_replicas=int(world_size), rank=int(rank), shuffle=False,
+                         seed=int(seed))  # sets epoch 0 and set_epoch
+        self.length, self.skip = int(length), int(skip)
 
     def __len__(self) -> int:
         return self.num_samples

@@ -271,14 +271,15 @@ class ImageFolder(_PhotoSet):
             raise ValueError(f"ImageFolder: no readable image files in split {split!r} of {self.root} "
                              f"({len(files)} image files in all, fractions {fractions})")
         super().__init__(names, split, crop, length, seed, grey, scale, flip)
-        self.fractions = fractions
+        self.fractions, self.validated = fractions, bool(validate)
         self._bad: set[int] = set()
 
     def _load(self, i: int) -> torch.Tensor | None:
         if i in self._bad:
             return None
         try:
-            return load_image(self.root / self.names[i])
+            # a file validated up front was checked complete then: each later load skips that second pass
+            return load_image(self.root / self.names[i], check_complete=not self.validated)
         except ImageError as e:
             self._bad.add(i)
             warnings.warn(f"ImageFolder({self.root}): skipped {e}; {len(self._bad)} file(s) skipped so far",

@@ -192,8 +192,8 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     with warnings.catch_warnings():  # Φ is in eval mode on purpose; a resumed run's folder holds checkpoints
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        if resume_step is not None:  # the data order resumes on its own (ImageDataModule.resume_at), unseen by Lightning
-            warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch")
+        # the data order resumes on its own (ImageDataModule.resume_at), which Lightning cannot see
+        warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch")
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if c["resume"] else None)
 
     if not checkpoint.best_model_path:
