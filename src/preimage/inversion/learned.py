@@ -349,7 +349,7 @@ class LearnedInverter(nn.Module):
                               f"but {manifest['spec']} gives {list(shape)}")
         decoder = _meta_decoder(manifest, DecoderConfig(**manifest["decoder"]))
         decoder.load_state_dict(state, assign=True)
-        # channels-last convolutions: 30 % faster on this CPU (oneDNN), the same reconstructions within 1e-6
+        # channels-last convolutions: faster on CPU (oneDNN; scripts/benchmark_inference.py), the same within 1e-6
         decoder = decoder.to(memory_format=torch.channels_last)
         return cls(representation, decoder, manifest).to(device).eval()
 

@@ -234,7 +234,7 @@ class Decoder(nn.Module):
         last = nn.Conv2d(channels, config.out_channels, 3, padding=1)
         self.layers = nn.Sequential(*layers, last)
         if last.weight.is_meta:  # an architecture only (a bundle's, checked before loading): no values to draw,
-            return               # and nn.init on meta tensors imports torch._dynamo (0.8 s)
+            return               # and nn.init on meta tensors imports torch._dynamo
         init_decoder_(nn.ModuleList([m for m in (self.fc, *layers) if m is not None]), config.leaky_slope)
         nn.init.normal_(last.weight, 0.0, LAST_GAIN / math.sqrt(last.weight[0].numel()))
         nn.init.constant_(last.bias, 0.5)
