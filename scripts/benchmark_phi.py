@@ -1,9 +1,10 @@
 """Φ speed against VLFeat's C: HOG and DSIFT forward, and forward + backward, measured side by side in one run.
 
 VLFeat is called through ctypes exactly as the parity tests call it (tests/vlfeat_hog.py, tests/vlfeat_dsift.py;
-Debian's libvlfeat1), on the same grey image in 0–255, UoCTTI HOG with cell 8 and DSIFT with bin 5, step 15.
-Ours: ``build_representation("hog" | "dsift")`` on ``(B, 1, S, S)`` in [0, 1]; forward+backward is the gradient of the sum
-of the features with respect to the pixels (what GD asks of Φ at every step). Ratios are ours / VLFeat's
+Debian's libvlfeat1), on the same grey image in 0–255, UoCTTI HOG with cell 8 (hogb: with bilinear orientation
+assignment) and DSIFT with bin 5, step 15. Ours: ``build_representation("hog" | "hogb" | "dsift")`` on
+``(B, 1, S, S)`` in [0, 1]; forward+backward is the gradient of the sum of the features with respect to the pixels
+(what GD asks of Φ at every step). Ratios are ours / VLFeat's
 forward per image; each time is the fastest of --rounds alternating rounds of --repeats calls.
 
     .venv/bin/python scripts/benchmark_phi.py [--sizes 192 512] [--threads 1 2] [--batch 8]
@@ -72,12 +73,13 @@ def main() -> None:
         image = grey_square(TEST_PHOTOS[0], size)  # (1, S, S) in [0, 1]
         pixels = image * 255
         vlfeat = {"hog": lambda: vlfeat_hog(lib, pixels, cell_size=8),
+                  "hogb": lambda: vlfeat_hog(lib, pixels, cell_size=8, bilinear_orientations=True),
                   "dsift": lambda: vlfeat_dsift(lib, pixels[0].numpy().astype(np.float32), bin_size=5, step=15)}
         for threads in args.threads:
             torch.set_num_threads(threads)
             for batch in sorted({1, args.batch}):
                 images = image.expand(batch, -1, -1, -1).contiguous()  # ours take [0, 1] (× 255 inside)
-                for spec in ("hog", "dsift"):
+                for spec in ("hog", "hogb", "dsift"):
                     calls = {"c": vlfeat[spec], "f": ours(spec, images, False), "fb": ours(spec, images, True)}
                     best = {k: float("inf") for k in calls}
                     for _ in range(args.rounds):

@@ -9,6 +9,8 @@ our own float64 result to ~1e-6.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 
 from preimage import build_representation
 from preimage.photos import TEST_PHOTOS, load_photo
-from preimage.representations.dsift import DenseSIFT, dsift, dsift_grid
+from preimage.representations.dsift import NUM_BINS_T, DenseSIFT, _lattice_bins, dsift, dsift_grid
 from vlfeat_dsift import vlfeat_dsift
 
 TOL = 1e-3  # max abs difference per descriptor
@@ -163,10 +165,10 @@ def _smooth(height: int, width: int) -> torch.Tensor:
     return (255 * F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)).requires_grad_()
 
 
-@pytest.mark.parametrize("normalize_after_clamp", [True, False])
-def test_gradcheck(normalize_after_clamp: bool) -> None:
-    x = _smooth(30, 30)
-    fn = lambda img: dsift(img, bin_size=4, step=4, normalize_after_clamp=normalize_after_clamp)  # noqa: E731
+@pytest.mark.parametrize(("normalize_after_clamp", "step"), [(True, 4), (False, 4), (True, 6)])
+def test_gradcheck(normalize_after_clamp: bool, step: int) -> None:
+    x = _smooth(30, 30)  # step 4: votes scattered to the lattice; step 6: planes filtered
+    fn = lambda img: dsift(img, bin_size=4, step=step, normalize_after_clamp=normalize_after_clamp)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x,), fast_mode=True)
 
 
@@ -225,3 +227,26 @@ def test_functional_bad_inputs_raise(bad: torch.Tensor) -> None:
 def test_bad_parameters_raise(overrides: dict) -> None:
     with pytest.raises(ValueError):
         build_representation("dsift", **overrides)
+
+
+@pytest.mark.parametrize(("bin_size", "step"), [(5, 15), (4, 4), (4, 6), (3, 7)])
+def test_lattice_binning_equals_the_filter_written_out(bin_size: int, step: int) -> None:
+    """Both ways of binning (scattered votes when step is a multiple of bin_size, filtered planes otherwise)
+    against the triangular filter of the edge-replicated planes, evaluated at each lattice point."""
+    generator = torch.Generator().manual_seed(bin_size * step)
+    height, width, g = 23, 17, math.gcd(step, bin_size)
+    votes = torch.rand(2, 2, height, width, dtype=torch.float64, generator=generator)
+    bins = torch.randint(0, NUM_BINS_T, (2, 2, height, width), generator=generator)
+    planes = torch.zeros(2, NUM_BINS_T, height, width, dtype=torch.float64)
+    for k in range(2):
+        for t in range(NUM_BINS_T):
+            planes[:, t] += torch.where(bins[:, k] == t, votes[:, k], 0.0)
+    expected = torch.zeros(2, NUM_BINS_T, (height - 1) // g + 1, (width - 1) // g + 1, dtype=torch.float64)
+    for i in range(expected.shape[2]):
+        for j in range(expected.shape[3]):
+            for dy in range(1 - bin_size, bin_size):
+                for dx in range(1 - bin_size, bin_size):
+                    y, x = min(max(g * i + dy, 0), height - 1), min(max(g * j + dx, 0), width - 1)
+                    weight = (1 - abs(dy) / bin_size) * (1 - abs(dx) / bin_size)
+                    expected[:, :, i, j] += weight * planes[:, :, y, x]
+    torch.testing.assert_close(_lattice_bins(bins, votes, bin_size, step), expected, rtol=0, atol=1e-12)

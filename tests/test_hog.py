@@ -167,3 +167,21 @@ def test_too_small_for_one_cell_and_bad_parameters_raise() -> None:
         build_representation("hog", cell_size=0)
     with pytest.raises(ValueError):
         build_representation("hogb", bin_size=4)
+
+
+@pytest.mark.vlfeat
+@pytest.mark.parametrize("bilinear", [False, True])
+@pytest.mark.parametrize("orientations", [1, 2, 3, 4, 9, 12])
+def test_matches_vlfeat_on_hostile_gradients(libvl: ctypes.CDLL, orientations: int, bilinear: bool) -> None:
+    """Integer noise and plane waves whose gradients sit exactly on bin centres and boundaries (diagonals,
+    axes), where the orientation search is decided by float rounding of VLFeat's scores and by its ties."""
+    generator = torch.Generator().manual_seed(orientations)
+    yy, xx = torch.meshgrid(torch.arange(61.0), torch.arange(83.0), indexing="ij")
+    images = [torch.randint(0, 256, (channels, 61, 83), generator=generator).float() for channels in (1, 3)]
+    images += [((xx * a + yy * b) * 7 % 256)[None] for a, b in ((1, 1), (1, -1), (2, 0), (0, 3), (2, -1))]
+    for x in images:
+        for cell_size in (4, 8):
+            ours = hog(x[None], cell_size=cell_size, orientations=orientations, bilinear_orientations=bilinear)[0]
+            theirs = vlfeat_hog(libvl, x, cell_size=cell_size, orientations=orientations,
+                                bilinear_orientations=bilinear)
+            assert (ours - theirs).abs().max().item() <= PARITY_ATOL

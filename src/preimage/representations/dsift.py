@@ -12,6 +12,7 @@ float rounding: VLFeat convolves with running (integral) sums, which loses a few
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from ..config import check_int
 from .base import Representation
+from .binning import AxisTaps, BinLayout, bin_layout, lookup, scatter_bins
 from .registry import register_representation
 
 NUM_BINS_XY = 4
@@ -32,39 +34,80 @@ _SQRT_ZERO_BELOW = 1e-8  # vl_fast_sqrt_f returns 0 below this
 _RESQRT_MAGIC = {torch.float32: (torch.int32, 0x5F3759DF), torch.float64: (torch.int64, 0x5FE6EC85E7DE30DA)}
 
 
+class _FastAtan2(torch.autograd.Function):
+    """``vl_fast_atan2_f`` forward; backward the derivative of that cubic (see :func:`fast_atan2`)."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        abs_y = y.abs() + _EPS_F
+        ax = x.abs()
+        r = (ax - abs_y) / (ax + abs_y)
+        poly = (_ATAN_C3 * r * r - _ATAN_C1) * r
+        right = (x >= 0).to(x.dtype)  # 1 where VLFeat starts from π/4, 0 where from 3π/4
+        start = right * (math.pi / 4) + (1 - right) * (3 * math.pi / 4)
+        up = 1 - 2 * (y < 0).to(x.dtype)
+        ctx.save_for_backward(y, x, r)
+        return (start + (2 * right - 1) * poly) * up
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, x, r = ctx.saved_tensors
+        abs_y, ax = y.abs() + _EPS_F, x.abs()
+        # angle = ±(start ± poly(r)): d/d|x| = poly'(r)·2|y|/D², d/d|y| = −poly'(r)·2|x|/D², D = |x| + |y|;
+        # the two signs times sign(x) (resp. sign(y)) leave the other sign, and 0 where x (resp. y) is 0.
+        slope = grad * (3 * _ATAN_C3 * r * r - _ATAN_C1) * 2 / (ax + abs_y).square()
+        up = 1 - 2 * (y < 0).to(x.dtype)
+        right = 2 * (x >= 0).to(x.dtype) - 1
+        return -(slope * ax * right * (y != 0)), slope * abs_y * up * (x != 0)
+
+
 def fast_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """VLFeat's ``vl_fast_atan2_f``: a cubic in ``r = (|x| - |y|) / (|x| + |y|)``, range about ``(-π, π]``.
 
-    Written without a division by zero on either branch, so that its gradient is finite everywhere.
+    No division by zero on either branch, so its gradient (that of the cubic, 0 across ``x = 0`` and
+    ``y = 0`` as ``|·|``'s) is finite everywhere. The branches are chosen by products with 0/1 masks
+    (exact, and faster than ``torch.where`` on CPU): VLFeat's ``r`` for ``x < 0`` is exactly ``-r``, so
+    its cubic is exactly minus this one.
     """
-    abs_y = y.abs() + _EPS_F
-    ax = x.abs()
-    r = (ax - abs_y) / (ax + abs_y)  # for x < 0 VLFeat's r is exactly -r
-    poly = (_ATAN_C3 * r * r - _ATAN_C1) * r
-    angle = torch.where(x >= 0, (math.pi / 4) + poly, (3 * math.pi / 4) - poly)
-    return torch.where(y < 0, -angle, angle)
+    return _FastAtan2.apply(y, x)
+
+
+class _FastSqrt(torch.autograd.Function):
+    """``vl_fast_sqrt_f`` forward; backward the derivative of that approximation itself (see :func:`fast_sqrt`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        kept = x >= _SQRT_ZERO_BELOW
+        xs = x.clamp_min(_SQRT_ZERO_BELOW)  # the value where x is below it is dropped
+        itype, magic = _RESQRT_MAGIC[x.dtype]
+        guess = (magic - (xs.view(itype) >> 1)).view(x.dtype)
+        half = 0.5 * xs
+        y1 = guess * (1.5 - half * guess * guess)
+        y2 = y1 * (1.5 - half * y1 * y1)
+        ctx.save_for_backward(xs, guess, y1, y2, kept)
+        return xs * y2 * kept
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        xs, guess, y1, y2, kept = ctx.saved_tensors
+        itype, _ = _RESQRT_MAGIC[xs.dtype]
+        mantissa_bits, exponent_mask, bias = (23, 0xFF, 127) if itype == torch.int32 else (52, 0x7FF, 1023)
+        exponent = lambda t: (t.view(itype) >> mantissa_bits) & exponent_mask  # noqa: E731
+        # The guess is linear within a piece, with slope -1/2 · 2^(exponent of guess − exponent of x).
+        slope = -0.5 * ((exponent(guess) - exponent(xs) + bias) << mantissa_bits).view(xs.dtype)
+        d1 = slope * (1.5 - 1.5 * xs * guess * guess) - 0.5 * guess * guess * guess
+        d2 = d1 * (1.5 - 1.5 * xs * y1 * y1) - 0.5 * y1 * y1 * y1
+        return grad * (y2 + xs * d2) * kept
 
 
 def fast_sqrt(x: torch.Tensor) -> torch.Tensor:
     """VLFeat's ``vl_fast_sqrt_f`` (``_d`` for float64): ``x · resqrt(x)``, 0 where ``x < 1e-8``.
 
     ``resqrt`` is the bit-level first guess refined by two Newton steps. The guess is piecewise linear
-    in ``x``; its slope within the piece is supplied to autograd, so the gradient is that of the
-    approximation itself.
+    in ``x``; the gradient is that of the approximation itself (the guess's slope within its piece,
+    carried through both Newton steps), 0 where ``x < 1e-8``.
     """
-    small = x < _SQRT_ZERO_BELOW
-    xs = torch.where(small, torch.ones_like(x), x)
-    itype, magic = _RESQRT_MAGIC[x.dtype]
-    with torch.no_grad():
-        guess = (magic - (xs.view(itype) >> 1)).view(x.dtype)
-    if xs.requires_grad:
-        with torch.no_grad():  # d guess / dx = -1/2 · 2^(exponent of guess − exponent of x)
-            slope = torch.ldexp(torch.full_like(xs, -0.5), torch.frexp(guess).exponent - torch.frexp(xs).exponent)
-        guess = guess + slope * (xs - xs.detach())
-    half = 0.5 * xs
-    y = guess * (1.5 - half * guess * guess)
-    y = y * (1.5 - half * y * y)
-    return torch.where(small, torch.zeros_like(x), xs * y)
+    return _FastSqrt.apply(x)
 
 
 def dsift_grid(height: int, width: int, bin_size: int = 5, step: int = 15) -> tuple[int, int]:
@@ -91,8 +134,8 @@ def _window_means(bin_size: int, window_size: float) -> list[float]:
     return means
 
 
-def _orientation_planes(gray: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, H, W)`` → ``(B, 8, H, W)``: gradient magnitude split bilinearly between orientation bins."""
+def _orientation_votes(gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, 1, H, W)`` → orientation bins ``(B, 2, H, W)`` and votes: the magnitude split bilinearly between them."""
     # Central differences inside, one-sided on the border (dsift.c's loop over pixels).
     gx = torch.cat([gray[..., 1:2] - gray[..., 0:1], 0.5 * (gray[..., 2:] - gray[..., :-2]),
                     gray[..., -1:] - gray[..., -2:-1]], dim=-1)
@@ -100,16 +143,65 @@ def _orientation_planes(gray: torch.Tensor) -> torch.Tensor:
                     gray[..., -1:, :] - gray[..., -2:-1, :]], dim=-2)
     angle = fast_atan2(gy, gx)
     magnitude = fast_sqrt(gx * gx + gy * gy)
-    angle = torch.where(angle < 0, angle + 2 * math.pi, angle)  # vl_mod_2pi_f
-    position = angle * (NUM_BINS_T / (2 * math.pi))
+    angle = angle + (angle < 0).to(angle.dtype) * (2 * math.pi)  # vl_mod_2pi_f
+    position = angle * (NUM_BINS_T / (2 * math.pi))  # in [0, 8]
     lower = position.detach().floor()
     frac = position - lower  # gradients flow through the weights, not the bin index
-    bins = torch.arange(NUM_BINS_T, device=gray.device).view(1, -1, 1, 1)
-    lower = lower.long() % NUM_BINS_T
-    upper = (lower + 1) % NUM_BINS_T
-    zero = torch.zeros((), dtype=gray.dtype, device=gray.device)
-    return (torch.where(lower == bins, (1 - frac) * magnitude, zero)
-            + torch.where(upper == bins, frac * magnitude, zero))
+    wrap = _WRAPPED_BINS.to(gray.device)
+    index = lower.int()
+    bins = torch.cat([lookup(wrap, index), lookup(wrap, index + 1)], dim=1)
+    return bins, torch.cat([(1 - frac) * magnitude, frac * magnitude], dim=1)
+
+
+_WRAPPED_BINS = torch.tensor([t % NUM_BINS_T for t in range(NUM_BINS_T + 2)])  # orientation bin t mod 8
+
+
+def _lattice_taps(length: int, bin_size: int, step: int) -> AxisTaps:
+    """Weights of pixel ``p`` on the bin-centre lattice ``l·g`` (``g = gcd(step, bin_size)``), along one axis.
+
+    The lattice value is the triangular filter of the edge-replicated signal (``vl_imconvcoltri``): the
+    filter applied to each unit impulse. When ``g == bin_size`` every pixel reaches lattice points
+    ``p // g`` and ``p // g + 1`` only (the next one at weight 0 when ``p`` is on the lattice).
+    """
+    g = math.gcd(step, bin_size)
+    taps = torch.arange(1 - bin_size, bin_size, dtype=torch.float64)
+    impulses = F.pad(torch.eye(length, dtype=torch.float64)[:, None], (bin_size - 1, bin_size - 1), mode="replicate")
+    response = F.conv1d(impulses, (1 - taps.abs() / bin_size).view(1, 1, -1), stride=g)[:, 0]  # (pixel, lattice)
+    first = torch.arange(length) // g
+    padded = F.pad(response, (0, 1))
+    pixels = torch.arange(length)
+    return AxisTaps(first + 1, padded[pixels, first], padded[pixels, first + 1])
+
+
+@functools.lru_cache(maxsize=16)
+def _lattice_layout(
+    height: int, width: int, bin_size: int, step: int, dtype: torch.dtype, device: torch.device
+) -> BinLayout:
+    g = math.gcd(step, bin_size)
+    return bin_layout(_lattice_taps(height, bin_size, step), _lattice_taps(width, bin_size, step),
+                      (height - 1) // g + 1, (width - 1) // g + 1, dtype, device)
+
+
+def _lattice_bins(bins: torch.Tensor, votes: torch.Tensor, bin_size: int, step: int) -> torch.Tensor:
+    """Triangular spatial binning (unit height, support ``2·bin_size − 1``, edges replicated) of the votes,
+    evaluated only on the lattice of bin centres ``(B, 8, L_y, L_x)``: every centre ``step·i + bin_size·j``
+    is a multiple of ``g = gcd(step, bin_size)``. When ``g == bin_size`` (e.g. the default step 15, bin 5)
+    each vote is scattered into its four lattice points; otherwise the dense orientation planes are
+    filtered (``2·bin_size / g`` lattice points per pixel and axis would make scattering the slower).
+    """
+    height, width = votes.shape[-2:]
+    g = math.gcd(step, bin_size)
+    if g == bin_size:
+        return scatter_bins(votes, bins, _lattice_layout(height, width, bin_size, step, votes.dtype, votes.device),
+                            NUM_BINS_T)
+    planes = votes.new_zeros(votes.shape[0], NUM_BINS_T, height, width).scatter_add(1, bins, votes)
+    taps = torch.arange(1 - bin_size, bin_size, device=votes.device, dtype=votes.dtype)
+    tri = 1 - taps.abs() / bin_size
+    flat = planes.reshape(-1, 1, height, width)
+    flat = F.pad(flat, (bin_size - 1,) * 4, mode="replicate")
+    flat = F.conv2d(flat, tri.view(1, 1, -1, 1), stride=(g, 1))
+    flat = F.conv2d(flat, tri.view(1, 1, 1, -1), stride=(1, g))
+    return flat.view(votes.shape[0], NUM_BINS_T, flat.shape[-2], flat.shape[-1])
 
 
 def _normalize(descriptors: torch.Tensor) -> torch.Tensor:
@@ -176,18 +268,8 @@ def dsift(
         raise ValueError(f"dsift: image of {height}x{width} pixels is smaller than one {need}x{need} frame")
 
     x = gray if gray.dtype == torch.float64 else gray.float()
-    planes = _orientation_planes(x)
-
-    # Triangular binning (unit height, support 2·bin_size − 1, edges replicated), evaluated only on the
-    # lattice of bin centres: every centre step·i + bin_size·j is a multiple of g = gcd(step, bin_size).
     g = math.gcd(step, bin_size)
-    taps = torch.arange(1 - bin_size, bin_size, device=x.device, dtype=x.dtype)
-    tri = 1 - taps.abs() / bin_size
-    flat = planes.reshape(-1, 1, height, width)
-    flat = F.pad(flat, (bin_size - 1,) * 4, mode="replicate")
-    flat = F.conv2d(flat, tri.view(1, 1, -1, 1), stride=(g, 1))
-    flat = F.conv2d(flat, tri.view(1, 1, 1, -1), stride=(1, g))
-    binned = flat.view(x.shape[0], NUM_BINS_T, flat.shape[-2], flat.shape[-1])
+    binned = _lattice_bins(*_orientation_votes(x), bin_size, step)
 
     offsets = torch.arange(NUM_BINS_XY, device=x.device) * bin_size
     iy = (torch.arange(rows, device=x.device)[:, None] * step + offsets) // g  # (rows, bin_y)

@@ -6,12 +6,15 @@ VLFeat to float32 rounding (checked to 1e-4 against the real library in ``tests/
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from .base import Representation
+from .binning import AxisTaps, BinLayout, bin_layout, correctly_rounded_sqrt, lookup, scatter_bins
 from .registry import register_representation
 
 _BLOCK_EPS = 1e-4  # added to each block's squared L2 norm (VLFeat, "as implemented in UOCTTI code")
@@ -56,91 +59,154 @@ def _gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     gx = image[..., 1:-1, 2:] - image[..., 1:-1, :-2]
     gy = image[..., 2:, 1:-1] - image[..., :-2, 1:-1]
+    if image.shape[1] == 1:
+        return gx, gy
     best_x, best_y = gx[:, :1], gy[:, :1]
     best_g2 = (best_x * best_x + best_y * best_y).detach()
     for c in range(1, image.shape[1]):  # a running maximum, as VLFeat's (and faster than argmax over dim 1)
         x, y = gx[:, c : c + 1], gy[:, c : c + 1]
         g2 = (x * x + y * y).detach()
-        better = g2 > best_g2
-        best_x, best_y = torch.where(better, x, best_x), torch.where(better, y, best_y)
+        better = (g2 > best_g2).to(x.dtype)  # selecting by 0/1 products: exact, faster than torch.where on CPU
+        best_x, best_y = x * better + best_x * (1 - better), y * better + best_y * (1 - better)
         best_g2 = torch.maximum(g2, best_g2)
     return best_x, best_y
 
 
-def _orientation_assignment(
+class _DirectionTables(NamedTuple):
+    """Per entry ``i``, the directed direction ``j = i - 1`` (angle ``(j - n)π/n``), ``j`` in ``[-1, 2n + 2]``.
+
+    ``cos``/``sin``: of undirected bin ``k = j mod n`` (VLFeat's float table when the dtype is float32);
+    ``k`` itself; ``directed``: the directed bin of direction ``j``, ``(j + n) mod 2n``; ``wins_tie``: whether
+    ``j`` wins a tie against ``j + 1`` (VLFeat keeps the lower undirected bin: ``j`` loses when ``k == n - 1``).
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    k: torch.Tensor
+    directed: torch.Tensor
+    wins_tie: torch.Tensor
+
+
+@functools.lru_cache(maxsize=16)
+def _direction_tables(n: int, dtype: torch.dtype, device: torch.device) -> _DirectionTables:
+    j = range(-1, 2 * n + 3)
+    k = [i % n for i in j]
+    return _DirectionTables(
+        torch.tensor([math.cos(i * math.pi / n) for i in k], dtype=dtype, device=device),
+        torch.tensor([math.sin(i * math.pi / n) for i in k], dtype=dtype, device=device),
+        torch.tensor(k, dtype=torch.int32, device=device),
+        torch.tensor([(i + n) % (2 * n) for i in j], device=device),
+        torch.tensor([i != n - 1 for i in k], device=device),
+    )
+
+
+class _Magnitude(torch.autograd.Function):
+    """``sqrt(g2)`` with ``g2 = gx² + gy²`` given, differentiable in ``gx`` and ``gy``, with gradient 0 where ``g2 = 0``."""
+
+    @staticmethod
+    def forward(ctx, gx: torch.Tensor, gy: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+        magnitude = correctly_rounded_sqrt(g2)
+        ctx.save_for_backward(gx, gy, magnitude)
+        return magnitude
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        gx, gy, magnitude = ctx.saved_tensors
+        scale = grad / (magnitude + (magnitude == 0))  # gx = gy = 0 there, so their gradient is 0
+        return scale * gx, scale * gy, None
+
+
+def _orientation_votes(
     gx: torch.Tensor, gy: torch.Tensor, orientations: int, bilinear: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Directed bin indices ``(B, K, h, w)`` (``K`` = 1, or 2 if bilinear) and their weights, times magnitude.
+    """Directed bin indices ``(B, K, h, w)`` (``K`` = 1, or 2 if bilinear with ``n > 1``) and their votes.
 
     Follows VLFeat 0.9.21 as compiled in Debian's ``libvl.so.1`` (its machine code, which differs from
     hog.c on GitHub master in rounding and in one edge case): the raw gradient is scored against the
     ``n`` undirected bin directions ``(cos kπ/n, sin kπ/n)`` (float32, as VLFeat rounds them); the best
-    ``|s_k|`` picks bin ``k`` (``k + n`` if ``s_k < 0``), the first on ties. The running maxima start
-    at -1, so a zero score (e.g. ``n == 1`` and a vertical gradient) still picks a bin. Bilinear: the
-    runner-up takes weight ``acos(min(|s_best| / |g|, 1)) / (π/n)`` and the best bin one minus that
+    ``|s_k|`` picks bin ``k`` (``k + n`` if ``s_k < 0``), the first on ties. Only the two directions
+    bracketing the gradient's angle can win, so only their scores are computed, exactly as VLFeat's
+    (the angle itself only picks the pair); for ``n >= 2`` the winner's score is at least
+    ``cos(π/2n)·|g| > 0`` along its directed direction, so its directed bin is that direction's. For
+    ``n == 1`` (one bin) the sign of ``gx`` picks the directed bin. Bilinear: the runner-up (the better
+    of the best's two neighbours by VLFeat's scores, the first on ties) takes weight ``acos(min(|s_best| / |g|, 1)) / (π/n)`` and the best bin one minus that
     (with ``n == 1`` there is no runner-up). The indices carry no gradient; the magnitude does, and so
     does the bilinear weight, through the exact angle to the best bin (``acos`` of a ratio near 1 is
-    badly conditioned: VLFeat's rounding of it is added as a constant).
+    badly conditioned: VLFeat's rounding of it is added as a constant). Selections are products with
+    0/1 masks, which are exact and several times faster than ``torch.where`` on CPU.
     """
     n = orientations
-    g2 = gx * gx + gy * gy
-    nonzero = g2 > 0
-    # sqrt with a zero (sub)gradient where the image gradient vanishes (such pixels add nothing).
-    magnitude = torch.where(nonzero, torch.where(nonzero, g2, torch.ones_like(g2)).sqrt(), torch.zeros_like(g2))
-    directions = [(math.cos(k * math.pi / n), math.sin(k * math.pi / n)) for k in range(n)]
-    table = torch.tensor(directions, dtype=gx.dtype, device=gx.device)  # for float32, VLFeat's float table
+    g2 = gx * gx + gy * gy  # as VLFeat rounds it (no fused multiply-add)
+    magnitude = _Magnitude.apply(gx, gy, g2)
+    tables = _direction_tables(n, gx.dtype, gx.device)
+
+    def score(j: torch.Tensor) -> torch.Tensor:  # s_k of direction j's undirected bin, rounded as VLFeat's
+        return gx * lookup(tables.cos, j) + gy * lookup(tables.sin, j)
+
     with torch.no_grad():
-        scores = gx.unsqueeze(-1) * table[:, 0] + gy.unsqueeze(-1) * table[:, 1]  # (B, 1, h, w, n)
-        magnitudes = scores.abs()
-        score1, k1 = magnitudes.max(dim=-1)  # the first maximum, as VLFeat's strict running maximum
-        bin1 = k1 + n * (scores.gather(-1, k1.unsqueeze(-1)).squeeze(-1) < 0)
+        lower = (torch.atan2(gy, gx) * (n / math.pi)).floor_().add_(n + 1).int()  # table entries 1 .. 2n + 1
+        upper = lower + 1
+        score_a, score_b = score(lower), score(upper)
+        abs_a, abs_b = score_a.abs(), score_b.abs()
+        a_wins = ((abs_a > abs_b) | ((abs_a == abs_b) & lookup(tables.wins_tie, lower))).int()
+        best = upper - a_wins
+        bin1 = (gx < 0).long() if n == 1 else lookup(tables.directed, best)
     if not bilinear:
         return bin1, magnitude
     with torch.no_grad():
-        # The runner-up: the first maximum of the others, as VLFeat's running top two.
-        _, k2 = magnitudes.scatter(-1, k1.unsqueeze(-1), -1.0).max(dim=-1)
-        bin2 = k2 + n * (scores.gather(-1, k2.unsqueeze(-1)).squeeze(-1) < 0)
-        # VLFeat: float sqrt (correctly rounded; torch's float32 CPU sqrt can be 1 ulp off, which moves
-        # the weight by up to 1e-3 near a bin centre), the ratio in double, acos in float, / (π/n) in double.
-        norm = g2.double().sqrt().to(g2.dtype).double().clamp_min(1e-10)
-        ratio = (score1.double() / norm).clamp(max=1.0).to(g2.dtype)
-        vlfeat_w1 = (torch.acos(ratio).double() / (math.pi / n)).to(g2.dtype)
-    # The same weight, with a usable gradient: the angle between the gradient and the best bin's axis.
-    cos, sin = table[k1, 0], table[k1, 1]
-    gx_safe = torch.where(nonzero, gx, torch.ones_like(gx))  # atan2(0, 0) has no gradient
+        # VLFeat: ratio = |s_best| / sqrtf(g2) (a correctly rounded float division), acos in float.
+        norm = correctly_rounded_sqrt(g2).clamp_min(1e-10)
+        ratio = (torch.maximum(abs_a, abs_b) / norm).clamp_(max=1.0)
+        vlfeat_w1 = torch.acos(ratio) * (n / math.pi)
+        cos, sin = lookup(tables.cos, best), lookup(tables.sin, best)
+        if n > 1:
+            # The runner-up is a neighbour of the best: the other of the pair, or the one past the best
+            # (near the best bin's centre the two tie up to rounding, which VLFeat's scores decide).
+            loser = lower + a_wins
+            beyond = 2 * best - loser
+            score_l = score_a * (1 - a_wins) + score_b * a_wins  # products with 0/1: exact
+            score_t = score(beyond)
+            abs_l, abs_t = score_l.abs(), score_t.abs()
+            k_l, k_t = lookup(tables.k, loser), lookup(tables.k, beyond)
+            loser_second = ((abs_l > abs_t) | ((abs_l == abs_t) & (k_l < k_t))).int()
+            k2 = k_t + loser_second * (k_l - k_t)
+            score2 = score_t * (1 - loser_second) + score_l * loser_second
+            bin2 = (k2 + n * (score2 < 0)).long()
+    gx_safe = gx + (magnitude == 0)  # atan2(0, 0) has no gradient
     w1 = torch.atan2((gy * cos - gx_safe * sin).abs(), (gx_safe * cos + gy * sin).abs()) * (n / math.pi)
     w1 = w1 + (vlfeat_w1 - w1).detach()
-    weights = magnitude * torch.cat([1 - w1, w1], dim=1)
-    keep = 2 if n > 1 else 1
-    return torch.cat([bin1, bin2], dim=1)[:, :keep], weights[:, :keep]
+    if n == 1:
+        return bin1, magnitude * (1 - w1)
+    return torch.cat([bin1, bin2], dim=1), magnitude * torch.cat([1 - w1, w1], dim=1)
 
 
-def _tent_weights(cell_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``(cell_size, 2)`` tent weights: column 0 for the pixels of the block a cell starts in, 1 for the next.
+def _tent_weights(cell_size: int) -> torch.Tensor:
+    """``(cell_size, 2)`` float64 tent weights: column 0 for the pixels of the block a cell starts in, 1 for the next.
 
     Cell ``i``'s centre is at pixel ``(i + 0.5) * cell - 0.5``; the ``2 * cell`` pixels from
     ``i * cell - cell // 2`` reach it, with weight ``1 - |pixel - centre| / cell``.
     """
     t = torch.arange(2 * cell_size, dtype=torch.float64)
     w = (1 - (t - cell_size // 2 + 0.5 - 0.5 * cell_size).abs() / cell_size).clamp_min(0)
-    return w.view(2, cell_size).t().to(dtype=dtype, device=device)
+    return w.view(2, cell_size).t()
 
 
-def _pool_cells(histogram: torch.Tensor, cell_size: int, rows: int, cols: int) -> torch.Tensor:
-    """Tent-pool per-pixel histograms into ``(B, D, rows, cols)`` cells.
+def _axis_taps(length: int, cell_size: int) -> AxisTaps:
+    """The two cells each pixel inside the outer ring (``1 .. length - 2``) votes into along one axis.
 
-    ``histogram`` is ``(B, D, H - 2, W - 2)``: the pixels inside the outer ring, starting at (1, 1).
-    Padded so that cell ``i``'s window starts block ``i`` of ``cell_size`` pixels, each cell is the
-    weighted sum of two consecutive blocks, along x then along y.
+    Pixel ``p`` lies in block ``j = (p + cell // 2) // cell`` at offset ``t``: it reaches cell ``j - 1``
+    (padded index ``j``) with weight ``tent[t, 1]`` and cell ``j`` with ``tent[t, 0]``.
     """
-    h, w = histogram.shape[-2:]
-    c, start = cell_size, cell_size // 2 + 1
-    padded = F.pad(histogram, (start, (cols + 1) * c - w - start, start, (rows + 1) * c - h - start))
-    weights = _tent_weights(c, histogram.dtype, histogram.device)  # (c, 2)
-    blocks = padded.unflatten(-1, (cols + 1, c)) @ weights  # (B, D, H', cols + 1, 2)
-    pooled = blocks[..., :-1, 0] + blocks[..., 1:, 1]  # (B, D, H', cols)
-    blocks = weights.t() @ pooled.unflatten(-2, (rows + 1, c))  # (B, D, rows + 1, 2, cols)
-    return blocks[..., :-1, 0, :] + blocks[..., 1:, 1, :]
+    q = torch.arange(1, length - 1) + cell_size // 2
+    tent = _tent_weights(cell_size)
+    offset = q % cell_size
+    return AxisTaps(q // cell_size, tent[offset, 1], tent[offset, 0])
+
+
+@functools.lru_cache(maxsize=16)
+def _cell_layout(height: int, width: int, cell_size: int, dtype: torch.dtype, device: torch.device) -> BinLayout:
+    rows, cols = hog_grid(height, width, cell_size)
+    return bin_layout(_axis_taps(height, cell_size), _axis_taps(width, cell_size), rows, cols, dtype, device)
 
 
 def _normalize(cells: torch.Tensor, orientations: int, texture: bool) -> torch.Tensor:
@@ -209,12 +275,10 @@ def hog(
         torch.Size([2, 31, 8, 6])
     """
     _check_image(image, cell_size, orientations)
-    rows, cols = hog_grid(image.shape[-2], image.shape[-1], cell_size)
     gx, gy = _gradient(image)
-    bins, weights = _orientation_assignment(gx, gy, orientations, bilinear_orientations)
-    b, _, h, w = gx.shape
-    per_pixel = weights.new_zeros(b, 2 * orientations, h, w).scatter_add(1, bins, weights)
-    cells = _pool_cells(per_pixel, cell_size, rows, cols)
+    bins, votes = _orientation_votes(gx, gy, orientations, bilinear_orientations)
+    layout = _cell_layout(*image.shape[-2:], cell_size, image.dtype, image.device)
+    cells = scatter_bins(votes, bins, layout, 2 * orientations)
     return _normalize(cells, orientations, texture)
 
 
