@@ -1,8 +1,10 @@
 """GD speed: seconds per image and the overhead ratio over Φ's own forward+backward, measured side by side.
 
-overhead ratio = GD wall time / (iterations × time of one forward+backward of Φ's data term at the same batch).
-Both are measured in this one run, in alternating rounds, and each is the fastest of its rounds, so that
-load from other processes (which only ever adds time) hits neither more than the other. CNN weights are
+overhead ratio = GD wall time / (iterations × time of one forward+backward of Φ's data term at the same batch),
+the latter timed as a block of as many back-to-back calls as GD makes iterations (a mean, like GD's; the fastest
+of a few single calls would be biased low). Both are measured in this one run, in alternating rounds, and each
+is the fastest of its rounds, so that load from other processes (which only ever adds time) hits neither more
+than the other. CNN weights are
 random (pretrained ones are not available here; speed does not depend on the values).
 
     .venv/bin/python scripts/benchmark_gd.py [--specs hog alexnet:pool5] [--batches 1 8] [--iterations 100]
@@ -32,23 +34,22 @@ def batch_of(n: int, channels: int, size: int) -> torch.Tensor:
     return torch.stack(xs)
 
 
-def forward_backward_seconds(rep, images: torch.Tensor, pixels: PixelSpace, sigma0: float, repeats: int,
+def forward_backward_seconds(rep, images: torch.Tensor, pixels: PixelSpace, sigma0: float, calls: int,
                              device: torch.device) -> float:
-    """Fastest time of one forward+backward of the normalized data term at this batch, from a GD-like start."""
+    """Seconds per call of ``calls`` back-to-back forward+backward passes of the normalized data term, from a
+    GD-like start: timed as one block, like GD's iterations, so both are means over a run of the same length."""
     with torch.no_grad():
         target = rep(images)
     term = FeatureReconstruction(rep, target)
     x = torch.randn_like(images)
-    x = x / x.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        t0 = time.perf_counter()
-        x.requires_grad_(True)
+    x = (x / x.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0).requires_grad_(True)
+    torch.autograd.grad(term(pixels.to_image(x)).sum(), x)  # warm-up
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
         (g,) = torch.autograd.grad(term(pixels.to_image(x)).sum(), x)
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    synchronize(device)
+    return (time.perf_counter() - t0) / calls
 
 
 def main() -> None:
@@ -57,7 +58,6 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--size", type=int, default=227)
     parser.add_argument("--iterations", type=int, default=100, help="GD iterations timed (the preset's schedule is cut to this)")
-    parser.add_argument("--repeats", type=int, default=10, help="forward+backward repetitions timed per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of forward+backward and GD timing")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -78,7 +78,7 @@ def main() -> None:
             sigma0 = cfg.sigma0(*images.shape[1:])
             fb, gd = float("inf"), float("inf")
             for _ in range(args.rounds):
-                fb = min(fb, forward_backward_seconds(rep, images, pixels, sigma0, args.repeats, device))
+                fb = min(fb, forward_backward_seconds(rep, images, pixels, sigma0, args.iterations, device))
                 gd = min(gd, invert_gd(rep, images, cfg, device=device, progress=False).seconds)
             ratio = gd / (args.iterations * fb)
             per_image = gd / b

@@ -99,6 +99,8 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
     data = x.new_empty(iterations, x.shape[0])
     velocity = torch.zeros_like(x)
     second = torch.zeros_like(x) if optimizer == "adam" else None
+    if bounds is not None and bounds[0].numel() == bounds[1].numel() == 1:
+        bounds = (float(bounds[0]), float(bounds[1]))  # one range for all: clamped in a single vectorised pass
     x = x.detach().clone()
     t = 0
     with tqdm(total=iterations, disable=not progress, desc="gd", unit="it", leave=False) as bar:
@@ -123,7 +125,7 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                         step = (velocity / (1 - b1**k)) / ((second / (1 - b2**k)).sqrt() + _ADAM_EPS)
                         x = x.detach().add_(step, alpha=-lr)
                     if bounds is not None:
-                        x = torch.maximum(torch.minimum(x, bounds[1]), bounds[0])
+                        x.clamp_(bounds[0], bounds[1])
                     totals[t] = total.detach()
                     data[t] = data_term.detach()
                 if callback is not None:
