@@ -246,3 +246,13 @@ def test_mean_std_matches_numpy_ddof1() -> None:
     assert mean_std(torch.tensor([0.25])) == (0.25, 0.0)
     with pytest.raises(ValueError, match="no values"):
         mean_std([])
+
+
+def test_ssim_of_float32_images_is_within_1e5_of_float64() -> None:
+    x = torch.rand(4, 3, 40, 37, dtype=torch.float64)
+    y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    wide, narrow = ssim(y, x), ssim(y.float(), x.float())
+    assert narrow.dtype == torch.float64
+    torch.testing.assert_close(narrow, wide, rtol=0, atol=1e-5)
+    mixed = ssim([t.float() for t in y], list(x))  # one input float64: computed in float64
+    assert mixed.equal(ssim(y.float().double(), x))

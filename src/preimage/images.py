@@ -8,6 +8,7 @@ Convention:
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 import os
 import warnings
 from collections.abc import Sequence
@@ -173,6 +174,13 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     """``(C, H, W)`` float → ``H × W × C`` uint8: NaN → 0, clamp to [0, 1], round(255 x)."""
     x = torch.nan_to_num(image, nan=0.0).clamp(0.0, 1.0)
     return torch.round(x * 255.0).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def load_images(paths: Sequence[PathLike], grey: bool = False) -> list[torch.Tensor]:
+    """:func:`load_image` of each path (with the completeness check), decoded by a few threads at once
+    (Pillow's decoders and zlib release the GIL); the error is that of the first failing path in order."""
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(paths)))) as pool:
+        return list(pool.map(functools.partial(load_image, grey=grey), paths))
 
 
 def save_png(image: torch.Tensor, path: PathLike) -> Path:

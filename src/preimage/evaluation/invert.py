@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -14,7 +15,7 @@ from ..common import (device_name, outputs_removed_on_failure, prepare_output_di
                       unique_stems, versions)
 from ..config import check_finite, check_int
 from ..schemas import InvertConfig, gd_overrides, merged, plain
-from ..images import load_image, save_npy, save_png, side_by_side, to_grey
+from ..images import load_images, save_npy, save_png, side_by_side, to_grey
 from ..inversion.gd import DivergedError, config_from_dict
 from ..inversion.learned import LearnedInverter
 from ..inversion.presets import resolve_preset
@@ -79,7 +80,7 @@ def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path,
     (the TensorBoard writer, if any, is closed with ``resources``)."""
     representation = build_representation(cfg.representation, **(cfg.representation_options or {}))
     config = config_from_dict({**resolve_preset(cfg.preset, cfg.representation), **gd_overrides(cfg.gd)})
-    originals = [load_image(p) for p in paths]
+    originals = load_images(paths)
     if config.grey:
         originals = [to_grey(x) if x.shape[0] == 3 else x for x in originals]
     callback_for = None
@@ -107,7 +108,7 @@ def _learned(cfg: DictConfig, paths: Sequence[Path], out: Path,
         given = build_representation(cfg.representation, **(cfg.representation_options or {}))
     inverter = LearnedInverter.from_bundle(cfg.checkpoint, representation=given)
     grey = inverter.decoder.config.out_channels == 1
-    originals = [load_image(p, grey=grey) for p in paths]
+    originals = load_images(paths, grey=grey)
     if not grey:  # a colour decoder reconstructs grey photos in colour: score them as RGB
         originals = [x.expand(3, -1, -1).contiguous() for x in originals]
     manifest = inverter.manifest
@@ -183,14 +184,12 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
     representation, originals = inv.representation, inv.originals
     stems = unique_stems(paths, reserved=OWN_FILES)
     restarts = len(inv.reconstructions)
+    names = [[stem if restarts == 1 else f"{stem}_r{r}" for stem in stems] for r in range(restarts)]
     records = []
     for r, recon in enumerate(inv.reconstructions):
         metrics = score(representation, originals, recon, device, reference, container["metrics"])
-        for i, stem in enumerate(stems):
-            name = stem if restarts == 1 else f"{stem}_r{r}"
-            save_png(recon[i], out / f"{name}.png")
-            save_npy(recon[i], out / f"{name}.npy")
-            record = {"image": str(paths[i]), "output": f"{name}.png", "restart": r,
+        for i in range(len(stems)):
+            record = {"image": str(paths[i]), "output": f"{names[r][i]}.png", "restart": r,
                       **{key: values[i] for key, values in metrics.items()}, **inv.extras[r][i],
                       "seconds": inv.seconds[i]}
             if record.get("feature_error") is not None:
@@ -199,7 +198,15 @@ def _write_outputs(inv: Inversion, paths: Sequence[Path], out: Path, device: tor
     shown = range(min(len(paths), int(container["overview_images"])))
     panels = [t for i in shown for t in (originals[i], inv.reconstructions[0][i])]
     labels = [f"{stems[i]} {kind}" for i in shown for kind in ("original", "reconstruction")]
-    save_png(side_by_side(panels, labels), out / "overview.png")
+    # Encoded and written by two threads (Pillow, zlib and file writes release the GIL), once torch's own
+    # threads are done: beside them they would slow torch more than they gain. A failed write raises here.
+    with ThreadPoolExecutor(max_workers=2) as writer:
+        writes = [writer.submit(save_png, side_by_side(panels, labels), out / "overview.png")]
+        writes += [writer.submit(save, recon[i], out / f"{names[r][i]}.{ext}")
+                   for r, recon in enumerate(inv.reconstructions) for i in range(len(stems))
+                   for save, ext in ((save_png, "png"), (save_npy, "npy"))]
+        for write in writes:
+            write.result()
 
     notes = []
     if getattr(representation, "random_weights", False):

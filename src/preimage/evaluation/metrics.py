@@ -183,8 +183,17 @@ def normalized_loss(features: Batch, reference: Batch) -> torch.Tensor:
     return _squared_errors(xs, ys) / norms
 
 
-def _image_pairs(name: str, images: Batch, reference: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Checked float64 ``(b, C, H, W)`` batches: one for two 4-d tensors, else one per image."""
+def _image_pairs(name: str, images: Batch, reference: Batch,
+                 float32: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Checked float64 ``(b, C, H, W)`` batches: one for two 4-d tensors, else one per image.
+
+    ``float32``: unless an input is float64, the batches are float32 instead.
+    """
+    if float32:
+        pairs = _image_pairs(name, images, reference)
+        wide = any(t.dtype == torch.float64 for batch in (images, reference) for t in
+                   ([batch] if isinstance(batch, torch.Tensor) else batch))
+        return pairs if wide else [(x.float(), y.float()) for x, y in pairs]
     if isinstance(images, torch.Tensor) and isinstance(reference, torch.Tensor):
         if images.dim() == 3:
             images, reference = images[None], reference[None]
@@ -243,7 +252,8 @@ def ssim(images: Batch, reference: Batch) -> torch.Tensor:
     Local means, variances (clamped at 0) and covariance under an 11×11 Gaussian window (σ 1.5) at every
     pixel, the image mirrored at its borders, ``C1 = 0.01²``, ``C2 = 0.03²``; the SSIM map averaged over pixels
     and channels. Equals torchmetrics' ``structural_similarity_index_measure(data_range=1)``, computed with a
-    separable window in float64 (5× fewer operations).
+    separable window (5× fewer operations), in float64 when an input is float64 and otherwise, as torchmetrics
+    does, in float32 (3× faster on CPU, where float64 convolutions have no fast path; within 1e-5 of float64).
 
     Args:
         images: ``(n, C, H, W)`` (or a list of ``(C, H, W)``), grey or colour; at least 11×11 pixels.
@@ -254,13 +264,13 @@ def ssim(images: Batch, reference: Batch) -> torch.Tensor:
     """
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     vals = []
-    for x, y in _image_pairs("ssim", images, reference):
+    for x, y in _image_pairs("ssim", images, reference, float32=True):
         if min(x.shape[-2:]) < SSIM_WINDOW:
             raise ValueError(f"ssim: images must be at least 11x11 pixels, got {tuple(x.shape[-2:])}")
         mu_x, mu_y, xx, yy, xy = _gaussian_blur(torch.cat([x, y, x * x, y * y, x * y], dim=1)).chunk(5, dim=1)
         var_x, var_y, cov = (xx - mu_x ** 2).clamp(min=0), (yy - mu_y ** 2).clamp(min=0), xy - mu_x * mu_y
         index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-        vals.append(index.flatten(1).mean(dim=1))
+        vals.append(index.flatten(1).mean(dim=1).double())
     return torch.cat(vals)
 
 
@@ -286,11 +296,21 @@ def mean_std(values: torch.Tensor | Sequence[float]) -> tuple[float, float]:
 
 
 def scoring_features(representation: Representation, images: Sequence[torch.Tensor],
-                     device: torch.device) -> list[torch.Tensor]:
-    """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU."""
+                     device: torch.device, batch_size: int = 16) -> list[torch.Tensor]:
+    """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU
+    (images of one size are run ``batch_size`` at a time)."""
     rep = representation.to(device)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for k, x in enumerate(images):
+        by_shape.setdefault(tuple(x.shape), []).append(k)
+    features: dict[int, torch.Tensor] = {}
     with torch.no_grad():
-        return [rep.scoring_view(rep(x[None].to(device)))[0].cpu() for x in images]
+        for members in by_shape.values():
+            for start in range(0, len(members), batch_size):
+                chunk = members[start:start + batch_size]
+                batch = rep.scoring_view(rep(torch.stack([images[k] for k in chunk]).to(device))).cpu()
+                features.update(zip(chunk, batch))
+    return [features[k] for k in range(len(images))]
 
 
 #: what :func:`score` can compute, in the order of a record
