@@ -77,7 +77,9 @@ class _DirectionTables(NamedTuple):
 
     ``cos``/``sin``: of undirected bin ``k = j mod n`` (VLFeat's float table when the dtype is float32);
     ``k`` itself; ``directed``: the directed bin of direction ``j``, ``(j + n) mod 2n``; ``wins_tie``: whether
-    ``j`` wins a tie against ``j + 1`` (VLFeat keeps the lower undirected bin: ``j`` loses when ``k == n - 1``).
+    ``j`` wins a tie against ``j + 1`` (VLFeat keeps the lower undirected bin: ``j`` loses when ``k == n - 1``);
+    ``loser_wins_tie[2i + a]``: for the best at entry ``i``, whether its neighbour on the side ``a`` (1: ``i + 1``,
+    0: ``i − 1``) has a lower undirected bin than the other neighbour.
     """
 
     cos: torch.Tensor
@@ -85,6 +87,7 @@ class _DirectionTables(NamedTuple):
     k: torch.Tensor
     directed: torch.Tensor
     wins_tie: torch.Tensor
+    loser_wins_tie: torch.Tensor
 
 
 @functools.lru_cache(maxsize=16)
@@ -97,11 +100,14 @@ def _direction_tables(n: int, dtype: torch.dtype, device: torch.device) -> _Dire
         torch.tensor(k, dtype=torch.int32, device=device),
         torch.tensor([(i + n) % (2 * n) for i in j], device=device),
         torch.tensor([i != n - 1 for i in k], device=device),
+        torch.tensor([k[after] < k[before] if side else k[before] < k[after]
+                      for i in range(len(k)) for before, after in [(max(i - 1, 0), min(i + 1, len(k) - 1))]
+                      for side in (0, 1)], device=device),
     )
 
 
 class _Magnitude(torch.autograd.Function):
-    """``sqrt(g2)`` with ``g2 = gx² + gy²`` given, differentiable in ``gx`` and ``gy``, with gradient 0 where ``g2 = 0``."""
+    """``sqrt(g2)`` for ``g2 = gx² + gy²`` (given), differentiable in ``gx`` and ``gy``; gradient 0 where ``g2 = 0``."""
 
     @staticmethod
     def forward(ctx, gx: torch.Tensor, gy: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
@@ -129,11 +135,12 @@ def _orientation_votes(
     (the angle itself only picks the pair); for ``n >= 2`` the winner's score is at least
     ``cos(π/2n)·|g| > 0`` along its directed direction, so its directed bin is that direction's. For
     ``n == 1`` (one bin) the sign of ``gx`` picks the directed bin. Bilinear: the runner-up (the better
-    of the best's two neighbours by VLFeat's scores, the first on ties) takes weight ``acos(min(|s_best| / |g|, 1)) / (π/n)`` and the best bin one minus that
-    (with ``n == 1`` there is no runner-up). The indices carry no gradient; the magnitude does, and so
-    does the bilinear weight, through the exact angle to the best bin (``acos`` of a ratio near 1 is
-    badly conditioned: VLFeat's rounding of it is added as a constant). Selections are products with
-    0/1 masks, which are exact and several times faster than ``torch.where`` on CPU.
+    of the best's two neighbours by VLFeat's scores, the first on ties) takes weight
+    ``acos(min(|s_best| / |g|, 1)) / (π/n)`` and the best bin one minus that (with ``n == 1`` there is no
+    runner-up). The indices carry no gradient; the magnitude does, and so does the bilinear weight, whose
+    gradient is that of the exact angle to the best bin's axis (``acos`` of a ratio near 1 is badly
+    conditioned, so VLFeat's own value is kept). Selections are products with 0/1 masks, which are exact and
+    several times faster than ``torch.where`` on CPU.
     """
     n = orientations
     g2 = gx * gx + gy * gy  # as VLFeat rounds it (no fused multiply-add)
@@ -154,30 +161,49 @@ def _orientation_votes(
     if not bilinear:
         return bin1, magnitude
     with torch.no_grad():
-        # VLFeat: ratio = |s_best| / sqrtf(g2) (a correctly rounded float division), acos in float.
-        norm = correctly_rounded_sqrt(g2).clamp_min(1e-10)
-        ratio = (torch.maximum(abs_a, abs_b) / norm).clamp_(max=1.0)
-        vlfeat_w1 = torch.acos(ratio) * (n / math.pi)
-        cos, sin = lookup(tables.cos, best), lookup(tables.sin, best)
+        # VLFeat: ratio = |s_best| / sqrtf(g2) (the magnitude: a correctly rounded float division), acos in float.
+        ratio = (torch.maximum(abs_a, abs_b) / magnitude.clamp_min(1e-10)).clamp_(max=1.0)
+        vlfeat_w1 = torch.acos(ratio).mul_(n / math.pi)
         if n > 1:
-            # The runner-up is a neighbour of the best: the other of the pair, or the one past the best
+            # The runner-up is a neighbour of the best: the other of the pair, or the one beyond the best
             # (near the best bin's centre the two tie up to rounding, which VLFeat's scores decide).
             loser = lower + a_wins
             beyond = 2 * best - loser
-            score_l = score_a * (1 - a_wins) + score_b * a_wins  # products with 0/1: exact
-            score_t = score(beyond)
-            abs_l, abs_t = score_l.abs(), score_t.abs()
-            k_l, k_t = lookup(tables.k, loser), lookup(tables.k, beyond)
-            loser_second = ((abs_l > abs_t) | ((abs_l == abs_t) & (k_l < k_t))).int()
-            k2 = k_t + loser_second * (k_l - k_t)
-            score2 = score_t * (1 - loser_second) + score_l * loser_second
-            bin2 = (k2 + n * (score2 < 0)).long()
-    gx_safe = gx + (magnitude == 0)  # atan2(0, 0) has no gradient
-    w1 = torch.atan2((gy * cos - gx_safe * sin).abs(), (gx_safe * cos + gy * sin).abs()) * (n / math.pi)
-    w1 = w1 + (vlfeat_w1 - w1).detach()
+            abs_loser, abs_beyond = torch.minimum(abs_a, abs_b), score(beyond).abs()
+            tie = (abs_loser == abs_beyond) & lookup(tables.loser_wins_tie, 2 * best + a_wins)
+            loser_second = ((abs_loser > abs_beyond) | tie).int()
+            second = beyond + loser_second * (loser - beyond)
+            if n > 2:  # within 1.5π/n of the gradient, so positive along its own direction
+                bin2 = lookup(tables.directed, second)
+            else:  # n = 2: both neighbours are the other undirected bin; its score's sign picks the direction
+                bin2 = (lookup(tables.k, second) + n * (score(second) < 0)).long()
+    w1 = _BilinearWeight.apply(gx, gy, lookup(tables.cos, best), lookup(tables.sin, best), vlfeat_w1, n)
     if n == 1:
         return bin1, magnitude * (1 - w1)
     return torch.cat([bin1, bin2], dim=1), magnitude * torch.cat([1 - w1, w1], dim=1)
+
+
+class _BilinearWeight(torch.autograd.Function):
+    """VLFeat's runner-up weight ``value`` (in bins), with the gradient of the exact angle between the gradient
+    and the best bin's axis, ``atan2(|c|, |d|)·n/π`` (``c = gy·cos − gx·sin``, ``d = gx·cos + gy·sin``): 0 where
+    the gradient is 0."""
+
+    @staticmethod
+    def forward(ctx, gx: torch.Tensor, gy: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, value: torch.Tensor,
+                n: int) -> torch.Tensor:
+        ctx.save_for_backward(gx, gy, cos, sin)
+        ctx.n = n
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None, None, None]:
+        gx, gy, cos, sin = ctx.saved_tensors
+        c, d = gy * cos - gx * sin, gx * cos + gy * sin
+        g2 = c * c + d * d
+        scale = grad * (ctx.n / math.pi) / (g2 + (g2 == 0))
+        # ∇atan2(|c|, |d|) = (|d|·sign(c)·∇c − |c|·sign(d)·∇d) / |g|², with ∇c = (−sin, cos) and ∇d = (cos, sin)
+        u, v = d.abs() * c.sign() * scale, c.abs() * d.sign() * scale
+        return -u * sin - v * cos, u * cos - v * sin, None, None, None, None
 
 
 def _tent_weights(cell_size: int) -> torch.Tensor:
