@@ -5,6 +5,8 @@ Photos: the built-in test photos (preimage.photos.TEST_PHOTOS), grey, resized so
 HOG/HOGb are inverted and scored on their 27 non-texture dims (M&V's CNN-HOG), as M&V's code does.
 
     .venv/bin/python scripts/reproduce_table1.py [--presets mv2015 fast] [--size 256] [--device auto]
+        [--set KEY=VALUE ...]   (GD settings over the last preset listed, e.g. optimizer=adam
+                                 'schedule=[[32,40],[8,40],[2,40],[0.5,40],[0.125,40]]': one more row, "PRESET+set")
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from preimage import build_representation
 from preimage.common import grey_square
@@ -32,15 +35,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default="reports/table1.json", help="JSON of every figure (not committed)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="GD settings (gd.KEY of invert) over the last preset: one more row, PRESET+set")
     args = parser.parse_args()
+    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.set)) if args.set else {}
+    runs = [(p, {}) for p in args.presets] + ([(f"{args.presets[-1]}+set", overrides)] if overrides else [])
 
     images = torch.stack([grey_square(n, args.size) for n in TEST_PHOTOS])
     print(f"{len(TEST_PHOTOS)} photos ({', '.join(TEST_PHOTOS)}), grey, {args.size}×{args.size}")
     rows = []
-    for preset in args.presets:
+    for preset, extra in runs:
         for spec in args.representations:
             rep = build_representation(spec, **OPTIONS[spec])
-            cfg = config_from_dict(resolve_preset(preset, spec))
+            cfg = config_from_dict({**resolve_preset(preset.removesuffix("+set"), spec), **extra})
             res = invert_gd(rep, images, cfg, device=args.device)
             recon = res.images[:, 0]
             with torch.no_grad():
