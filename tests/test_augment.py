@@ -62,3 +62,22 @@ def test_datamodule_jitters_training_items_only() -> None:
     ratio = (y.std(dim=(1, 2, 3)) / x.std(dim=(1, 2, 3)))
     assert ((ratio > 0.29) & (ratio < 0.61)).all(), ratio
     assert not torch.allclose(y.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=1e-3)
+
+
+def test_colour_moves_each_channel_on_its_own_without_clipping() -> None:
+    source = BuiltinPhotos("train", crop=24, length=40, seed=0, grey=False)
+    jitter = IntensityJitter(source, colour=0.2, seed=2)
+    shifts = []
+    for k in range(len(jitter)):
+        x, y = source[k], jitter[k]
+        delta = (y - x).mean(dim=(1, 2))  # one offset per channel, the pattern kept: no pixel clipped
+        assert torch.allclose(y - x, delta.view(-1, 1, 1).expand_as(x), atol=1e-6)
+        assert bool((y >= 0).all() and (y <= 1).all()) and bool((delta.abs() <= 0.2 + 1e-6).all())
+        shifts.append(delta)
+    shifts = torch.stack(shifts)  # (items, 3)
+    assert (shifts[:, 0] - shifts[:, 1]).abs().max() > 0.05  # the channels move apart: the colour changes
+    assert torch.equal(IntensityJitter(source, colour=0.2, seed=2)[3], jitter[3])
+    assert torch.equal(IntensityJitter(source, (0.5, 1.0), 0.3, seed=1)[5],
+                       IntensityJitter(source, (0.5, 1.0), 0.3, seed=1, colour=0.0)[5])
+    with pytest.raises(ValueError, match="colour"):
+        ImageDataModule(crop=32, colour=1.5)

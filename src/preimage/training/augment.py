@@ -8,6 +8,8 @@ photos it guesses them from the pattern (the built-in ``coins`` came out with a 
 over the training crops, so that the decoder learns the guess that is right on average. The mean of a
 high-contrast crop can barely move without leaving [0, 1], so brightness jitter alone leaves such crops'
 brightness to the pattern; lowering their contrast too frees it (checkpoints/README.md has the numbers).
+Colour is the same problem for a decoder of a pooled CNN vector, which must read a photo's colour from the
+features: ``colour`` also moves each channel's mean on its own, so that no crop's colour can be memorized.
 """
 from __future__ import annotations
 
@@ -20,22 +22,24 @@ from torch.utils.data import Dataset
 
 __all__ = ["IntensityJitter", "check_jitter"]
 
-_INTENSITY = 5  # random-stream code, apart from the sources' codes
+_INTENSITY, _COLOUR = 5, 6  # random-stream codes, apart from the sources' codes
 
 
-def check_jitter(contrast: Sequence[float], brightness: float) -> tuple[tuple[float, float], float]:
-    """``(low, high)`` and ``brightness`` as floats, or ``ValueError`` unless ``0 < low <= high <= 1`` and
-    ``0 <= brightness <= 1``."""
+def check_jitter(contrast: Sequence[float], brightness: float,
+                 colour: float = 0.0) -> tuple[tuple[float, float], float, float]:
+    """``(low, high)``, ``brightness`` and ``colour`` as floats, or ``ValueError`` unless ``0 < low <= high <= 1``
+    and ``0 <= brightness, colour <= 1``."""
     values = tuple(float(c) for c in contrast)
     if len(values) != 2 or not 0.0 < values[0] <= values[1] <= 1.0:
         raise ValueError(f"contrast must be (low, high) with 0 < low <= high <= 1, got {tuple(contrast)}")
-    if not 0.0 <= float(brightness) <= 1.0:
-        raise ValueError(f"brightness must be in [0, 1], got {brightness}")
-    return values, float(brightness)
+    for name, value in (("brightness", brightness), ("colour", colour)):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return values, float(brightness), float(colour)
 
 
 class IntensityJitter(Dataset):
-    """Item ``k`` of ``source`` with a new contrast and mean: ``x' = m' + c · (x − m)``.
+    """Item ``k`` of ``source`` with a new contrast and mean, ``x' = m' + c · (x − m)``, then each channel moved.
 
     Args:
         source: any map-style dataset of ``(C, S, S)`` images in ``[0, 1]`` (e.g. an ``ImageSource``).
@@ -43,16 +47,18 @@ class IntensityJitter(Dataset):
         brightness: ``m'`` is uniform in ``[m − brightness, m + brightness]`` cut to the means that keep
             ``x'`` inside ``[0, 1]`` (``m`` is the item's mean over all pixels and channels, so hue is kept);
             0 keeps the mean.
-        seed: ``c`` and ``m'`` of item ``k`` are drawn from ``(seed, k)`` alone.
+        colour: then each channel of ``x'`` is moved by its own offset, uniform in ``[−colour, colour]`` cut to
+            the offsets that keep that channel inside ``[0, 1]``; 0 (the default) moves none.
+        seed: ``c``, ``m'`` and the channel offsets of item ``k`` are drawn from ``(seed, k)`` alone.
 
     Shape:
         ``(C, S, S)`` → ``(C, S, S)``; ``len`` is ``len(source)``.
     """
 
     def __init__(self, source: Dataset, contrast: Sequence[float] = (1.0, 1.0), brightness: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, *, colour: float = 0.0) -> None:
         self.source, self.seed = source, int(seed)
-        self.contrast, self.brightness = check_jitter(contrast, brightness)
+        self.contrast, self.brightness, self.colour = check_jitter(contrast, brightness, colour)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -67,7 +73,17 @@ class IntensityJitter(Dataset):
         last = min(m + self.brightness, 1.0 - c * (hi - m))  # m' + c·(hi − m) <= 1
         return c, first + v * max(0.0, last - first) - c * m
 
+    def channel_offsets(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """``(C, 1, 1)``: the offset of each channel of item ``k``, whose image after the contrast and mean is ``x``."""
+        u = torch.from_numpy(np.random.default_rng([self.seed, _COLOUR, int(k)]).random(x.shape[0])).to(x.dtype)
+        first = torch.clamp(-x.amin(dim=(1, 2)), min=-self.colour)  # the channel's minimum + offset >= 0
+        last = torch.clamp(1.0 - x.amax(dim=(1, 2)), max=self.colour)  # its maximum + offset <= 1
+        return (first + u * (last - first).clamp(min=0.0)).view(-1, 1, 1)
+
     def __getitem__(self, k: int) -> torch.Tensor:
         x = self.source[k]
         c, offset = self.draw(k, x)
-        return (c * x + offset).clamp(0.0, 1.0)  # the clamp only absorbs rounding
+        x = c * x + offset
+        if self.colour:
+            x = x + self.channel_offsets(k, x)
+        return x.clamp(0.0, 1.0)  # the clamp only absorbs rounding

@@ -108,8 +108,10 @@ class ImageDataModule(pl.LightningDataModule):
         contrast: ``(low, high)``: scale the contrast of every *training* item by a factor log-uniform in
             this range (:class:`~preimage.training.augment.IntensityJitter`); ``(1, 1)``, the default, is off.
         brightness: move the mean of every *training* item by up to this much, uniformly, within the
-            range that keeps its pixels in ``[0, 1]``; 0, the default, is off. Val and test items keep
-            their own contrast and brightness.
+            range that keeps its pixels in ``[0, 1]``; 0, the default, is off.
+        colour: then move each channel's mean of every *training* item by up to this much, on its own, within
+            the range that keeps that channel in ``[0, 1]``; 0, the default, is off. Val and test items keep
+            their own contrast, brightness and colour.
 
     Each split reads the same split of every source that feeds it (split by source photograph), with the same
     weights.
@@ -130,6 +132,7 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         contrast: Sequence[float] = (1.0, 1.0),
         brightness: float = 0.0,
+        colour: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -138,7 +141,7 @@ class ImageDataModule(pl.LightningDataModule):
                                      ("test_size", test_size, 1), ("seed", seed, None), ("eval_seed", eval_seed, None)):
             check_int(f"data.{name}", value, minimum=minimum)  # before anything is built or written
         self.source_configs = _check_sources(DEFAULT_SOURCES if sources is None else sources)
-        self.jitter = check_jitter(contrast, brightness)
+        self.jitter = check_jitter(contrast, brightness, colour)
         self.data_train: ImageSource | IntensityJitter | None = None
         self.data_val: ImageSource | None = None
         self.data_test: ImageSource | None = None
@@ -160,7 +163,9 @@ class ImageDataModule(pl.LightningDataModule):
         hp = self.hparams
         if stage in (None, "fit") and self.data_train is None:
             train = self._build("train", hp.train_length, hp.seed)
-            self.data_train = train if self.jitter == ((1.0, 1.0), 0.0) else IntensityJitter(train, *self.jitter, hp.seed)
+            contrast, brightness, colour = self.jitter
+            self.data_train = train if self.jitter == ((1.0, 1.0), 0.0, 0.0) else IntensityJitter(
+                train, contrast, brightness, hp.seed, colour=colour)
         if stage in (None, "fit", "validate") and self.data_val is None:
             self.data_val = self._build("val", hp.val_size, hp.eval_seed)
         if stage in (None, "test") and self.data_test is None:
