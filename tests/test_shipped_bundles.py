@@ -56,7 +56,7 @@ def test_network_bundle_round_trip(spec: str, tmp_path: Path) -> None:
 
 #: a known shortfall, kept visible: strict, so the test fails the day a retrained bundle meets the bar
 POOL_SHORTFALL = pytest.mark.xfail(strict=True, reason=(
-    "efficientnet_lite0:pool, trained on ~20 photos, scores image_error 0.767 on the test photos against 0.549 for "
+    "efficientnet_lite0:pool, trained on ~20 photos, scores image_error 0.710 on the test photos against 0.549 for "
     "each photo's mean colour (checkpoints/README.md): a 1280-d vector with no layout needs far more photos"))
 
 
