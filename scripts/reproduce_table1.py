@@ -39,15 +39,16 @@ def main() -> None:
                         help="GD settings (gd.KEY of invert) over the last preset: one more row, PRESET+set")
     args = parser.parse_args()
     overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.set)) if args.set else {}
-    runs = [(p, {}) for p in args.presets] + ([(f"{args.presets[-1]}+set", overrides)] if overrides else [])
+    runs = [(p, p, {}) for p in args.presets] + ([(f"{args.presets[-1]}+set", args.presets[-1], overrides)]
+                                                 if overrides else [])
 
     images = torch.stack([grey_square(n, args.size) for n in TEST_PHOTOS])
     print(f"{len(TEST_PHOTOS)} photos ({', '.join(TEST_PHOTOS)}), grey, {args.size}×{args.size}")
     rows = []
-    for preset, extra in runs:
+    for label, preset, extra in runs:
         for spec in args.representations:
             rep = build_representation(spec, **OPTIONS[spec])
-            cfg = config_from_dict({**resolve_preset(preset.removesuffix("+set"), spec), **extra})
+            cfg = config_from_dict({**resolve_preset(preset, spec), **extra})
             res = invert_gd(rep, images, cfg, device=args.device)
             recon = res.images[:, 0]
             with torch.no_grad():

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import package_root
-from .images import load_image, to_grey
+from .images import load_images, to_grey
 from .photos import TEST_PHOTOS, load_photo, photo_path
 
 __all__ = ["BUILTIN", "IMAGE_SUFFIXES", "bundle_path", "device_name", "grey_square", "launching_process",
@@ -92,8 +92,8 @@ def load_image_set(images: str | Sequence[str], *, limit: int | None = None, siz
                    grey: bool = True) -> tuple[list[str], list[Path], list[torch.Tensor]]:
     """Names, paths and prepared images (:func:`prepare_image`) of an image set (:func:`list_images`)."""
     listed = list_images(images)[:limit]
-    return [n for n, _ in listed], [p for _, p in listed], [prepare_image(load_image(p), size=size, grey=grey)
-                                                            for _, p in listed]
+    paths = [p for _, p in listed]
+    return [n for n, _ in listed], paths, [prepare_image(x, size=size, grey=grey) for x in load_images(paths)]
 
 
 # ------------------------------------------------------------------------------------------------ outputs

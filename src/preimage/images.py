@@ -8,10 +8,10 @@ Convention:
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Union
 

@@ -12,7 +12,6 @@ through :func:`reconstruct`, which groups an image set by size and batches it.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -23,6 +22,7 @@ from ..inversion.gd import DivergedError, GDConfig, invert_gd
 from ..inversion.learned import LearnedInverter
 from ..inversion.masks import build_mask
 from ..representations import Representation
+from .metrics import same_size_batches
 
 __all__ = ["GDMethod", "HybridMethod", "LearnedMethod", "Method", "Reconstructions", "reconstruct"]
 
@@ -130,15 +130,10 @@ def reconstruct(method: Method, images: Sequence[torch.Tensor], device: torch.de
         (``None`` for methods without one).
     """
     positions = list(range(len(images))) if indices is None else list(indices)
-    by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for k, x in enumerate(images):
-        by_size[tuple(x.shape)].append(k)
     out: dict[int, tuple[torch.Tensor, float, torch.Tensor | None]] = {}
-    for members in by_size.values():
-        for b in range(0, len(members), batch_size):
-            chunk = members[b:b + batch_size]
-            result = method(torch.stack([images[k] for k in chunk]).to(device), device, [positions[k] for k in chunk])
-            for j, k in enumerate(chunk):
-                loss = None if result.final_data_loss is None else result.final_data_loss[j]
-                out[k] = (result.images[j], result.seconds[j], loss)
+    for chunk in same_size_batches(images, batch_size):
+        result = method(torch.stack([images[k] for k in chunk]).to(device), device, [positions[k] for k in chunk])
+        for j, k in enumerate(chunk):
+            loss = None if result.final_data_loss is None else result.final_data_loss[j]
+            out[k] = (result.images[j], result.seconds[j], loss)
     return [out[k] for k in range(len(images))]

@@ -26,7 +26,7 @@ Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 __all__ = [
     "feature_error", "normalized_loss", "image_error", "psnr", "ssim", "mean_std", "mean_pairwise_sq_dist",
-    "METRICS", "check_metrics", "score", "scoring_features",
+    "METRICS", "check_metrics", "same_size_batches", "score", "scoring_features",
 ]
 
 
@@ -189,18 +189,16 @@ def _image_pairs(name: str, images: Batch, reference: Batch,
 
     ``float32``: unless an input is float64, the batches are float32 instead.
     """
-    if float32:
-        pairs = _image_pairs(name, images, reference)
-        wide = any(t.dtype == torch.float64 for batch in (images, reference) for t in
-                   ([batch] if isinstance(batch, torch.Tensor) else batch))
-        return pairs if wide else [(x.float(), y.float()) for x, y in pairs]
+    tensors = [t for batch in (images, reference) for t in ([batch] if isinstance(batch, torch.Tensor) else batch)]
+    wide = any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tensors)
+    convert = (lambda t: t.float()) if float32 and not wide else _f64
     if isinstance(images, torch.Tensor) and isinstance(reference, torch.Tensor):
         if images.dim() == 3:
             images, reference = images[None], reference[None]
         if images.dim() != 4 or images.shape != reference.shape or images.shape[0] == 0:
             raise ValueError(f"{name}: expected two (n, C, H, W) tensors of one shape, got "
                              f"{tuple(images.shape)} and {tuple(reference.shape)}")
-        return [(_f64(images), _f64(reference))]
+        return [(convert(images), convert(reference))]
     if len(images) != len(reference) or len(images) == 0:
         raise ValueError(f"{name}: need as many references as images (and at least one): "
                          f"{len(images)} vs {len(reference)}")
@@ -209,7 +207,7 @@ def _image_pairs(name: str, images: Batch, reference: Batch,
         if x.shape != y.shape or x.dim() != 3:
             raise ValueError(f"{name}: image {i}: expected two (C, H, W) tensors of one shape, got "
                              f"{tuple(x.shape)} and {tuple(y.shape)}")
-        out.append((_f64(x)[None], _f64(y)[None]))
+        out.append((convert(x)[None], convert(y)[None]))
     return out
 
 
@@ -300,17 +298,20 @@ def scoring_features(representation: Representation, images: Sequence[torch.Tens
     """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU
     (images of one size are run ``batch_size`` at a time)."""
     rep = representation.to(device)
+    features: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for chunk in same_size_batches(images, batch_size):
+            batch = rep.scoring_view(rep(torch.stack([images[k] for k in chunk]).to(device))).cpu()
+            features.update(zip(chunk, batch))
+    return [features[k] for k in range(len(images))]
+
+
+def same_size_batches(images: Sequence[torch.Tensor], batch_size: int) -> list[list[int]]:
+    """Indices of ``images`` in batches of at most ``batch_size`` images of one shape (in order within a shape)."""
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for k, x in enumerate(images):
         by_shape.setdefault(tuple(x.shape), []).append(k)
-    features: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
-        for members in by_shape.values():
-            for start in range(0, len(members), batch_size):
-                chunk = members[start:start + batch_size]
-                batch = rep.scoring_view(rep(torch.stack([images[k] for k in chunk]).to(device))).cpu()
-                features.update(zip(chunk, batch))
-    return [features[k] for k in range(len(images))]
+    return [members[b:b + batch_size] for members in by_shape.values() for b in range(0, len(members), batch_size)]
 
 
 #: what :func:`score` can compute, in the order of a record
@@ -343,7 +344,7 @@ def score(representation: Representation, originals: list[torch.Tensor], reconst
         f1 = scoring_features(representation, reconstructions, device)
     for name in metrics:
         if name == "normalized_loss":
-            values = [float(normalized_loss(a[None], b[None])[0]) for a, b in zip(f1, f0)]
+            values = [float(v) for v in normalized_loss(f1, f0)]
         elif name in ("psnr", "ssim"):
             values = [float(v) for v in (psnr if name == "psnr" else ssim)(reconstructions, originals)]
         elif n < 2:

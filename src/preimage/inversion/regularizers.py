@@ -43,6 +43,8 @@ def _per_image_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _alpha_norm_and_gradient(x: torch.Tensor, alpha: float, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Σ|x|^α per image, α·sign(x)·|x|^(α−1))``, both times ``scale``."""
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
     if alpha == 6:  # M&V's exponent: multiplications instead of pow's exp/log
         fifth = x * x.square().square()
         return _per_image_dot(x, fifth) * scale, fifth.mul_(6.0 * scale)
@@ -59,6 +61,8 @@ def _total_variation_and_gradient(x: torch.Tensor, beta: float, eps: float, scal
     gradient at a pixel is ``2·(w·d)`` of the difference that ends there minus ``2·(w·d)`` of the one that
     starts there, along x and along y.
     """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
     dx = x[..., :, 1:] - x[..., :, :-1]
     dy = x[..., 1:, :] - x[..., :-1, :]
     if beta == 2:  # w = 1, and the terms separate: no need to build the padded grid (the common case)
@@ -90,8 +94,6 @@ def alpha_norm(x: torch.Tensor, alpha: float) -> torch.Tensor:
     Returns:
         ``(B,)`` the sum over each image.
     """
-    if alpha <= 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
     return _AnalyticGradient.apply(x, partial(_alpha_norm_and_gradient, alpha=alpha))
 
 
@@ -106,8 +108,6 @@ def total_variation(x: torch.Tensor, beta: float, eps: float = TV_EPS) -> torch.
     Returns:
         ``(B,)`` the sum over each image (over channels too).
     """
-    if beta <= 0:
-        raise ValueError(f"beta must be positive, got {beta}")
     return _AnalyticGradient.apply(x, partial(_total_variation_and_gradient, beta=beta, eps=eps))
 
 

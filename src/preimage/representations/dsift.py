@@ -147,13 +147,16 @@ def _orientation_votes(gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     position = angle * (NUM_BINS_T / (2 * math.pi))  # in [0, 8]
     lower = position.detach().floor()
     frac = position - lower  # gradients flow through the weights, not the bin index
-    wrap = _WRAPPED_BINS.to(gray.device)
+    wrap = _wrapped_bins(gray.device)
     index = lower.int()
     bins = torch.cat([lookup(wrap, index), lookup(wrap, index + 1)], dim=1)
     return bins, torch.cat([(1 - frac) * magnitude, frac * magnitude], dim=1)
 
 
-_WRAPPED_BINS = torch.tensor([t % NUM_BINS_T for t in range(NUM_BINS_T + 2)])  # orientation bin t mod 8
+@functools.lru_cache(maxsize=8)
+def _wrapped_bins(device: torch.device) -> torch.Tensor:
+    """Orientation bin ``t mod 8`` for ``t`` in ``[0, 9]``."""
+    return torch.tensor([t % NUM_BINS_T for t in range(NUM_BINS_T + 2)], device=device)
 
 
 def _lattice_taps(length: int, bin_size: int, step: int) -> AxisTaps:

@@ -48,9 +48,6 @@ class EpochSampler(DistributedSampler):
                          seed=int(seed))  # sets epoch 0 and set_epoch
         self.length, self.skip = int(length), int(skip)
 
-    def __len__(self) -> int:
-        return self.num_samples
-
     def __iter__(self) -> Iterator[int]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         order = np.random.default_rng([self.seed, epoch]).permutation(self.length) + epoch * self.length
