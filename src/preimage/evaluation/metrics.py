@@ -251,7 +251,7 @@ def ssim(images: Batch, reference: Batch) -> torch.Tensor:
     pixel, the image mirrored at its borders, ``C1 = 0.01²``, ``C2 = 0.03²``; the SSIM map averaged over pixels
     and channels. Equals torchmetrics' ``structural_similarity_index_measure(data_range=1)``, computed with a
     separable window (5× fewer operations), in float64 when an input is float64 and otherwise, as torchmetrics
-    does, in float32 (3× faster on CPU, where float64 convolutions have no fast path; within 1e-5 of float64).
+    does, in float32 (faster on CPU, where float64 convolutions have no fast path; within 1e-5 of float64).
 
     Args:
         images: ``(n, C, H, W)`` (or a list of ``(C, H, W)``), grey or colour; at least 11×11 pixels.
