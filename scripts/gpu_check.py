@@ -8,7 +8,7 @@ Checks (exit 1 if one fails):
   reconstruction) reach a final data loss within 2 % of the CPU's (descents
   follow float rounding apart, so the loss, not the pixels, is compared);
 - 50 training steps of configs/train/tiny.yaml end with a validation loss within 2 % of the CPU's.
-Figures: learned images/s at batch 1 and 64, GD seconds per image (full mv2015 schedule, extrapolated from
+Figures: learned images/s at batch 1 and 64 (fastest of 5 passes), GD seconds per image (full mv2015 schedule, extrapolated from
 --iterations steps) for hog and efficientnet_lite0:stage4 at 224×224.
 
     .venv/bin/python scripts/gpu_check.py [--device cuda] [--iterations 50]
@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from preimage import build_representation
-from preimage.common import bundle_path, prepare_image, synchronize
+from preimage.common import bundle_path, prepare_image
 from preimage.config import config_dir
 from preimage.evaluation.methods import HybridMethod
 from preimage.inversion.gd import config_from_dict, invert_gd
@@ -33,6 +32,8 @@ from preimage.inversion.presets import resolve_preset
 from preimage.photos import TEST_PHOTOS, load_photo
 from preimage.schemas import TrainConfig, load_config
 from preimage.training.train import train
+
+from benchmark_learned import inference_throughput  # scripts/, on the path when this file is run
 
 SPECS = {"hog": "checkpoints/hog.pt", "efficientnet_lite0:stage4": "checkpoints/efficientnet_lite0_stage4.pt"}
 CPU = torch.device("cpu")
@@ -100,17 +101,7 @@ def main() -> int:
               f"final data loss {hybrid['device']:.4g} vs CPU {hybrid['cpu']:.4g}")
 
         inverter.to(device)
-        rates = {}
-        for batch in (1, 64):
-            images = photos(batch, grey).to(device)
-            with torch.no_grad():
-                inverter(images)
-                synchronize(device)
-                start = time.perf_counter()
-                for _ in range(3):
-                    inverter(images)
-                synchronize(device)
-            rates[batch] = 3 * batch / (time.perf_counter() - start)
+        rates = {batch: inference_throughput(inverter, photos(batch, grey), batch, device) for batch in (1, 64)}
         one = photos(1, grey)
         result = invert_gd(rep, one, config, device=device, progress=False)
         full = config_from_dict(settings).iterations

@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import load_yaml
+from .evaluation.metrics import METRICS
 from .inversion.gd import GDConfig
 
 __all__ = ["CompareConfig", "GDSettings", "HybridConfig", "InvertConfig", "TrainConfig", "analysis_schema",
@@ -62,8 +63,7 @@ class InvertConfig:
     mask: Optional[Dict[str, Any]] = None  # null, {window: k} (central k×k neurons) or {channels: [i, j, ...]}
     device: str = "auto"          # auto (CUDA when present), cpu, cuda, cuda:1
     batch_size: int = 8           # images of the same size inverted together
-    metrics: List[str] = field(default_factory=lambda: ["feature_error", "normalized_loss", "image_error", "psnr",
-                                                        "ssim"])  # scored per image (metrics.json); fewer is faster
+    metrics: List[str] = field(default_factory=lambda: list(METRICS))  # scored per image (metrics.json); fewer is faster
     overview_images: int = 16     # the first N images (original beside reconstruction) in overview.png
     progress: bool = True         # progress bar over iterations
     tensorboard: bool = False     # write the loss curves and snapshots to OUT/tensorboard

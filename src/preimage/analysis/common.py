@@ -10,25 +10,25 @@ import torch
 from ..config import check_int
 from ..common import prepare_image, resolve_image_path, unique_stems, versions
 from ..evaluation.report import write_json
-from ..images import grid, load_image, save_npy, save_png
+from ..images import grid, load_images, save_npy, save_png
 from ..inversion.gd import GDConfig, config_from_dict
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
 
 __all__ = ["array_name", "build", "check_layers", "check_size", "draw_box", "enlarge", "fit", "gd_config",
-           "load_images", "plan", "random_weight_note", "steps_record", "write_report"]
+           "load_square_images", "plan", "random_weight_note", "steps_record", "write_report"]
 
 RANDOM_NOTE = "made with RANDOM CNN weights ({specs}): not the pretrained network; the pictures show nothing it learned"
 
 
-def load_images(items: Sequence[str], size: int) -> tuple[list[str], torch.Tensor]:
+def load_square_images(items: Sequence[str], size: int) -> tuple[list[str], torch.Tensor]:
     """Images (paths or ``builtin:NAME``) as ``(stems, (N, 3, size, size))`` in ``[0, 1]``, grey replicated to RGB,
     squared by :func:`~preimage.common.square`."""
     if isinstance(items, str) or not items:
         raise ValueError("images must be a non-empty list of paths or builtin:NAME")
     check_size(size)
     paths = [resolve_image_path(str(i)) for i in items]
-    batch = torch.stack([prepare_image(load_image(p), size=size, grey=False) for p in paths])
+    batch = torch.stack([prepare_image(x, size=size, grey=False) for x in load_images(paths)])
     return unique_stems(paths), batch
 
 

@@ -26,7 +26,7 @@ from ..inversion.masks import build_mask
 from ..evaluation.metrics import mean_pairwise_sq_dist
 from ..images import to_grey
 from ..evaluation.methods import GDMethod
-from .common import array_name, draw_box, load_images, plan, random_weight_note, steps_record, write_report
+from .common import array_name, draw_box, load_square_images, plan, random_weight_note, steps_record, write_report
 from .receptive_field import receptive_field
 
 __all__ = ["groups", "invariance", "window"]
@@ -35,7 +35,7 @@ __all__ = ["groups", "invariance", "window"]
 def _inputs(images: Sequence[str], out: str | Path, size: int, device: str,
             overwrite: bool) -> tuple[Path, list[str], torch.Tensor, torch.device]:
     """Checked inputs shared by the image analyses: ``(out folder, stems, originals, device)``."""
-    stems, originals = load_images(images, size)
+    stems, originals = load_square_images(images, size)
     dev = resolve_device(device)
     return prepare_output_dir(out, clear=overwrite), stems, originals, dev
 

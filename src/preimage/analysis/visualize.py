@@ -17,7 +17,7 @@ from ..images import to_grey
 from ..inversion.gd import GDConfig, gd_setup, optimize_gd
 from ..inversion.objectives import Caricature, NeuronActivation, neuron_weights
 from ..representations import Representation
-from .common import (array_name, build, check_layers, check_size, enlarge, fit, gd_config, load_images, plan,
+from .common import (array_name, build, check_layers, check_size, enlarge, fit, gd_config, load_square_images, plan,
                      random_weight_note, steps_record, write_report)
 from .receptive_field import ReceptiveField, receptive_field
 
@@ -131,7 +131,7 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
         raise ValueError(f"channels must be a non-empty list of channel indices, got {channels!r}")
     if size != "auto":
         check_size(size, "size (or auto)")
-    _, references = load_images(normalizer_images, normalizer_size)
+    _, references = load_square_images(normalizer_images, normalizer_size)
     dev = resolve_device(device)
     problems = [_prepare(spec, channels, target, size, references, weights, preset, gd, dev)
                 for spec in check_layers(layers)]
@@ -185,7 +185,7 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     the root-mean-square pixel change from the original in ``[0, 1]`` units.
     """
     steps = plan(layers, size, weights, preset, gd)
-    stems, originals = load_images(images, size)
+    stems, originals = load_square_images(images, size)
     dev = resolve_device(device)
     out = prepare_output_dir(out, clear=overwrite)
     starts, targets = [], []

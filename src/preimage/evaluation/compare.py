@@ -45,7 +45,7 @@ from ..inversion.presets import resolve_preset
 from ..representations import build_representation
 from . import report as rpt
 from .methods import GDMethod, HybridMethod, LearnedMethod, Method
-from .metrics import score, scoring_features
+from .metrics import METRICS, score, scoring_features
 
 METHODS = ("gd", "learned", "hybrid")
 #: the shipped bundles the default config names: a missing or unusable one is a note, any other an error
@@ -269,8 +269,7 @@ def _score(c: dict[str, Any], names: list[str], stems: list[str], images: dict[s
                 if rec["feature_error"] is not None:
                     rec["feature_error"] *= 100
                 if not finite[i]:
-                    rec.update(dict.fromkeys(("feature_error", "normalized_loss", "image_error", "psnr", "ssim"),
-                                             math.nan))
+                    rec.update(dict.fromkeys(METRICS, math.nan))
                 elif c["save_reconstructions"]:
                     rec["output"] = f"reconstructions/{spec.replace(':', '_')}/{method}/{stems[i]}.npy"
                     save_npy(g["reconstruction"], run_dir / rec["output"])
