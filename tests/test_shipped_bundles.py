@@ -56,8 +56,9 @@ def test_network_bundle_round_trip(spec: str, tmp_path: Path) -> None:
 
 #: a known shortfall, kept visible: strict, so the test fails the day a retrained bundle meets the bar
 POOL_SHORTFALL = pytest.mark.xfail(strict=True, reason=(
-    "efficientnet_lite0:pool, trained on ~20 photos, scores image_error 0.710 on the test photos against 0.549 for "
-    "each photo's mean colour (checkpoints/README.md): a 1280-d vector with no layout needs far more photos"))
+    "efficientnet_lite0:pool, trained on a few hundred images, scores image_error 0.655 on the test photos (GD: 0.662) "
+    "against 0.549 for each photo's mean colour (checkpoints/README.md): a 1280-d vector with no layout needs far "
+    "more photos"))
 
 
 @pytest.mark.parametrize("spec", [pytest.param(s, marks=POOL_SHORTFALL) if s == "efficientnet_lite0:pool" else s
