@@ -149,25 +149,25 @@ def _stamp_scenes(out: Path, backgrounds: Path) -> None:
     partial.mkdir(parents=True)
     photos = [Image.open(backgrounds / name).convert("RGB") for name in OPENCV_PHOTOS]
     rng = np.random.default_rng(0)
-    with _package_files(STAMPS_PACKAGE) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".png")
-                          and m.name.startswith(STAMPS_FOLDER) and "cartoon" not in m.name
-                          and m.name[len(STAMPS_FOLDER):].startswith(STAMP_KINDS)), key=lambda m: m.name)
-        for member in members:
-            stamp = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGBA")
-            if not _is_photo(stamp):
-                continue
-            photo = photos[rng.integers(len(photos))]
-            side = int(rng.integers(SCENE_SIDE, min(photo.size) + 1))
-            left, top = (int(rng.integers(0, extent - side + 1)) for extent in photo.size)
-            scene = photo.crop((left, top, left + side, top + side)).resize((SCENE_SIDE, SCENE_SIDE), Image.BICUBIC)
-            scale = rng.uniform(0.5, 0.9) * SCENE_SIDE / max(stamp.size)
-            stamp = stamp.resize((max(1, round(stamp.width * scale)), max(1, round(stamp.height * scale))), Image.BICUBIC)
-            at = (int(rng.integers(0, SCENE_SIDE - stamp.width + 1)), int(rng.integers(0, SCENE_SIDE - stamp.height + 1)))
-            scene = scene.convert("RGBA")
-            scene.alpha_composite(stamp, at)
-            name = member.name[len(STAMPS_FOLDER):-len(".png")].replace("/", "-") + ".jpg"
-            scene.convert("RGB").save(partial / name, quality=95)
+    with _package_files(STAMPS_PACKAGE) as tar:  # one pass over the compressed stream, in archive order
+        stamps = {m.name: tar.extractfile(m).read() for m in tar if m.isfile() and m.name.endswith(".png")
+                  and m.name.startswith(STAMPS_FOLDER) and "cartoon" not in m.name
+                  and m.name[len(STAMPS_FOLDER):].startswith(STAMP_KINDS)}
+    for member_name in sorted(stamps):  # the draws follow the names, whatever the archive's order
+        stamp = Image.open(io.BytesIO(stamps[member_name])).convert("RGBA")
+        if not _is_photo(stamp):
+            continue
+        photo = photos[rng.integers(len(photos))]
+        side = int(rng.integers(SCENE_SIDE, min(photo.size) + 1))
+        left, top = (int(rng.integers(0, extent - side + 1)) for extent in photo.size)
+        scene = photo.crop((left, top, left + side, top + side)).resize((SCENE_SIDE, SCENE_SIDE), Image.BICUBIC)
+        scale = rng.uniform(0.5, 0.9) * SCENE_SIDE / max(stamp.size)
+        stamp = stamp.resize((max(1, round(stamp.width * scale)), max(1, round(stamp.height * scale))), Image.BICUBIC)
+        at = (int(rng.integers(0, SCENE_SIDE - stamp.width + 1)), int(rng.integers(0, SCENE_SIDE - stamp.height + 1)))
+        scene = scene.convert("RGBA")
+        scene.alpha_composite(stamp, at)
+        name = member_name[len(STAMPS_FOLDER):-len(".png")].replace("/", "-") + ".jpg"
+        scene.convert("RGB").save(partial / name, quality=95)
     if out.is_dir():
         out.rmdir()
     partial.rename(out)

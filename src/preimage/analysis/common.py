@@ -8,9 +8,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..config import check_int
-from ..common import prepare_image, resolve_image_path, unique_stems, versions
+from ..common import load_image_set, unique_stems, versions
 from ..evaluation.report import write_json
-from ..images import grid, load_images, save_npy, save_png
+from ..images import grid, save_npy, save_png
 from ..inversion.gd import GDConfig, config_from_dict
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
@@ -27,9 +27,8 @@ def load_square_images(items: Sequence[str], size: int) -> tuple[list[str], torc
     if isinstance(items, str) or not items:
         raise ValueError("images must be a non-empty list of paths or builtin:NAME")
     check_size(size)
-    paths = [resolve_image_path(str(i)) for i in items]
-    batch = torch.stack([prepare_image(x, size=size, grey=False) for x in load_images(paths)])
-    return unique_stems(paths), batch
+    _, paths, images = load_image_set(items, size=size, grey=False)
+    return unique_stems(paths), torch.stack(images)
 
 
 def check_size(size: Any, name: str = "size") -> int:

@@ -94,15 +94,14 @@ class _DirectionTables(NamedTuple):
 def _direction_tables(n: int, dtype: torch.dtype, device: torch.device) -> _DirectionTables:
     j = range(-1, 2 * n + 3)
     k = [i % n for i in j]
+    neighbours = [(k[max(i - 1, 0)], k[min(i + 1, len(k) - 1)]) for i in range(len(k))]  # (before, after) of entry i
     return _DirectionTables(
         torch.tensor([math.cos(i * math.pi / n) for i in k], dtype=dtype, device=device),
         torch.tensor([math.sin(i * math.pi / n) for i in k], dtype=dtype, device=device),
         torch.tensor(k, dtype=torch.int32, device=device),
         torch.tensor([(i + n) % (2 * n) for i in j], device=device),
         torch.tensor([i != n - 1 for i in k], device=device),
-        torch.tensor([k[after] < k[before] if side else k[before] < k[after]
-                      for i in range(len(k)) for before, after in [(max(i - 1, 0), min(i + 1, len(k) - 1))]
-                      for side in (0, 1)], device=device),
+        torch.tensor([wins for before, after in neighbours for wins in (before < after, after < before)], device=device),
     )
 
 

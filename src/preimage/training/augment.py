@@ -8,8 +8,9 @@ photos it guesses them from the pattern (the built-in ``coins`` came out with a 
 over the training crops, so that the decoder learns the guess that is right on average. The mean of a
 high-contrast crop can barely move without leaving [0, 1], so brightness jitter alone leaves such crops'
 brightness to the pattern; lowering their contrast too frees it (checkpoints/README.md has the numbers).
-Colour is the same problem for a decoder of a pooled CNN vector, which must read a photo's colour from the
-features: ``colour`` also moves each channel's mean on its own, so that no crop's colour can be memorized.
+``colour`` also moves each channel's mean on its own, so that no crop's colour can be memorized: a decoder of
+a pooled CNN vector must then read the colour from the features. It helped the pool decoder while it had ~20
+photos and hurt once it had a few hundred (checkpoints/README.md), so no shipped config uses it.
 """
 from __future__ import annotations
 
