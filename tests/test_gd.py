@@ -56,6 +56,29 @@ def test_descend_matches_naive_momentum_loop() -> None:
     assert totals.shape == (5, 1)
 
 
+def test_descend_matches_naive_adam_loop() -> None:
+    """Adam with β = (0.8, 0.9) over two phases (moments kept across them) against its update written out."""
+    a = torch.tensor([[1.0, 2.0, -1.0]])
+    x0 = torch.tensor([[[[0.5, -0.3, 2.0]]]])
+    schedule = [(0.1, 3), (0.01, 2)]
+
+    def energy(x):
+        e = ((x.flatten(1) - a) ** 4).sum(1)
+        return e, e
+
+    x, _, _ = descend(x0, energy, schedule, momentum=0.0, step_scale=1.0, optimizer="adam", adam_betas=(0.8, 0.9),
+                      progress=False)
+
+    ref, m, v, k = x0.flatten().clone(), torch.zeros(3), torch.zeros(3), 0
+    for lr, n in schedule:
+        for _ in range(n):
+            k += 1
+            grad = 4 * (ref - a.flatten()) ** 3
+            m, v = 0.8 * m + 0.2 * grad, 0.9 * v + 0.1 * grad**2
+            ref = ref - lr * (m / (1 - 0.8**k)) / ((v / (1 - 0.9**k)).sqrt() + 1e-8)
+    torch.testing.assert_close(x.flatten(), ref)
+
+
 def test_loss_falls() -> None:
     img = load_photo("camera")[None, :, 100:132, 200:232]
     res = invert_gd(BlurDown(), img, tiny_config(schedule=[(0.004, 30)]), device="cpu", progress=False)
@@ -121,6 +144,10 @@ def test_bad_settings() -> None:
         tiny_config(lambda_tv=float("nan"))
     with pytest.raises(ValueError, match="schedule"):
         tiny_config(schedule=[])
+    with pytest.raises(ValueError, match="adam_betas"):
+        tiny_config(adam_betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="surrogate must be true or false"):
+        tiny_config(surrogate="yes")
     with pytest.raises(ValueError, match="unknown GD settings"):
         config_from_dict({"lambda_tvv": 1})
     if not torch.cuda.is_available():

@@ -16,6 +16,7 @@ the prior, the restarts and the jitter; objectives see images in ``[0, 1]``, one
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -35,7 +36,7 @@ from .transforms import random_affine
 __all__ = ["SIGMA0_227", "DivergedError", "GDConfig", "GDResult", "GDSetup", "config_from_dict", "descend",
            "gd_setup", "invert_gd", "jitter_images", "optimize_gd"]
 
-_ADAM_BETAS, _ADAM_EPS = (0.9, 0.999), 1e-8
+_ADAM_EPS = 1e-8
 
 @dataclass
 class GDResult:
@@ -72,7 +73,7 @@ class DivergedError(ValueError):
 
 def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
             schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
-            optimizer: str = "momentum", bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+            optimizer: str = "momentum", adam_betas: tuple[float, float] = (0.9, 0.999), bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
             callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
             progress: bool = True, stop_on_divergence: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Momentum gradient descent (or Adam) with a piecewise-constant learning rate and momentum resets.
@@ -83,8 +84,8 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
         schedule: ``[(lr, iterations), ...]``; the momentum is zeroed at each change of lr.
         momentum: momentum coefficient μ: ``m ← μ m − lr · step_scale · ∇E``, ``x ← x + m``.
         step_scale: multiplies the gradient (σ0² in M&V's units).
-        optimizer: ``momentum`` as above, or ``adam``: ``x ← x − lr · m̂ / (√v̂ + ε)`` (β = 0.9, 0.999; ε 1e-8;
-            ``momentum`` and ``step_scale`` unused; the moments run on across the phases).
+        optimizer: ``momentum`` as above, or ``adam``: ``x ← x − lr · m̂ / (√v̂ + ε)`` (β = ``adam_betas``;
+            ε 1e-8; ``momentum`` and ``step_scale`` unused; the moments run on across the phases).
         bounds: optional ``(low, high)`` broadcastable to x: the pixels are clamped after each step.
         callback: called as ``callback(t, x, total)`` after each step (for logging).
         progress: show a progress bar over iterations.
@@ -119,11 +120,11 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                         velocity.mul_(momentum).add_(grad, alpha=-lr * step_scale)
                         x = x.detach().add_(velocity)
                     else:
-                        (b1, b2), k = _ADAM_BETAS, t + 1
+                        (b1, b2), k = adam_betas, t + 1
                         velocity.mul_(b1).add_(grad, alpha=1 - b1)
                         second.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                        step = (velocity / (1 - b1**k)) / ((second / (1 - b2**k)).sqrt() + _ADAM_EPS)
-                        x = x.detach().add_(step, alpha=-lr)
+                        denominator = second.sqrt().div_(math.sqrt(1 - b2**k)).add_(_ADAM_EPS)
+                        x = x.detach().addcdiv_(velocity, denominator, value=-lr / (1 - b1**k))
                     if bounds is not None:
                         x.clamp_(bounds[0], bounds[1])
                     totals[t] = total.detach()
@@ -263,6 +264,7 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
     try:
         x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum,
                                   step_scale=setup.step_scale, optimizer=config.optimizer,
+                                  adam_betas=config.adam_betas,
                                   bounds=bounds, callback=callback, progress=progress,
                                   stop_on_divergence=stop_on_divergence)
     except DivergedError as err:
@@ -299,12 +301,13 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
 
     An image's reconstruction depends only on the image, the config and the seed, not on the rest of
     the batch: every term is per image and the random start of restart r is drawn from ``seed + r``.
-    This is :func:`optimize_gd` with the data term :class:`~.objectives.FeatureReconstruction` of Φ(images).
+    This is :func:`optimize_gd` with the data term :class:`~.objectives.FeatureReconstruction` of Φ(images)
+    (with ``config.surrogate``, of Φ's stand-in ``representation.surrogate()`` and its features of the images).
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be (B, 1|3, H, W), got {tuple(images.shape)}")
     dev = resolve_device(device)
-    representation = representation.to(dev)
+    representation = (representation.surrogate() if config.surrogate else representation).to(dev)
     originals = images.to(dev, torch.float32)
     if config.grey and originals.shape[1] == 3:
         originals = to_grey(originals)

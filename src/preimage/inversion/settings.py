@@ -34,6 +34,10 @@ class GDConfig:
             spectrum through a sigmoid, lucid's; ``decay`` its power law). The priors act on the pixels either way.
         optimizer: ``momentum`` (M&V; step ``lr · σ0² · ∇E`` in pixel space, ``lr · ∇E`` in Fourier space)
             or ``adam`` (step ``lr`` per variable at most; its moments are kept across the schedule's phases).
+        adam_betas: Adam's ``(β1, β2)``, the decay rates of its gradient's mean and mean square.
+        surrogate: inversion only: descend Φ's stand-in (``Representation.surrogate``; HOG and HOGb: HOGb's
+            bilinear orientations, DSIFT too: the clamp at 0.2 passing its gradient through) instead of Φ.
+            The data term is then the stand-in's; the reconstruction is scored on Φ. No effect on CNN layers.
         clamp: keep the pixels inside the valid range after every step (M&V 2015: no; pixel space only,
             the Fourier image is always inside it).
         restarts: reconstructions per image, each from its own random start.
@@ -55,6 +59,8 @@ class GDConfig:
     parametrization: str = "pixel"
     decay: float = 1.0
     optimizer: str = "momentum"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    surrogate: bool = False
     clamp: bool = False
     restarts: int = 1
     seed: int = 0
@@ -64,9 +70,10 @@ class GDConfig:
             self.schedule = [(float(lr), int(n)) for lr, n in self.schedule]
             self.pixel_mean = tuple(float(m) for m in self.pixel_mean)
             self.scale = tuple(float(f) for f in self.scale)  # type: ignore[assignment]
+            self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
         except (TypeError, ValueError):
-            raise ValueError("schedule must be [[learning_rate, iterations], ...], pixel_mean a list of numbers "
-                             "and scale [low, high]") from None
+            raise ValueError("schedule must be [[learning_rate, iterations], ...], pixel_mean a list of numbers, "
+                             "scale [low, high] and adam_betas [beta1, beta2]") from None
         for name, kind in (("momentum", float), ("alpha", float), ("lambda_alpha", float), ("tv_beta", float),
                            ("lambda_tv", float), ("sigma0_227", float), ("jitter", int), ("restarts", int), ("seed", int),
                            ("rotate", float), ("decay", float)):
@@ -74,12 +81,13 @@ class GDConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
                 raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
             setattr(self, name, kind(value))
-        for name in ("grey", "clamp"):
+        for name in ("grey", "clamp", "surrogate"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GD setting {name} must be true or false, got {getattr(self, name)!r}")
         numbers = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         numbers.update({f"schedule[{i}]": lr for i, (lr, _) in enumerate(self.schedule)})
         numbers.update({f"scale[{i}]": f for i, f in enumerate(self.scale)})
+        numbers.update({f"adam_betas[{i}]": b for i, b in enumerate(self.adam_betas)})
         for key, value in numbers.items():
             if not math.isfinite(value):
                 raise ValueError(f"GD setting {key} must be a finite number, got {value}")
@@ -90,6 +98,8 @@ class GDConfig:
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] or self.rotate < 0:
             raise ValueError(f"need scale = [low, high] with 0 < low <= high and rotate >= 0, got {list(self.scale)} "
                              f"and {self.rotate}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"need adam_betas = [beta1, beta2], each in [0, 1), got {list(self.adam_betas)}")
         for name, valid in (("parametrization", PARAMETRIZATIONS), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"GD setting {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
@@ -101,7 +111,7 @@ class GDConfig:
     def record(self) -> dict[str, Any]:
         """The settings as JSON values, with the total iterations (what every report records of a GD run)."""
         return {**vars(self), "schedule": [list(s) for s in self.schedule], "pixel_mean": list(self.pixel_mean),
-                "scale": list(self.scale), "iterations": self.iterations}
+                "scale": list(self.scale), "adam_betas": list(self.adam_betas), "iterations": self.iterations}
 
     def sigma0(self, channels: int, height: int, width: int) -> float:
         return self.sigma0_227 * math.sqrt(channels * height * width / (227 * 227 * 3))

@@ -7,6 +7,17 @@ import torch
 from torch import nn
 
 
+def saturate(x: torch.Tensor, limit: float, *, straight_through: bool = False) -> torch.Tensor:
+    """``min(x, limit)``; with ``straight_through`` the same values, but the gradient passes as if unclamped.
+
+    HOG and DSIFT saturate their normalized histograms at 0.2, where the exact gradient is 0: a value above the
+    limit gets no signal from the data term. The straight-through gradient is a surrogate for descent only.
+    """
+    if not straight_through:
+        return x.clamp(max=limit)
+    return x.detach().clamp(max=limit) + (x - x.detach())  # + exactly 0: the values are min(x, limit) to the bit
+
+
 class Representation(nn.Module):
     """A frozen, differentiable image representation Φ.
 
@@ -50,6 +61,11 @@ class Representation(nn.Module):
     def output_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Shape of Φ(x) for one ``height`` × ``width`` image, without the batch dimension."""
         raise NotImplementedError
+
+    def surrogate(self) -> "Representation":
+        """The stand-in GD descends when its ``surrogate`` setting is on: features of the same shape whose
+        gradient says more where Φ's says nothing (Φ itself unless a subclass has one; see HOG and DSIFT)."""
+        return self
 
     def scoring_view(self, features: torch.Tensor) -> torch.Tensor:
         """The part of Φ(x) that M&V's feature_error scores (all of it unless a subclass says otherwise)."""
