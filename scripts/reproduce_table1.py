@@ -5,8 +5,10 @@ Photos: the built-in test photos (preimage.photos.TEST_PHOTOS), grey, resized so
 HOG/HOGb are inverted and scored on their 27 non-texture dims (M&V's CNN-HOG), as M&V's code does.
 
     .venv/bin/python scripts/reproduce_table1.py [--presets mv2015 fast] [--size 256] [--device auto]
-        [--set KEY=VALUE ...]   (GD settings over the last preset listed, e.g. optimizer=adam
-                                 'schedule=[[32,40],[8,40],[2,40],[0.5,40],[0.125,40]]': one more row, "PRESET+set")
+        [--set KEY=VALUE ...]   (GD settings over the last preset listed, e.g. surrogate=false or
+                                 optimizer=momentum: one more row, "PRESET+set")
+
+The last column is each row's wall time over mv2015's for the same representation in the same run.
 """
 from __future__ import annotations
 
@@ -57,20 +59,26 @@ def main() -> None:
             errors = feature_error(f1, f0) * 100
             mean, std = mean_std(errors)
             img_mean, img_std = mean_std(image_error(recon, images))
-            rows.append({"preset": preset, "representation": spec, "feature_error_mean": mean, "feature_error_std": std,
+            rows.append({"row": label, "preset": preset, "representation": spec, "feature_error_mean": mean, "feature_error_std": std,
                          "per_image": dict(zip(TEST_PHOTOS, errors.tolist())),
                          "image_error_mean": img_mean, "image_error_std": img_std, "iterations": cfg.iterations,
                          "seconds_per_image": res.seconds / len(TEST_PHOTOS), "device": res.device,
                          "paper_mean": MV2015_TABLE1[spec][0], "paper_std": MV2015_TABLE1[spec][1]})
-            print(f"{preset:>8} {spec:>6}: {mean:6.2f} ± {std:5.2f} %  (paper {MV2015_TABLE1[spec][0]:.2f} ± {MV2015_TABLE1[spec][1]})"
+            print(f"{label:>8} {spec:>6}: {mean:6.2f} ± {std:5.2f} %  (paper {MV2015_TABLE1[spec][0]:.2f} ± {MV2015_TABLE1[spec][1]})"
                   f"  image_error {img_mean:.3f} ± {img_std:.3f}  {cfg.iterations} it, {res.seconds / len(TEST_PHOTOS):.2f} s/image"
                   f" on {res.device}", flush=True)
-    print("\n| preset | representation | feature_error % (ours) | paper (M&V Table 1) | image_error | iterations | s / image |")
-    print("|---|---|---|---|---|---|---|")
+    baseline = {r["representation"]: r["seconds_per_image"] for r in rows if r["row"] == "mv2015"}
+    for r in rows:  # wall time against mv2015's for the same representation in this run (None without that row)
+        base = baseline.get(r["representation"])
+        r["time_vs_mv2015"] = r["seconds_per_image"] / base if base else None
+    print("\n| preset | representation | feature_error % (ours) | paper (M&V Table 1) | image_error | iterations "
+          "| s / image | × mv2015's time |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['preset']} | {r['representation']} | {r['feature_error_mean']:.2f} ± {r['feature_error_std']:.2f} "
+        ratio = "–" if r["time_vs_mv2015"] is None else f"{r['time_vs_mv2015']:.2f}"
+        print(f"| {r['row']} | {r['representation']} | {r['feature_error_mean']:.2f} ± {r['feature_error_std']:.2f} "
               f"| {r['paper_mean']:.2f} ± {r['paper_std']} | {r['image_error_mean']:.3f} ± {r['image_error_std']:.3f} "
-              f"| {r['iterations']} | {r['seconds_per_image']:.2f} |")
+              f"| {r['iterations']} | {r['seconds_per_image']:.2f} | {ratio} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
 
