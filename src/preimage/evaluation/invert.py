@@ -21,7 +21,7 @@ from ..inversion.learned import LearnedInverter
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
 from .methods import GDMethod, LearnedMethod, Method, reconstruct
-from .metrics import check_metrics, mean_pairwise_sq_dist, score, scoring_features
+from .metrics import check_metrics, mean_pairwise_sq_dist, representation_features, score
 from .report import write_json
 
 #: the stems of invert's own outputs, which no input may take (overview.png, metrics.json, tensorboard/)
@@ -60,11 +60,12 @@ def _checked(representation: Representation, paths: Sequence[Path], originals: l
             raise ValueError(f"{p}: {err}") from None
 
 
-def _checked_features(representation: Representation, paths: Sequence[Path], originals: list[torch.Tensor],
-                      device: torch.device) -> list[torch.Tensor]:
-    """The originals' scored features, checked before any work: ``ValueError`` naming the file of an image whose
-    features are all zero (nothing to invert), or saying that the images are alike (no normalizer)."""
-    reference = scoring_features(representation, originals, device)
+def _checked_features(representation: Representation, paths: Sequence[Path],
+                      features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The originals' scored features (from their ``features``, Φ of each), checked before any work: ``ValueError``
+    naming the file of an image whose features are all zero (nothing to invert), or saying that the images are
+    alike (no normalizer)."""
+    reference = [representation.scoring_view(f[None])[0] for f in features]
     for path, features in zip(paths, reference):
         if not bool(features.any()):
             raise ValueError(f"{path}: the {representation.spec} features of this image are all zero: nothing to invert")
@@ -159,10 +160,14 @@ def _invert(cfg: DictConfig, container: dict[str, Any], images: Sequence[str], o
     with contextlib.ExitStack() as resources:
         method, originals, settings = METHODS[cfg.method](cfg, paths, out, resources)
         _checked(method.representation, paths, originals)
-        reference = _checked_features(method.representation, paths, originals, device)
         start = time.perf_counter()
+        features = representation_features(method.representation, originals, device)
+        feature_seconds = time.perf_counter() - start
+        reference = _checked_features(method.representation, paths, features)
+        if cfg.method != "learned":  # GD's time starts after the check; the decoder takes the features checked
+            features, feature_seconds, start = None, 0.0, time.perf_counter()
         try:
-            results = reconstruct(method, originals, device, int(cfg.batch_size))
+            results = reconstruct(method, originals, device, int(cfg.batch_size), features=features)
         except DivergedError as err:  # stopped at once, before anything is written
             raise ValueError(f"{paths[err.problem]}: {err}") from None
     total_seconds = time.perf_counter() - start
@@ -170,7 +175,7 @@ def _invert(cfg: DictConfig, container: dict[str, Any], images: Sequence[str], o
     inversion = Inversion(
         method.representation, originals,
         reconstructions=[[recon[r] for recon, _, _ in results] for r in range(restarts)],
-        seconds=[seconds for _, seconds, _ in results],
+        seconds=[seconds + feature_seconds / len(results) for _, seconds, _ in results],  # learned: with its Φ
         extras=[[{} if loss is None else {"final_data_loss": float(loss[r])} for _, _, loss in results]
                 for r in range(restarts)],
         settings=settings, total_seconds=total_seconds)

@@ -87,19 +87,24 @@ class GDMethod:
 
 class LearnedMethod:
     """D&B's learned inverter: one forward pass of Φ and the decoder for the whole batch (each image's seconds
-    are the batch's shared equally)."""
+    are the batch's shared equally). Given ``features`` (Φ of the images, which the caller has computed), only
+    the decoder runs and the seconds are its own."""
 
     name = "learned"
 
     def __init__(self, inverter: LearnedInverter) -> None:
         self.inverter, self.representation = inverter, inverter.representation
 
-    def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = ()) -> Reconstructions:
+    def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = (),
+                 features: torch.Tensor | None = None) -> Reconstructions:
         self.inverter.to(device)
         with torch.no_grad():
             synchronize(device)
             start = time.perf_counter()
-            recons = self.inverter(images.to(device)).cpu()  # .cpu() waits for the device
+            if features is None:
+                recons = self.inverter(images.to(device)).cpu()  # .cpu() waits for the device
+            else:
+                recons = self.inverter.invert_features(features.to(device), tuple(images.shape[-2:])).cpu()
             seconds = time.perf_counter() - start
         n = len(images)
         return Reconstructions(recons[:, None], [seconds / n] * n, None)
@@ -122,8 +127,12 @@ class HybridMethod:
 
 
 def reconstruct(method: Method, images: Sequence[torch.Tensor], device: torch.device, batch_size: int,
-                indices: Sequence[int] | None = None) -> list[tuple[torch.Tensor, float, torch.Tensor | None]]:
+                indices: Sequence[int] | None = None, features: Sequence[torch.Tensor] | None = None
+                ) -> list[tuple[torch.Tensor, float, torch.Tensor | None]]:
     """``method`` on every image ``(C, H, W)`` of a set: images of one size together, ``batch_size`` at a time.
+
+    ``features``: Φ of each image, handed to a method that takes them (:class:`LearnedMethod`) instead of
+    recomputing them.
 
     Returns:
         per image, in order: its reconstructions ``(R, C, H, W)``, its seconds, its final data loss ``(R,)``
@@ -132,7 +141,9 @@ def reconstruct(method: Method, images: Sequence[torch.Tensor], device: torch.de
     positions = list(range(len(images))) if indices is None else list(indices)
     out: dict[int, tuple[torch.Tensor, float, torch.Tensor | None]] = {}
     for chunk in same_size_batches(images, batch_size):
-        result = method(torch.stack([images[k] for k in chunk]).to(device), device, [positions[k] for k in chunk])
+        given = {} if features is None else {"features": torch.stack([features[k] for k in chunk])}
+        result = method(torch.stack([images[k] for k in chunk]).to(device), device, [positions[k] for k in chunk],
+                        **given)
         for j, k in enumerate(chunk):
             loss = None if result.final_data_loss is None else result.final_data_loss[j]
             out[k] = (result.images[j], result.seconds[j], loss)

@@ -26,7 +26,7 @@ Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 __all__ = [
     "feature_error", "normalized_loss", "image_error", "psnr", "ssim", "mean_std", "mean_pairwise_sq_dist",
-    "METRICS", "check_metrics", "same_size_batches", "score", "scoring_features",
+    "METRICS", "check_metrics", "representation_features", "same_size_batches", "score", "scoring_features",
 ]
 
 
@@ -293,17 +293,22 @@ def mean_std(values: torch.Tensor | Sequence[float]) -> tuple[float, float]:
     return mean, float(v.std(correction=1))
 
 
-def scoring_features(representation: Representation, images: Sequence[torch.Tensor],
-                     device: torch.device, batch_size: int = 16) -> list[torch.Tensor]:
-    """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU
-    (images of one size are run ``batch_size`` at a time)."""
+def representation_features(representation: Representation, images: Sequence[torch.Tensor],
+                            device: torch.device, batch_size: int = 16) -> list[torch.Tensor]:
+    """Φ of each ``(C, H, W)`` image, on the CPU (images of one size are run ``batch_size`` at a time)."""
     rep = representation.to(device)
     features: dict[int, torch.Tensor] = {}
     with torch.no_grad():
         for chunk in same_size_batches(images, batch_size):
-            batch = rep.scoring_view(rep(torch.stack([images[k] for k in chunk]).to(device))).cpu()
-            features.update(zip(chunk, batch))
+            features.update(zip(chunk, rep(torch.stack([images[k] for k in chunk]).to(device)).cpu()))
     return [features[k] for k in range(len(images))]
+
+
+def scoring_features(representation: Representation, images: Sequence[torch.Tensor],
+                     device: torch.device, batch_size: int = 16) -> list[torch.Tensor]:
+    """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU."""
+    return [representation.scoring_view(f[None])[0]
+            for f in representation_features(representation, images, device, batch_size)]
 
 
 def same_size_batches(images: Sequence[torch.Tensor], batch_size: int) -> list[list[int]]:
