@@ -51,6 +51,25 @@ def test_scatter_bins_gradcheck() -> None:
     assert torch.autograd.gradcheck(lambda v: scatter_bins(v, bins, layout, planes), (values,))
 
 
+def test_straight_through_scatter_sums_one_set_of_votes_with_the_gradient_of_the_other() -> None:
+    """Hard votes (one per pixel) forward, soft votes (two per pixel) backward: the output is the naive loop's
+    sum of the hard votes, the gradient the soft votes' (each the tent weights' sum at its bin, by gradcheck)."""
+    generator = torch.Generator().manual_seed(2)
+    b, h, w, planes, rows, cols = 2, 5, 6, 4, 2, 3
+    taps_y, taps_x = _random_taps(h, rows, generator), _random_taps(w, cols, generator)
+    layout = bin_layout(taps_y, taps_x, rows, cols, torch.float64, "cpu")
+    soft = torch.randn(b, 2, h, w, dtype=torch.float64, generator=generator, requires_grad=True)
+    soft_bins = torch.randint(0, planes, (b, 2, h, w), generator=generator)
+    hard = torch.randn(b, 1, h, w, dtype=torch.float64, generator=generator)
+    hard_bins = torch.randint(0, planes, (b, 1, h, w), generator=generator)
+    out = scatter_bins(soft, soft_bins, layout, planes, forward_values=hard, forward_bins=hard_bins)
+    torch.testing.assert_close(out, _naive(hard, hard_bins, taps_y, taps_x, planes, rows, cols), rtol=0, atol=1e-12)
+    upstream = torch.randn(out.shape, dtype=torch.float64, generator=generator)
+    (grad,) = torch.autograd.grad((out * upstream).sum(), soft)
+    (expected,) = torch.autograd.grad((scatter_bins(soft, soft_bins, layout, planes) * upstream).sum(), soft)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+
+
 def test_lookup_equals_indexing() -> None:
     table = torch.arange(10.0) ** 2
     index = torch.randint(0, 10, (2, 1, 3, 4), dtype=torch.int32)

@@ -302,12 +302,14 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
     An image's reconstruction depends only on the image, the config and the seed, not on the rest of
     the batch: every term is per image and the random start of restart r is drawn from ``seed + r``.
     This is :func:`optimize_gd` with the data term :class:`~.objectives.FeatureReconstruction` of Φ(images)
-    (with ``config.surrogate``, of Φ's stand-in ``representation.surrogate()`` and its features of the images).
+    (with ``config.surrogate``, descended through Φ's stand-in ``representation.surrogate()``, whose features are
+    Φ's; the target is Φ(images) either way, so nothing but Φ's features of the originals reaches the descent).
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be (B, 1|3, H, W), got {tuple(images.shape)}")
     dev = resolve_device(device)
-    representation = (representation.surrogate() if config.surrogate else representation).to(dev)
+    representation = representation.to(dev)
+    descended = (representation.surrogate() if config.surrogate else representation).to(dev)
     originals = images.to(dev, torch.float32)
     if config.grey and originals.shape[1] == 3:
         originals = to_grey(originals)
@@ -317,5 +319,5 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
         mask = mask.to(dev, torch.float32)
         if mask.dim() == target.dim() and mask.shape[0] != target.shape[0]:
             mask = mask[0]  # one (1, ...) mask for every image
-    return optimize_gd(FeatureReconstruction(representation, target, mask), originals.shape, config, init=init,
+    return optimize_gd(FeatureReconstruction(descended, target, mask), originals.shape, config, init=init,
                        device=dev, progress=progress, callback=callback, stop_on_divergence=stop_on_divergence)

@@ -35,9 +35,10 @@ class GDConfig:
         optimizer: ``momentum`` (M&V; step ``lr · σ0² · ∇E`` in pixel space, ``lr · ∇E`` in Fourier space)
             or ``adam`` (step ``lr`` per variable at most; its moments are kept across the schedule's phases).
         adam_betas: Adam's ``(β1, β2)``, the decay rates of its gradient's mean and mean square.
-        surrogate: inversion only: descend Φ's stand-in (``Representation.surrogate``; HOG and HOGb: HOGb's
-            bilinear orientations, DSIFT too: the clamp at 0.2 passing its gradient through) instead of Φ.
-            The data term is then the stand-in's; the reconstruction is scored on Φ. No effect on CNN layers.
+        surrogate: inversion only: descend through Φ's stand-in (``Representation.surrogate``): Φ's features with
+            surrogate gradients (HOG: bilinear orientation binning's in place of hard binning's; HOG, HOGb and
+            DSIFT: the clamp at 0.2 passing its gradient through). The energy is unchanged; only its gradient
+            differs. No effect on CNN layers.
         clamp: keep the pixels inside the valid range after every step (M&V 2015: no; pixel space only,
             the Fourier image is always inside it).
         restarts: reconstructions per image, each from its own random start.

@@ -63,8 +63,8 @@ class Representation(nn.Module):
         raise NotImplementedError
 
     def surrogate(self) -> "Representation":
-        """The stand-in GD descends when its ``surrogate`` setting is on: features of the same shape whose
-        gradient says more where Φ's says nothing (Φ itself unless a subclass has one; see HOG and DSIFT)."""
+        """The stand-in GD descends when its ``surrogate`` setting is on: Φ's own features, to the bit, with a
+        gradient that says more where Φ's says nothing (Φ itself unless a subclass has one; see HOG and DSIFT)."""
         return self
 
     def scoring_view(self, features: torch.Tensor) -> torch.Tensor:

@@ -67,22 +67,31 @@ def bin_layout(
     return BinLayout(base.to(device), weights.to(device=device, dtype=dtype), rows, cols)
 
 
+def _flat_index(bins: torch.Tensor, layout: BinLayout, planes: int) -> torch.Tensor:
+    """Each vote's index in the padded flat grid of all images' planes (its bin's upper-left spatial bin)."""
+    b, k, h, w = bins.shape
+    index = bins.reshape(b, k, h * w) * layout.plane
+    index += layout.base
+    if b > 1:
+        index += torch.arange(b, device=bins.device).view(b, 1, 1) * (planes * layout.plane)
+    return index.view(-1)
+
+
 class _ScatterBins(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, values: torch.Tensor, bins: torch.Tensor, layout: BinLayout, planes: int) -> torch.Tensor:
-        b, k, h, w = values.shape
+    def forward(ctx, values: torch.Tensor, bins: torch.Tensor, layout: BinLayout, planes: int,
+                forward_values: torch.Tensor | None, forward_bins: torch.Tensor | None) -> torch.Tensor:
+        b = values.shape[0]
         length = b * planes * layout.plane
-        index = bins.reshape(b, k, h * w) * layout.plane
-        index += layout.base
-        if b > 1:
-            index += torch.arange(b, device=values.device).view(b, 1, 1) * (planes * layout.plane)
-        index = index.view(-1)
-        votes = values.reshape(b, k, h * w)
+        index = _flat_index(bins, layout, planes)
+        ctx.save_for_backward(index)
+        ctx.layout, ctx.planes, ctx.shape = layout, planes, values.shape
+        if forward_values is not None:  # straight through: these votes' sums, the gradient of ``values``'
+            values, index = forward_values, _flat_index(forward_bins, layout, planes)
+        votes = values.reshape(b, values.shape[1], -1)
         padded = values.new_zeros(length + layout.stride + 1)
         for offset, weight in zip(layout.offsets, layout.weights):
             padded.narrow(0, offset, length).scatter_add_(0, index, (votes * weight).view(-1))
-        ctx.save_for_backward(index)
-        ctx.layout, ctx.planes, ctx.shape = layout, planes, values.shape
         return padded[:length].view(b, planes, layout.rows + 2, layout.stride)[:, :, 1:-1, 1:-1]
 
     @staticmethod
@@ -96,21 +105,27 @@ class _ScatterBins(torch.autograd.Function):
         total = torch.zeros(b, k, h * w, dtype=grad.dtype, device=grad.device)
         for offset, weight in zip(layout.offsets, layout.weights):
             total.addcmul_(padded.narrow(0, offset, length).index_select(0, index).view(b, k, h * w), weight)
-        return total.view(ctx.shape), None, None, None
+        return total.view(ctx.shape), None, None, None, None, None
 
 
-def scatter_bins(values: torch.Tensor, bins: torch.Tensor, layout: BinLayout, planes: int) -> torch.Tensor:
+def scatter_bins(values: torch.Tensor, bins: torch.Tensor, layout: BinLayout, planes: int, *,
+                 forward_values: torch.Tensor | None = None, forward_bins: torch.Tensor | None = None) -> torch.Tensor:
     """Sum weighted votes into orientation planes of spatial bins.
 
     ``out[b, bins[b, k, y, x], r, c] += values[b, k, y, x] · tent(y → r) · tent(x → c)`` for the two
     bins ``r`` and two bins ``c`` of ``layout``; differentiable in ``values`` (the bins are constant).
+    Straight through: given ``forward_values`` and ``forward_bins`` (other votes, no gradient), the output is
+    their sum instead, and the gradient still that of ``values``' sum (a surrogate for descent).
 
     Shape:
         - values: :math:`(B, K, H, W)` float, ``K`` votes per pixel.
         - bins: :math:`(B, K, H, W)` integer in ``[0, planes)``.
+        - forward_values, forward_bins: :math:`(B, K', H, W)`, likewise.
         - Output: :math:`(B, planes, rows, cols)`.
     """
-    return _ScatterBins.apply(values, bins, layout, planes)
+    if (forward_values is None) != (forward_bins is None):
+        raise ValueError("scatter_bins: give both forward_values and forward_bins, or neither")
+    return _ScatterBins.apply(values, bins, layout, planes, forward_values, forward_bins)
 
 
 def lookup(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

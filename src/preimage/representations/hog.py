@@ -123,8 +123,9 @@ class _Magnitude(torch.autograd.Function):
 
 def _orientation_votes(
     gx: torch.Tensor, gy: torch.Tensor, orientations: int, bilinear: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Directed bin indices ``(B, K, h, w)`` (``K`` = 1, or 2 if bilinear with ``n > 1``) and their votes.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Directed bin indices ``(B, K, h, w)`` (``K`` = 1, or 2 if bilinear with ``n > 1``; the best bin first), their
+    votes, and the gradient magnitude ``(B, 1, h, w)`` (the hard vote).
 
     Follows VLFeat 0.9.21 as compiled in Debian's ``libvl.so.1`` (its machine code, which differs from
     hog.c on GitHub master in rounding and in one edge case): the raw gradient is scored against the
@@ -158,7 +159,7 @@ def _orientation_votes(
         best = upper - a_wins
         bin1 = (gx < 0).long() if n == 1 else lookup(tables.directed, best)
     if not bilinear:
-        return bin1, magnitude
+        return bin1, magnitude, magnitude
     with torch.no_grad():
         # VLFeat: ratio = |s_best| / sqrtf(g2) (the magnitude: a correctly rounded float division), acos in float.
         ratio = (torch.maximum(abs_a, abs_b) / magnitude.clamp_min(1e-10)).clamp_(max=1.0)
@@ -178,8 +179,8 @@ def _orientation_votes(
                 bin2 = (lookup(tables.k, second) + n * (score(second) < 0)).long()
     w1 = _BilinearWeight.apply(gx, gy, lookup(tables.cos, best), lookup(tables.sin, best), vlfeat_w1, n)
     if n == 1:
-        return bin1, magnitude * (1 - w1)
-    return torch.cat([bin1, bin2], dim=1), magnitude * torch.cat([1 - w1, w1], dim=1)
+        return bin1, magnitude * (1 - w1), magnitude
+    return torch.cat([bin1, bin2], dim=1), magnitude * torch.cat([1 - w1, w1], dim=1), magnitude
 
 
 class _BilinearWeight(torch.autograd.Function):
@@ -263,6 +264,7 @@ def hog(
     orientations: int = 9,
     bilinear_orientations: bool = False,
     texture: bool = True,
+    straight_through_orientations: bool = False,
     straight_through_clamp: bool = False,
 ) -> torch.Tensor:
     r"""UoCTTI HOG features, equal to VLFeat's ``vl_hog`` (variant UoCTTI, not transposed).
@@ -280,6 +282,8 @@ def hog(
         orientations: number ``n`` of undirected orientations.
         bilinear_orientations: split each gradient between its two nearest orientations (HOGb).
         texture: append the 4 texture dims.
+        straight_through_orientations: hard assignment's values with bilinear assignment's gradient (a surrogate
+            for descent: the gradient then sees the gradient's angle; ignored with ``bilinear_orientations``).
         straight_through_clamp: pass the gradient through the clamp at 0.2 as if it were not there (a
             surrogate for descent; the values are unchanged).
 
@@ -306,9 +310,14 @@ def hog(
     """
     _check_image(image, cell_size, orientations)
     gx, gy = _gradient(image)
-    bins, votes = _orientation_votes(gx, gy, orientations, bilinear_orientations)
+    straight_through = straight_through_orientations and not bilinear_orientations
+    bins, votes, magnitude = _orientation_votes(gx, gy, orientations, bilinear_orientations or straight_through)
     layout = _cell_layout(*image.shape[-2:], cell_size, image.dtype, image.device)
-    cells = scatter_bins(votes, bins, layout, 2 * orientations)
+    if straight_through:  # hard binning's sums, bilinear binning's gradient
+        cells = scatter_bins(votes, bins, layout, 2 * orientations, forward_values=magnitude.detach(),
+                             forward_bins=bins[:, :1])
+    else:
+        cells = scatter_bins(votes, bins, layout, 2 * orientations)
     return _normalize(cells, orientations, texture, straight_through_clamp)
 
 
@@ -320,8 +329,8 @@ class HOG(Representation):
         orientations: number ``n`` of undirected orientations.
         texture: append the 4 texture dims (``texture=False`` gives M&V's 27-dim CNN-HOG cells).
         bilinear_orientations: bilinear orientation assignment (HOGb).
-        straight_through_clamp: the clamp at 0.2 passes its gradient through (see :func:`hog`; for
-            :meth:`surrogate`).
+        straight_through_orientations, straight_through_clamp: hard binning with bilinear binning's gradient, and
+            the clamp at 0.2 passing its gradient through (see :func:`hog`; for :meth:`surrogate`).
 
     Shape:
         - Input: :math:`(B, 3, H, W)` RGB or :math:`(B, 1, H, W)` grey, in ``[0, 1]``.
@@ -343,13 +352,14 @@ class HOG(Representation):
 
     def __init__(
         self, cell_size: int = 8, orientations: int = 9, texture: bool = True, bilinear_orientations: bool = False,
-        straight_through_clamp: bool = False,
+        straight_through_orientations: bool = False, straight_through_clamp: bool = False,
     ) -> None:
         _check_params(cell_size, orientations)
         # params are the builder's overrides (the spec, hog or hogb, fixes the orientation assignment)
         super().__init__(cell_size=cell_size, orientations=orientations, texture=texture)
         self.cell_size, self.orientations = cell_size, orientations
         self.texture, self.bilinear_orientations = texture, bilinear_orientations
+        self.straight_through_orientations = straight_through_orientations
         self.straight_through_clamp = straight_through_clamp
         side = hog_min_size(cell_size)
         self.min_size = (side, side)
@@ -364,14 +374,12 @@ class HOG(Representation):
         return (3 * self.orientations + 4 * self.texture, *hog_grid(height, width, self.cell_size))
 
     def surrogate(self) -> "HOG":
-        """HOGb with the clamp's gradient passed through, for both HOG and HOGb.
-
-        Hard orientation binning has no gradient in the gradient's angle, and a saturated cell none at all:
-        descending this stand-in (same shape, bilinear orientations) reaches a lower HOG and HOGb error in a
-        quarter of the iterations (``fast`` preset; measured by ``scripts/reproduce_table1.py``).
-        """
-        return HOG(self.cell_size, self.orientations, self.texture, bilinear_orientations=True,
-                   straight_through_clamp=True)
+        """The same features with surrogate gradients: HOG's hard orientation binning takes bilinear binning's
+        gradient (it has none in the gradient's angle), and the clamp at 0.2 passes its gradient through (a
+        saturated cell has none). GD descending it reaches a lower error in a fraction of the iterations
+        (``fast`` preset; ``scripts/reproduce_table1.py``)."""
+        return HOG(self.cell_size, self.orientations, self.texture, self.bilinear_orientations,
+                   straight_through_orientations=not self.bilinear_orientations, straight_through_clamp=True)
 
     def scoring_view(self, features: torch.Tensor) -> torch.Tensor:
         """The ``3n`` non-texture dims, which M&V's feature_error scores."""
@@ -385,6 +393,7 @@ class HOG(Representation):
             orientations=self.orientations,
             bilinear_orientations=self.bilinear_orientations,
             texture=self.texture,
+            straight_through_orientations=self.straight_through_orientations,
             straight_through_clamp=self.straight_through_clamp,
         )
 
