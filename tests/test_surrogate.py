@@ -7,7 +7,8 @@ import torch
 import preimage.representations.dsift as dsift_module
 import preimage.representations.hog as hog_module
 from preimage import build_representation
-from preimage.inversion.gd import GDConfig, invert_gd
+from preimage.inversion.gd import GDConfig, gd_setup, invert_gd, optimize_gd
+from preimage.inversion.objectives import NeuronActivation
 from preimage.photos import load_photo
 from preimage.representations.base import Representation, saturate
 from preimage.representations.dsift import DenseSIFT
@@ -56,20 +57,30 @@ def test_straight_through_clamp_is_the_unclamped_gradient(build, module, limit, 
     torch.testing.assert_close(g_straight, g_unclamped, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("orientations", [1, 2, 9])
 @pytest.mark.parametrize("spec", ["hog", "hogb"])
-def test_hog_stand_in_has_hogs_features_and_surrogate_gradients(spec: str) -> None:
-    """Φ's own features to the bit (the descent's target and energy are Φ's), another gradient (hard HOG's
-    takes bilinear binning's; the clamp's is checked above)."""
-    rep = build_representation(spec, cell_size=4, texture=False)
+def test_hog_stand_in_has_hogs_features(spec: str, orientations: int) -> None:
+    """Φ's own features to the bit, on a batch of two (the descent's target and energy are Φ's)."""
+    rep = build_representation(spec, cell_size=4, orientations=orientations, texture=False)
     stand_in = rep.surrogate()
-    assert (stand_in.cell_size, stand_in.orientations, stand_in.texture) == (4, 9, False)
+    assert (stand_in.cell_size, stand_in.orientations, stand_in.texture) == (4, orientations, False)
     assert stand_in.bilinear_orientations == (spec == "hogb") and stand_in.straight_through_clamp
     assert stand_in.straight_through_orientations == (spec == "hog")
-    image = _crop(40)
-    assert torch.equal(stand_in(image), rep(image))
-    weights = torch.randn(rep(image).shape, generator=torch.Generator().manual_seed(0))
-    g_exact, g_stand_in = _gradient(rep, image, weights), _gradient(stand_in, image, weights)
-    assert not torch.allclose(g_exact, g_stand_in)
+    images = torch.cat([_crop(40), load_photo("coins")[None, :, 50:90, 60:100]])
+    assert torch.equal(stand_in(images), rep(images))
+
+
+@pytest.mark.parametrize("orientations, changes", [(9, True), (2, True), (1, False)])
+def test_straight_through_orientations_take_bilinear_binnings_gradient(orientations: int, changes: bool) -> None:
+    """With the clamp exact, hard HOG's gradient changes only through the orientations: to that of bilinear
+    binning's cells at hard binning's values (one orientation has no second bin: unchanged)."""
+    image = _crop(40).double()
+    hard = HOG(orientations=orientations).double()
+    straight = HOG(orientations=orientations, straight_through_orientations=True).double()
+    weights = torch.randn(hard(image).shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    g_hard, g_straight = _gradient(hard, image, weights), _gradient(straight, image, weights)
+    assert torch.equal(straight(image), hard(image))
+    assert (not torch.allclose(g_hard, g_straight)) == changes
 
 
 def test_dsift_stand_in_keeps_its_geometry() -> None:
@@ -96,6 +107,47 @@ def test_surrogate_setting_descends_the_stand_in() -> None:
                        device="cpu", progress=False)
     torch.testing.assert_close(via_setting.images, direct.images, rtol=0, atol=0)
     torch.testing.assert_close(via_setting.data_loss, direct.data_loss, rtol=0, atol=0)
+
+
+class Shifted(Representation):
+    """A toy Φ (2×2 means of 255·x) whose stand-in's features differ (+50): shows which features GD is given."""
+
+    spec = "test:shifted"
+
+    def __init__(self, shift: float = 0.0) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(255 * x, 2) + self.shift
+
+    def surrogate(self) -> "Shifted":
+        return Shifted(50.0)
+
+
+def test_the_target_is_phi_of_the_originals_not_the_stand_ins() -> None:
+    """GD sees only Φ(x0): its first data term is ‖Φ'(x_start) − Φ(x0)‖² / ‖Φ(x0)‖², Φ' the stand-in."""
+    image = _crop(16).mean(1, keepdim=True)
+    config = _adam(surrogate=True, schedule=[(1.0, 1)], clamp=False)
+    result = invert_gd(Shifted(), image, config, device="cpu", progress=False)
+    start = gd_setup(config, 1, 1, 16, 16).starts  # the seeded random start, in mean-subtracted 0–255 pixels
+    target = Shifted()(image)
+    expected = ((Shifted(50.0)((start + 128) / 255) - target).square().sum() / target.square().sum()).item()
+    assert result.data_loss[0, 0, 0].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_surrogate_alone_equals_in_batch() -> None:
+    crops = torch.cat([_crop(48), load_photo("coins")[None, :, 40:88, 60:108]])
+    config = _adam(surrogate=True)
+    batch = invert_gd(build_representation("hog"), crops, config, device="cpu", progress=False)
+    alone = invert_gd(build_representation("hog"), crops[1:], config, device="cpu", progress=False)
+    torch.testing.assert_close(alone.images[0], batch.images[1], atol=1e-4, rtol=0)
+
+
+def test_surrogate_is_refused_for_other_objectives() -> None:
+    objective = NeuronActivation(Shifted(), torch.ones(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="surrogate is for inversion"):
+        optimize_gd(objective, (1, 1, 16, 16), _adam(surrogate=True), device="cpu", progress=False)
 
 
 def test_surrogate_lowers_hogs_error_at_equal_iterations() -> None:

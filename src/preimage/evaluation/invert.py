@@ -66,8 +66,8 @@ def _checked_features(representation: Representation, paths: Sequence[Path],
     naming the file of an image whose features are all zero (nothing to invert), or saying that the images are
     alike (no normalizer)."""
     reference = [representation.scoring_view(f[None])[0] for f in features]
-    for path, features in zip(paths, reference):
-        if not bool(features.any()):
+    for path, scored in zip(paths, reference):
+        if not bool(scored.any()):
             raise ValueError(f"{path}: the {representation.spec} features of this image are all zero: nothing to invert")
     if len(paths) >= 2 and float(mean_pairwise_sq_dist([f.flatten().double() for f in reference])) == 0:
         raise ValueError(f"the {len(paths)} images have the same {representation.spec} features, so feature_error "
@@ -164,7 +164,7 @@ def _invert(cfg: DictConfig, container: dict[str, Any], images: Sequence[str], o
         features = representation_features(method.representation, originals, device)
         feature_seconds = time.perf_counter() - start
         reference = _checked_features(method.representation, paths, features)
-        if cfg.method != "learned":  # GD's time starts after the check; the decoder takes the features checked
+        if not method.takes_features:  # GD's time starts after the check; the decoder's includes Φ and the check
             features, feature_seconds, start = None, 0.0, time.perf_counter()
         try:
             results = reconstruct(method, originals, device, int(cfg.batch_size), features=features)

@@ -47,10 +47,12 @@ class Reconstructions:
 
 class Method(Protocol):
     """An inversion method: ``name``, the ``representation`` it inverts, and ``(images, device, indices) ->``
-    :class:`Reconstructions` (``indices``: the images' positions in their set)."""
+    :class:`Reconstructions` (``indices``: the images' positions in their set); ``takes_features``: whether it
+    also takes ``features=`` (Φ of the images, when the caller has them)."""
 
     name: str
     representation: Representation
+    takes_features: bool
 
     def __call__(self, images: torch.Tensor, device: torch.device, indices: Sequence[int] = ()) -> Reconstructions:
         ...
@@ -62,6 +64,7 @@ class GDMethod:
     diverged reconstructions come back as NaN for the caller to note)."""
 
     name = "gd"
+    takes_features = False
 
     def __init__(self, representation: Representation, config: GDConfig, *, mask: Any = None,
                  progress: bool = False, callback_for: CallbackFactory | None = None,
@@ -91,6 +94,7 @@ class LearnedMethod:
     the decoder runs and the seconds are its own."""
 
     name = "learned"
+    takes_features = True
 
     def __init__(self, inverter: LearnedInverter) -> None:
         self.inverter, self.representation = inverter, inverter.representation
@@ -114,6 +118,7 @@ class HybridMethod:
     """The learned reconstruction, refined by GD with ``config`` (its time counts the learned pass)."""
 
     name = "hybrid"
+    takes_features = False
 
     def __init__(self, inverter: LearnedInverter, config: GDConfig) -> None:
         self.learned, self.gd = LearnedMethod(inverter), GDMethod(inverter.representation, config)
@@ -138,6 +143,8 @@ def reconstruct(method: Method, images: Sequence[torch.Tensor], device: torch.de
         per image, in order: its reconstructions ``(R, C, H, W)``, its seconds, its final data loss ``(R,)``
         (``None`` for methods without one).
     """
+    if features is not None and not method.takes_features:
+        raise ValueError(f"method {method.name} does not take precomputed features")
     positions = list(range(len(images))) if indices is None else list(indices)
     out: dict[int, tuple[torch.Tensor, float, torch.Tensor | None]] = {}
     for chunk in same_size_batches(images, batch_size):

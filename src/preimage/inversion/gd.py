@@ -30,7 +30,7 @@ from ..representations import Representation
 from .objectives import FeatureReconstruction, Objective
 from .parametrization import FourierSpace, PixelSpace
 from .regularizers import ImagePrior
-from .settings import SIGMA0_227, GDConfig, config_from_dict
+from .settings import ADAM_BETAS, SIGMA0_227, GDConfig, config_from_dict
 from .transforms import random_affine
 
 __all__ = ["SIGMA0_227", "DivergedError", "GDConfig", "GDResult", "GDSetup", "config_from_dict", "descend",
@@ -73,7 +73,8 @@ class DivergedError(ValueError):
 
 def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
             schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
-            optimizer: str = "momentum", adam_betas: tuple[float, float] = (0.9, 0.999), bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+            optimizer: str = "momentum", adam_betas: tuple[float, float] = ADAM_BETAS,
+            bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
             callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
             progress: bool = True, stop_on_divergence: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Momentum gradient descent (or Adam) with a piecewise-constant learning rate and momentum resets.
@@ -225,6 +226,8 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
     Returns:
         :class:`GDResult` with ``images`` ``(N, R, C, H, W)`` in ``[0, 1]``.
     """
+    if config.surrogate and not isinstance(objective, FeatureReconstruction):
+        raise ValueError("gd.surrogate is for inversion (invert_gd descends Φ's stand-in), not for this objective")
     n, c, h, w = (int(s) for s in shape)
     if config.grey:
         c = 1

@@ -5,12 +5,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["GDConfig", "OPTIMIZERS", "PARAMETRIZATIONS", "SIGMA0_227", "config_from_dict"]
+__all__ = ["ADAM_BETAS", "GDConfig", "OPTIMIZERS", "PARAMETRIZATIONS", "SIGMA0_227", "config_from_dict"]
 
 #: σ0 of M&V's code for a 227×227×3 image (≈ 68.9 per value); scaled with the square root of the value count.
 SIGMA0_227 = 27098.1
 PARAMETRIZATIONS = ("pixel", "fourier")
 OPTIMIZERS = ("momentum", "adam")
+#: Adam's default (β1, β2), Kingma & Ba's
+ADAM_BETAS = (0.9, 0.999)
 
 
 @dataclass
@@ -60,7 +62,7 @@ class GDConfig:
     parametrization: str = "pixel"
     decay: float = 1.0
     optimizer: str = "momentum"
-    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_betas: tuple[float, float] = ADAM_BETAS
     surrogate: bool = False
     clamp: bool = False
     restarts: int = 1

@@ -15,7 +15,7 @@ def saturate(x: torch.Tensor, limit: float, *, straight_through: bool = False) -
     """
     if not straight_through:
         return x.clamp(max=limit)
-    return x.detach().clamp(max=limit) + (x - x.detach())  # + exactly 0: the values are min(x, limit) to the bit
+    return x.detach().clamp(max=limit) + (x - x.detach())  # + exactly 0 (finite x): min(x, limit) to the bit
 
 
 class Representation(nn.Module):

@@ -353,7 +353,7 @@ class DenseSIFT(Representation):
 
     def surrogate(self) -> "DenseSIFT":
         """The same descriptors with the clamp's gradient passed through: a saturated bin still gets the data
-        term's signal, and the descent reaches a lower error in a quarter of the iterations (``fast`` preset)."""
+        term's signal. Used by the ``fast`` preset (README, "Reproducing M&V Table 1")."""
         return DenseSIFT(**self.params, straight_through_clamp=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -283,7 +283,8 @@ def hog(
         bilinear_orientations: split each gradient between its two nearest orientations (HOGb).
         texture: append the 4 texture dims.
         straight_through_orientations: hard assignment's values with bilinear assignment's gradient (a surrogate
-            for descent: the gradient then sees the gradient's angle; ignored with ``bilinear_orientations``).
+            for descent: the gradient then sees the gradient's angle; ignored with ``bilinear_orientations`` or
+            a single orientation).
         straight_through_clamp: pass the gradient through the clamp at 0.2 as if it were not there (a
             surrogate for descent; the values are unchanged).
 
@@ -310,7 +311,8 @@ def hog(
     """
     _check_image(image, cell_size, orientations)
     gx, gy = _gradient(image)
-    straight_through = straight_through_orientations and not bilinear_orientations
+    # with one orientation there is no second bin, so no angle for a gradient to see
+    straight_through = straight_through_orientations and not bilinear_orientations and orientations > 1
     bins, votes, magnitude = _orientation_votes(gx, gy, orientations, bilinear_orientations or straight_through)
     layout = _cell_layout(*image.shape[-2:], cell_size, image.dtype, image.device)
     if straight_through:  # hard binning's sums, bilinear binning's gradient
@@ -376,8 +378,7 @@ class HOG(Representation):
     def surrogate(self) -> "HOG":
         """The same features with surrogate gradients: HOG's hard orientation binning takes bilinear binning's
         gradient (it has none in the gradient's angle), and the clamp at 0.2 passes its gradient through (a
-        saturated cell has none). GD descending it reaches a lower error in a fraction of the iterations
-        (``fast`` preset; ``scripts/reproduce_table1.py``)."""
+        saturated cell has none). Used by the ``fast`` preset (README, "Reproducing M&V Table 1")."""
         return HOG(self.cell_size, self.orientations, self.texture, self.bilinear_orientations,
                    straight_through_orientations=not self.bilinear_orientations, straight_through_clamp=True)
 
