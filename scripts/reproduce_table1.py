@@ -5,6 +5,7 @@ Photos: the built-in test photos (preimage.photos.TEST_PHOTOS), grey, resized so
 HOG/HOGb are inverted and scored on their 27 non-texture dims (M&V's CNN-HOG), as M&V's code does.
 
     .venv/bin/python scripts/reproduce_table1.py [--presets mv2015 fast] [--size 256] [--device auto]
+        [--images FOLDER | FILE ...]   (other photos instead of the built-in test photos, prepared alike)
         [--set KEY=VALUE ...]   (GD settings over the last preset listed, e.g. surrogate=false or
                                  optimizer=momentum: one more row, "PRESET+set")
 
@@ -20,9 +21,10 @@ import torch
 from omegaconf import OmegaConf
 
 from preimage import build_representation
-from preimage.common import grey_square
+from preimage.common import grey_square, list_images, prepare_image
 from preimage.evaluation.report import MV2015_TABLE1
 from preimage.evaluation.metrics import feature_error, image_error, mean_std
+from preimage.images import load_image
 from preimage.inversion.gd import config_from_dict, invert_gd
 from preimage.inversion.presets import resolve_preset
 from preimage.photos import TEST_PHOTOS
@@ -36,6 +38,9 @@ def main() -> None:
     parser.add_argument("--representations", nargs="+", default=list(MV2015_TABLE1))
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--images", nargs="+", default=None,
+                        help="a folder or image files instead of the built-in test photos (e.g. to check on photos "
+                             "no setting was chosen on)")
     parser.add_argument("--out", default="reports/table1.json", help="JSON of every figure (not committed)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="GD settings (gd.KEY of invert) over the last preset: one more row, PRESET+set")
@@ -44,8 +49,14 @@ def main() -> None:
     runs = [(p, p, {}) for p in args.presets] + ([(f"{args.presets[-1]}+set", args.presets[-1], overrides)]
                                                  if overrides else [])
 
-    images = torch.stack([grey_square(n, args.size) for n in TEST_PHOTOS])
-    print(f"{len(TEST_PHOTOS)} photos ({', '.join(TEST_PHOTOS)}), grey, {args.size}×{args.size}")
+    if args.images is None:
+        names = list(TEST_PHOTOS)
+        images = torch.stack([grey_square(n, args.size) for n in names])
+    else:
+        found = list_images(args.images[0] if len(args.images) == 1 else args.images)
+        names = [Path(name).stem for name, _ in found]
+        images = torch.stack([prepare_image(load_image(path), size=args.size, grey=True) for _, path in found])
+    print(f"{len(names)} photos ({', '.join(names)}), grey, {args.size}×{args.size}")
     rows = []
     for label, preset, extra in runs:
         for spec in args.representations:
@@ -60,11 +71,11 @@ def main() -> None:
             mean, std = mean_std(errors)
             img_mean, img_std = mean_std(image_error(recon, images))
             rows.append({"row": label, "preset": preset, "representation": spec, "feature_error_mean": mean, "feature_error_std": std,
-                         "per_image": dict(zip(TEST_PHOTOS, errors.tolist())),
+                         "overrides": extra, "per_image": dict(zip(names, errors.tolist())),
                          "image_error_mean": img_mean, "image_error_std": img_std, "iterations": cfg.iterations,
                          "seconds_per_image": res.seconds / len(TEST_PHOTOS), "device": res.device,
                          "paper_mean": MV2015_TABLE1[spec][0], "paper_std": MV2015_TABLE1[spec][1]})
-            print(f"{label:>8} {spec:>6}: {mean:6.2f} ± {std:5.2f} %  (paper {MV2015_TABLE1[spec][0]:.2f} ± {MV2015_TABLE1[spec][1]})"
+            print(f"{label:>10} {spec:>6}: {mean:6.2f} ± {std:5.2f} %  (paper {MV2015_TABLE1[spec][0]:.2f} ± {MV2015_TABLE1[spec][1]})"
                   f"  image_error {img_mean:.3f} ± {img_std:.3f}  {cfg.iterations} it, {res.seconds / len(TEST_PHOTOS):.2f} s/image"
                   f" on {res.device}", flush=True)
     baseline = {r["representation"]: r["seconds_per_image"] for r in rows if r["row"] == "mv2015"}

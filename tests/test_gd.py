@@ -187,7 +187,7 @@ def test_mv2015_lambda_tv_by_depth_is_deep_goggles_table() -> None:
 def test_preset_inheritance() -> None:
     """``fast`` keeps mv2015's energy (weights, priors, σ0) and changes only how it is descended."""
     how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate")
-    for spec, iterations in (("hog", 80), ("hogb", 160), ("dsift", 160)):
+    for spec, iterations in (("hog", 80), ("hogb", 180), ("dsift", 160)):
         fast, mv = resolve_preset("fast", spec), resolve_preset("mv2015", spec)
         cfg = config_from_dict(fast)
         assert cfg.clamp and cfg.surrogate and cfg.optimizer == "adam" and cfg.iterations == iterations
