@@ -21,7 +21,7 @@ from ..inversion.learned import LearnedInverter
 from ..inversion.presets import resolve_preset
 from ..representations import Representation, build_representation
 from .methods import GDMethod, LearnedMethod, Method, reconstruct
-from .metrics import check_metrics, mean_pairwise_sq_dist, representation_features, score
+from .metrics import check_metrics, mean_pairwise_sq_dist, representation_features, score, scored_part
 from .report import write_json
 
 #: the stems of invert's own outputs, which no input may take (overview.png, metrics.json, tensorboard/)
@@ -65,7 +65,7 @@ def _checked_features(representation: Representation, paths: Sequence[Path],
     """The originals' scored features (from their ``features``, Φ of each), checked before any work: ``ValueError``
     naming the file of an image whose features are all zero (nothing to invert), or saying that the images are
     alike (no normalizer)."""
-    reference = [representation.scoring_view(f[None])[0] for f in features]
+    reference = scored_part(representation, features)
     for path, scored in zip(paths, reference):
         if not bool(scored.any()):
             raise ValueError(f"{path}: the {representation.spec} features of this image are all zero: nothing to invert")

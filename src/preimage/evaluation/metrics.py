@@ -26,7 +26,8 @@ Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 __all__ = [
     "feature_error", "normalized_loss", "image_error", "psnr", "ssim", "mean_std", "mean_pairwise_sq_dist",
-    "METRICS", "check_metrics", "representation_features", "same_size_batches", "score", "scoring_features",
+    "METRICS", "check_metrics", "representation_features", "same_size_batches", "score", "scored_part",
+    "scoring_features",
 ]
 
 
@@ -304,11 +305,15 @@ def representation_features(representation: Representation, images: Sequence[tor
     return [features[k] for k in range(len(images))]
 
 
+def scored_part(representation: Representation, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """:meth:`Representation.scoring_view` of each image's features (one image each, no batch dimension)."""
+    return [representation.scoring_view(f[None])[0] for f in features]
+
+
 def scoring_features(representation: Representation, images: Sequence[torch.Tensor],
                      device: torch.device, batch_size: int = 16) -> list[torch.Tensor]:
     """The scored part of Φ (:meth:`Representation.scoring_view`) of each ``(C, H, W)`` image, on the CPU."""
-    return [representation.scoring_view(f[None])[0]
-            for f in representation_features(representation, images, device, batch_size)]
+    return scored_part(representation, representation_features(representation, images, device, batch_size))
 
 
 def same_size_batches(images: Sequence[torch.Tensor], batch_size: int) -> list[list[int]]:
