@@ -17,11 +17,11 @@ import time
 import torch
 
 from preimage import build_representation
-from preimage.common import resolve_device, synchronize
-from preimage.inversion.gd import config_from_dict, invert_gd
+from preimage.devices import resolve_device, synchronize
+from preimage.inversion.gd import invert_gd
 from preimage.inversion.objectives import FeatureReconstruction
 from preimage.inversion.parametrization import PixelSpace
-from preimage.inversion.presets import resolve_preset
+from preimage.inversion.presets import gd_config
 from preimage.photos import TEST_PHOTOS, load_photo
 
 
@@ -69,9 +69,9 @@ def main() -> None:
     for spec in args.specs:
         options = {"weights": "random"} if ":" in spec else {}
         rep = build_representation(spec, **options).to(device)
-        settings = resolve_preset("mv2015", spec)
-        full_iterations = config_from_dict(settings).iterations
-        cfg = config_from_dict({**settings, "schedule": [[settings["schedule"][0][0], args.iterations]]})
+        full = gd_config("mv2015", rep)
+        full_iterations = full.iterations
+        cfg = gd_config("mv2015", rep, schedule=[[full.schedule[0][0], args.iterations]])
         for b in args.batches:
             images = batch_of(b, 1 if cfg.grey else 3, args.size).to(device)
             pixels = PixelSpace(mean=tuple(cfg.pixel_mean))

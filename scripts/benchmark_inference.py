@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from preimage.common import bundle_path, prepare_image
 from preimage.images import load_image
+from preimage.imagesets import prepare_image
+from preimage.inversion.bundles import bundle_file
 from preimage.inversion.learned import LearnedInverter
 from preimage.photos import TEST_PHOTOS, load_photo
 
@@ -75,7 +76,7 @@ def main() -> None:
                         help="metrics settings of invert to time ('default': all five)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    bundle = bundle_path(args.bundle)
+    bundle = bundle_file(args.bundle)
     inverter = LearnedInverter.from_bundle(bundle)
     grey = inverter.decoder.config.out_channels == 1
     with tempfile.TemporaryDirectory() as tmp:

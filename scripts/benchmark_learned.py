@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from preimage.common import grey_square
-from preimage.common import resolve_device, synchronize
-from preimage.inversion.gd import config_from_dict, invert_gd
+from preimage.imagesets import grey_square
+from preimage.devices import resolve_device, synchronize
+from preimage.inversion.gd import invert_gd
 from preimage.inversion.learned import LearnedInverter
-from preimage.inversion.presets import resolve_preset
+from preimage.inversion.presets import gd_config
 from preimage.photos import TEST_PHOTOS
 from preimage.training.train import build, resolve_config
 from preimage.config import config_dir, load_yaml
@@ -88,7 +88,7 @@ def main() -> None:
             inverter(x[None].to(device))
         synchronize(device)
         learned = (time.perf_counter() - start) / len(images)
-    gd = invert_gd(inverter.representation, images, config_from_dict(resolve_preset("mv2015", args.spec)),
+    gd = invert_gd(inverter.representation, images, gd_config("mv2015", inverter.representation),
                    device=device, progress=False).seconds / len(images)
     print(f"learned {learned:.4f} s/image (one at a time) vs GD mv2015 {gd:.2f} s/image (batch of {len(images)}): "
           f"learned is {gd / learned:.0f}× faster")

@@ -26,7 +26,7 @@ from vlfeat_dsift import vlfeat_dsift  # noqa: E402
 from vlfeat_hog import vlfeat_hog  # noqa: E402
 
 from preimage import build_representation  # noqa: E402
-from preimage.common import grey_square  # noqa: E402
+from preimage.imagesets import grey_square  # noqa: E402
 from preimage.photos import TEST_PHOTOS  # noqa: E402
 
 

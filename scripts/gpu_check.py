@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from preimage import build_representation
-from preimage.common import bundle_path, prepare_image
+from preimage.imagesets import prepare_image
 from preimage.config import config_dir
-from preimage.evaluation.methods import HybridMethod
-from preimage.inversion.gd import config_from_dict, invert_gd
+from preimage.inversion.methods import HybridMethod
+from preimage.inversion.gd import invert_gd
 from preimage.inversion.learned import LearnedInverter
-from preimage.inversion.presets import resolve_preset
+from preimage.inversion.presets import gd_config
 from preimage.photos import TEST_PHOTOS, load_photo
 from preimage.schemas import TrainConfig, load_config
 from preimage.training.train import train
@@ -44,9 +44,10 @@ def photos(n: int, grey: bool, size: int = 224) -> torch.Tensor:
                         for i in range(n)])
 
 
-def gd_config(spec: str, iterations: int):
-    settings = resolve_preset("mv2015", spec)
-    return config_from_dict({**settings, "schedule": [[settings["schedule"][0][0], iterations]]}), settings
+def shortened(spec: str, iterations: int):
+    """mv2015 for ``spec`` cut to ``iterations`` steps at its first rate, and the full preset."""
+    full = gd_config("mv2015", spec)
+    return gd_config("mv2015", spec, schedule=[[full.schedule[0][0], iterations]]), full
 
 
 def relative(a: float, b: float) -> float:
@@ -73,7 +74,7 @@ def main() -> int:
 
     figures = []
     for spec, bundle in SPECS.items():
-        inverter = LearnedInverter.from_bundle(bundle_path(bundle)).eval()
+        inverter = LearnedInverter.from_bundle(bundle).eval()
         grey = inverter.decoder.config.out_channels == 1
         x = photos(2, grey)
         rep = build_representation(spec)
@@ -85,7 +86,7 @@ def main() -> int:
         check(f"{spec} learned", torch.allclose(recon_dev, recon_cpu, rtol=0, atol=1e-4),
               f"largest difference {float((recon_dev - recon_cpu).abs().max()):.1e}")
 
-        config, settings = gd_config(spec, args.iterations)
+        config, full = shortened(spec, args.iterations)
         rep = build_representation(spec)
         losses = {}
         for label, where in (("cpu", CPU), ("device", device)):
@@ -93,7 +94,7 @@ def main() -> int:
         check(f"{spec} gd", relative(losses["device"], losses["cpu"]) < 0.02,
               f"final data loss {losses['device']:.4g} vs CPU {losses['cpu']:.4g}")
         hybrid = {}  # from the learned start, at the preset's last (smallest) rate: its first overshoots there
-        refine = config_from_dict({**settings, "schedule": [[settings["schedule"][-1][0], args.iterations]]})
+        refine = gd_config("mv2015", spec, schedule=[[full.schedule[-1][0], args.iterations]])
         for label, where in (("cpu", CPU), ("device", device)):
             method = HybridMethod(inverter.to(where), refine)
             hybrid[label] = float(method(x.to(where), where).final_data_loss.mean())
@@ -104,8 +105,8 @@ def main() -> int:
         rates = {batch: inference_throughput(inverter, photos(batch, grey), batch, device) for batch in (1, 64)}
         one = photos(1, grey)
         result = invert_gd(rep, one, config, device=device, progress=False)
-        full = config_from_dict(settings).iterations
-        figures.append((spec, rates[1], rates[64], result.seconds / args.iterations * full, full))
+        figures.append((spec, rates[1], rates[64], result.seconds / args.iterations * full.iterations,
+                        full.iterations))
 
     with tempfile.TemporaryDirectory() as tmp:
         val = {}

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from preimage.common import grey_square
-from preimage.evaluation.metrics import image_error
+from preimage.imagesets import grey_square
+from preimage.metrics import image_error
 from preimage.photos import TEST_PHOTOS
 
 

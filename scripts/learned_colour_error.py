@@ -13,8 +13,8 @@ import argparse
 
 import torch
 
-from preimage.common import prepare_image
-from preimage.evaluation.metrics import image_error
+from preimage.imagesets import prepare_image
+from preimage.metrics import image_error
 from preimage.inversion.learned import LearnedInverter
 from preimage.photos import TEST_PHOTOS, load_photo
 

@@ -21,11 +21,11 @@ import torch
 from omegaconf import OmegaConf
 
 from preimage import build_representation
-from preimage.common import grey_square, load_image_set
-from preimage.evaluation.report import MV2015_TABLE1
-from preimage.evaluation.metrics import feature_error, image_error, mean_std
-from preimage.inversion.gd import config_from_dict, invert_gd
-from preimage.inversion.presets import resolve_preset
+from preimage.imagesets import grey_square, load_image_set
+from preimage.jobs.report import MV2015_TABLE1
+from preimage.metrics import feature_error, image_error, mean_std
+from preimage.inversion.gd import invert_gd
+from preimage.inversion.presets import gd_config
 from preimage.photos import TEST_PHOTOS
 
 OPTIONS = {"hog": {"texture": False}, "hogb": {"texture": False}, "dsift": {}}
@@ -61,7 +61,7 @@ def main() -> None:
     rows = []
     for label, preset, extra in runs:
         for spec, rep in reps.items():
-            cfg = config_from_dict({**resolve_preset(preset, spec), **extra})
+            cfg = gd_config(preset, spec, extra)
             res = invert_gd(rep, images, cfg, device=args.device)
             recon = res.images[:, 0]
             with torch.no_grad():

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 from preimage import build_representation, list_representations
-from preimage.common import prepare_image
-from preimage.evaluation.metrics import mean_std, normalized_loss
+from preimage.imagesets import prepare_image
+from preimage.metrics import mean_std, normalized_loss
 from preimage.images import grid, save_png
-from preimage.inversion.gd import config_from_dict, invert_gd
-from preimage.inversion.presets import resolve_preset
+from preimage.inversion.gd import invert_gd
+from preimage.inversion.presets import gd_config
 from preimage.photos import TEST_PHOTOS, load_photo
 
 #: what M&V (CVPR 2015, Table 3 and §4.2) report for CaffeNet, quoted as a summary (not per layer)
@@ -75,7 +75,7 @@ def main() -> None:
         for layer in layers:
             spec = f"{args.network}:{layer}"
             rep = build_representation(spec, weights=args.weights)
-            cfg = config_from_dict(resolve_preset(preset, spec))
+            cfg = gd_config(preset, spec)
             res = invert_gd(rep, images, cfg, device=args.device, progress=False)
             recon = res.images[:, 0]
             with torch.no_grad():

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from preimage import build_representation
-from preimage.evaluation import methods
+from preimage.inversion import methods
 from preimage.analysis.cli import add_analyze_parser
 from preimage.analysis.receptive_field import measured_field, receptive_field
 from preimage.analysis.studies import groups, invariance, window

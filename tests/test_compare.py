@@ -15,13 +15,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from preimage import build_representation
 from preimage.cli import main
-from preimage.common import grey_square, list_images, load_image_set
-from preimage.evaluation.compare import grey_for, resolve_config, truncate_schedule
-from preimage.evaluation.report import (PAPER_FE_HEADER, PAPER_IE_HEADER, format_mean_std, paper_feature_error,
+from preimage.imagesets import grey_square, list_images, load_image_set
+from preimage.inversion.methods import truncate_schedule
+from preimage.jobs.compare import grey_for, resolve_config
+from preimage.jobs.report import (PAPER_FE_HEADER, PAPER_IE_HEADER, format_mean_std, paper_feature_error,
                                         paper_image_error, write_json)
 from preimage.images import load_npy
 from preimage.inversion.gd import GDConfig, invert_gd
-from preimage.inversion.learned import LearnedInverter, save_bundle
+from preimage.inversion.bundles import save_bundle
+from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import build_decoder
 from preimage.inversion.parametrization import PixelSpace
 from preimage.photos import TEST_PHOTOS

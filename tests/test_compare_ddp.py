@@ -13,7 +13,7 @@ import torch
 from preimage import build_representation
 from preimage.cli import main
 from preimage.images import load_npy
-from preimage.inversion.learned import save_bundle
+from preimage.inversion.bundles import save_bundle
 from preimage.inversion.networks import build_decoder
 
 TIMINGS = {"seconds", "images_per_second"}

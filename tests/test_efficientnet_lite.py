@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from preimage import build_representation
-from preimage.common import prepare_image
+from preimage.imagesets import prepare_image
 from preimage.photos import load_photo
 from preimage.representations import efficientnet_lite
 from preimage.representations.efficientnet_lite import EFFICIENTNET_LITE0_LAYERS, weights_file

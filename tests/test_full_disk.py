@@ -108,7 +108,7 @@ def test_an_errno_less_failure_is_a_full_disk_only_when_little_space_is_left(tmp
 def test_a_failed_or_interrupted_invert_removes_what_it_wrote(tmp_path: Path, monkeypatch, capsys,
                                                               failure: str) -> None:
     """Whatever stops invert once outputs are being written (here at metrics.json), the folder is left empty."""
-    from preimage.evaluation import invert
+    from preimage.jobs import invert
 
     def fails(path, report):
         if failure == "ctrl-c":

@@ -414,7 +414,7 @@ def test_a_full_disk_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None
     import errno
     import os
 
-    from preimage.evaluation.report import write_json
+    from preimage.jobs.report import write_json
     from preimage.files import atomic_path
 
     image = torch.rand(3, 8, 8)

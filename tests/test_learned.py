@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from preimage import build_representation
-from preimage.inversion.learned import BundleError, LearnedInverter, load_bundle, save_bundle
+from preimage.inversion.bundles import BundleError, load_bundle, save_bundle
+from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import build_decoder
 
 SIDE = 32

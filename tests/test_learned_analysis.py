@@ -17,10 +17,11 @@ from PIL import Image
 from preimage import build_representation
 from preimage.analysis.cli import add_analyze_parser
 from preimage.analysis.feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
-from preimage.analysis.learned_studies import interpolate, interpolation, load_inverter, perturb, sample
+from preimage.analysis.learned_studies import interpolate, interpolation, perturb, sample
 from preimage.config import config_dir, load_yaml
-from preimage.common import grey_square, prepare_image
-from preimage.inversion.learned import save_bundle
+from preimage.imagesets import grey_square, prepare_image
+from preimage.inversion.bundles import save_bundle
+from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import build_decoder
 from preimage.photos import TEST_PHOTOS, load_photo, photo_path
 
@@ -164,7 +165,7 @@ def test_interpolate_endpoints_are_the_plain_reconstructions(colour_bundle: Path
     assert steps[0]["relative_to_b"] == steps[-1]["relative_to_a"] == 1
     assert steps[0]["rms_to_blend"] == steps[-1]["rms_to_blend"] == 0
     # the same reconstructions as tensors, against the inverter's own forward pass on each image
-    inverter, _ = load_inverter(colour_bundle)
+    inverter = LearnedInverter.from_bundle(colour_bundle)
     a, b = (prepare_image(load_photo(n), size=SIDE, grey=False) for n in ("astronaut", "chelsea"))
     recon = interpolation(inverter, a, b, t)
     with torch.no_grad():
@@ -198,7 +199,7 @@ def test_sample(grey_bundle: Path, tmp_path: Path) -> None:
 def test_bad_input_is_one_line_value_error(grey_bundle: Path, tmp_path: Path) -> None:
     cases = [
         (lambda: perturb(THREE, checkpoint=str(tmp_path / "none.pt"), out=tmp_path, size=SIDE, device="cpu"),
-         "no inverter bundle there"),
+         "no such file, and not a shipped name"),
         (lambda: interpolate(THREE, checkpoint=str(grey_bundle), out=tmp_path, size=SIDE, device="cpu"),
          "exactly 2 images"),
         (lambda: interpolate(THREE[:2], checkpoint=str(grey_bundle), out=tmp_path, t=[], device="cpu"),

@@ -1,4 +1,4 @@
-"""Tests for preimage.evaluation.metrics: hand-computed values, padding, naive references, bad inputs."""
+"""Tests for preimage.metrics: hand-computed values, padding, naive references, bad inputs."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from preimage.evaluation.metrics import (
+from preimage.metrics import (
     feature_error,
     image_error,
     mean_pairwise_sq_dist,

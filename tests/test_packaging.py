@@ -5,7 +5,7 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
-from preimage.common import bundle_path
+from preimage.inversion.bundles import bundle_file
 from preimage.config import config_dir, package_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +25,9 @@ def test_package_data_covers_every_config_and_bundle() -> None:
 def test_configs_and_bundles_resolve_from_any_folder(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert config_dir() == package_root() / "configs" and (config_dir() / "presets" / "mv2015.yaml").is_file()
-    assert bundle_path("checkpoints/hog.pt") == package_root() / "checkpoints" / "hog.pt"
+    assert bundle_file("checkpoints/hog.pt") == package_root() / "checkpoints" / "hog.pt"
+    assert bundle_file("hog") == package_root() / "checkpoints" / "hog.pt"  # a shipped name
+    assert bundle_file("efficientnet_lite0:stage4") == package_root() / "checkpoints" / "efficientnet_lite0_stage4.pt"
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "hog.pt").write_bytes(b"")
-    assert bundle_path("checkpoints/hog.pt") == Path("checkpoints/hog.pt")  # the working folder's comes first
-    assert bundle_path(None) is None
+    assert bundle_file("checkpoints/hog.pt") == Path("checkpoints/hog.pt")  # the working folder's comes first

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from preimage.common import prepare_image
-from preimage.evaluation.metrics import image_error
-from preimage.inversion.learned import LearnedInverter, load_bundle, save_bundle
+from preimage.imagesets import prepare_image
+from preimage.metrics import image_error
+from preimage.inversion.bundles import load_bundle, save_bundle
+from preimage.inversion.learned import LearnedInverter
 from preimage.photos import TEST_PHOTOS, load_photo
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"

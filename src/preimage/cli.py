@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import shlex
 import signal
 import sys
@@ -28,29 +27,21 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .analysis.cli import add_analyze_parser
 from .config import config_dir
-from .schemas import CompareConfig, InvertConfig, TrainConfig, load_config
-
-_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
-
-
-def _split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Separate ``key=value`` overrides from positional items (image paths)."""
-    overrides = [i for i in items if _OVERRIDE.match(i)]
-    return [i for i in items if not _OVERRIDE.match(i)], overrides
+from .schemas import CompareConfig, InvertConfig, TrainConfig, load_config, split_overrides
 
 
 def _overrides_only(items: Sequence[str]) -> list[str]:
     """The ``key=value`` items of a command that takes no other positional item (``ValueError`` otherwise)."""
-    extra, overrides = _split_overrides(items)
+    extra, overrides = split_overrides(items)
     if extra:
         raise ValueError(f"unexpected argument(s) {' '.join(extra)}: give key=value overrides")
     return overrides
 
 
 def _invert(args: argparse.Namespace) -> int:
-    from .evaluation.invert import run_invert
+    from .jobs.invert import run_invert
 
-    images, overrides = _split_overrides(args.items)
+    images, overrides = split_overrides(args.items)
     cli = [f"representation={args.representation}"] if args.representation else []
     cli += [f"method={args.method}"] if args.method else []
     cli += [f"checkpoint={args.checkpoint}"] if args.checkpoint else []
@@ -87,7 +78,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .evaluation.compare import command_line, run_compare
+    from .jobs.compare import command_line, run_compare
 
     overrides = _overrides_only(args.items)
     cfg = load_config(CompareConfig, args.config, overrides, where="compare")

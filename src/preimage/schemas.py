@@ -15,6 +15,7 @@ import collections.abc
 import dataclasses
 import functools
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,11 +26,19 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import load_yaml
-from .evaluation.metrics import METRICS
+from .metrics import METRICS
 from .inversion.gd import GDConfig
 
 __all__ = ["CompareConfig", "GDSettings", "HybridConfig", "InvertConfig", "TrainConfig", "analysis_schema",
-           "gd_overrides", "load_config", "merged", "plain"]
+           "gd_overrides", "load_config", "merged", "plain", "split_overrides"]
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def split_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
+    """A command line's items as ``(positional items, key=value overrides)``: an item is an override when it
+    starts with a key (a name, dots allowed) and ``=``; anything else (an image path) is positional."""
+    return [i for i in items if not _OVERRIDE.match(i)], [i for i in items if _OVERRIDE.match(i)]
 
 
 def _optional_field(f: dataclasses.Field) -> tuple[str, Any, Any]:
@@ -95,10 +104,8 @@ class CompareConfig:
     methods: List[str] = field(default_factory=lambda: ["gd", "learned", "hybrid"])
     preset: str = "mv2015"        # GD hyper-parameters (configs/presets), for gd and hybrid
     gd: GDSettings = field(default_factory=GDSettings)  # overrides of the preset (grey follows `grey`)
-    bundles: Dict[str, Optional[str]] = field(default_factory=lambda: {
-        "hog": "checkpoints/hog.pt", "hogb": "checkpoints/hogb.pt", "dsift": "checkpoints/dsift.pt",
-        "efficientnet_lite0:stage4": "checkpoints/efficientnet_lite0_stage4.pt",
-        "efficientnet_lite0:pool": "checkpoints/efficientnet_lite0_pool.pt"})
+    bundles: Dict[str, Optional[str]] = field(default_factory=dict)  # per spec a bundle name or path, e.g.
+    #                               bundles.hog=runs/hog/bundle.pt; unset: the shipped bundle named after the spec
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     batch_size: int = 6           # images per predict step (GD inverts them together)
     device: str = "auto"          # auto, cpu, cuda, cuda:1 — used when accelerator is null

@@ -12,19 +12,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from ..common import outputs_removed_on_failure
+from ..outputs import outputs_removed_on_failure
 from ..config import check_finite, config_dir
-from ..schemas import analysis_schema, load_config, merged, plain
+from ..schemas import analysis_schema, load_config, merged, plain, split_overrides
 
 __all__ = ["add_analyze_parser", "run_analysis", "schema"]
 
-_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 _HELP = {
     "invariance": "several reconstructions per image from different random starts, per layer (M&V Fig. 1, 7)",
     "window": "reconstruct from a central k x k window of neurons, its receptive field boxed (M&V Fig. 9)",
@@ -80,9 +78,7 @@ def _summary(figures: dict[str, Any]) -> dict[str, float]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    items = list(args.items)
-    overrides = [i for i in items if _OVERRIDE.match(i)]
-    images = [i for i in items if not _OVERRIDE.match(i)]
+    images, overrides = split_overrides(args.items)
     kind_schema = schema(args.kind)
     if images and "images" not in {f.name for f in dataclasses.fields(kind_schema)}:
         raise ValueError(f"analyze {args.kind} takes no images, got {' '.join(images)}")

@@ -8,14 +8,15 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..config import check_int
-from ..common import load_image_set, unique_stems, versions
-from ..evaluation.report import write_json
+from ..imagesets import load_image_set
+from ..outputs import unique_stems, versions
+from ..jobs.report import write_json
 from ..images import grid, save_npy, save_png
-from ..inversion.gd import GDConfig, config_from_dict
-from ..inversion.presets import resolve_preset
+from ..inversion.gd import GDConfig
+from ..inversion.presets import gd_config
 from ..representations import Representation, build_representation
 
-__all__ = ["array_name", "build", "check_layers", "check_size", "draw_box", "enlarge", "fit", "gd_config",
+__all__ = ["array_name", "build", "check_layers", "check_size", "draw_box", "enlarge", "fit",
            "load_square_images", "plan", "random_weight_note", "steps_record", "write_report"]
 
 RANDOM_NOTE = "made with RANDOM CNN weights ({specs}): not the pretrained network; the pictures show nothing it learned"
@@ -67,13 +68,8 @@ def plan(layers: Sequence[str], size: int, weights: str, preset: str, gd: Mappin
     steps = []
     for spec in check_layers(layers):
         rep = build(spec, weights)
-        steps.append((spec, rep, fit(rep, size), gd_config(preset, spec, gd, **fixed)))
+        steps.append((spec, rep, fit(rep, size), gd_config(preset, rep, gd, **fixed)))
     return steps
-
-
-def gd_config(preset: str, spec: str, overrides: Mapping[str, Any] | None, **fixed: Any) -> GDConfig:
-    """The preset's settings for ``spec``, then ``overrides`` (the ``gd`` key), then ``fixed``."""
-    return config_from_dict({**resolve_preset(preset, spec), **dict(overrides or {}), **fixed})
 
 
 def steps_record(steps: Sequence[tuple[str, Representation, tuple[int, ...], GDConfig]], device: torch.device,

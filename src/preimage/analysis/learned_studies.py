@@ -32,14 +32,17 @@ from typing import Any, Sequence
 import torch
 
 from ..config import check_int
-from ..common import BUILTIN, bundle_path, list_images, prepare_image, prepare_output_dir, resolve_device, unique_stems
-from ..evaluation.metrics import image_error, mean_pairwise_sq_dist, normalized_loss
+from ..devices import resolve_device
+from ..imagesets import BUILTIN, list_images, prepare_image
+from ..inversion.bundles import bundle_file
+from ..outputs import prepare_output_dir, unique_stems
+from ..metrics import image_error, mean_pairwise_sq_dist, normalized_loss
 from ..images import load_image, to_grey
 from ..inversion.learned import LearnedInverter
 from .common import array_name, check_size, enlarge, fit, random_weight_note, write_report
 from .feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
 
-__all__ = ["interpolate", "interpolation", "load_inverter", "perturb", "sample"]
+__all__ = ["interpolate", "interpolation", "perturb", "sample"]
 
 _CHUNK = 16  # images per forward pass when computing features of an image set
 
@@ -67,25 +70,16 @@ def interpolation(inverter: LearnedInverter, a: torch.Tensor, b: torch.Tensor,
 # ------------------------------------------------------------------------------------------ shared pieces
 
 
-def _bundle_path(checkpoint: Any) -> Path:
-    """The bundle path (see :func:`~preimage.config.bundle_path`), refusing anything that is not a path."""
-    if not checkpoint or not isinstance(checkpoint, (str, Path)):
-        raise ValueError(f"checkpoint must be the path of an inverter bundle (.pt), got {checkpoint!r}")
-    return bundle_path(checkpoint)
-
-
-def load_inverter(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[LearnedInverter, Path]:
-    """The bundle's inverter (its own representation) in eval mode on ``device``, and the path it came from.
+def _load_inverter(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[LearnedInverter, Path]:
+    """The bundle's inverter (its own representation) in eval mode on ``device``, and the file it came from.
 
     Raises:
-        ValueError: no such file (one line, saying how to make one); any
-            :class:`~preimage.inversion.learned.BundleError` (a ``ValueError``, one line).
+        ValueError: ``checkpoint`` is not a shipped name or a bundle file, or any
+            :class:`~preimage.inversion.bundles.BundleError` (a ``ValueError``, one line).
     """
-    path = _bundle_path(checkpoint)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {checkpoint}: no inverter bundle there; train one (`preimage train --config "
-                         "configs/train/hog.yaml`, then checkpoint=runs/hog/bundle.pt) or point checkpoint= "
-                         "at a bundle")
+    if not checkpoint or not isinstance(checkpoint, (str, Path)):
+        raise ValueError(f"checkpoint must be a shipped inverter's name or a bundle's path, got {checkpoint!r}")
+    path = bundle_file(checkpoint)
     return LearnedInverter.from_bundle(path, device=device), path
 
 
@@ -106,7 +100,7 @@ def _inputs(images: Any, checkpoint: Any, out: Any, size: Any, device: Any, *, c
     """
     check_size(size)
     dev = resolve_device(device)
-    inverter, path = load_inverter(checkpoint, dev)
+    inverter, path = _load_inverter(checkpoint, dev)
     items = [images] if isinstance(images, (str, Path)) else list(images or [])
     if not items:
         raise ValueError("images must be a non-empty list of image files, folders, builtin:NAME or builtin")

@@ -20,12 +20,13 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..config import check_int
-from ..common import prepare_output_dir, resolve_device
-from ..evaluation.metrics import score, scoring_features
+from ..devices import resolve_device
+from ..outputs import prepare_output_dir
+from ..metrics import score, scoring_features
 from ..inversion.masks import build_mask
-from ..evaluation.metrics import mean_pairwise_sq_dist
+from ..metrics import mean_pairwise_sq_dist
 from ..images import to_grey
-from ..evaluation.methods import GDMethod
+from ..inversion.methods import GDMethod
 from .common import array_name, draw_box, load_square_images, plan, random_weight_note, steps_record, write_report
 from .receptive_field import receptive_field
 

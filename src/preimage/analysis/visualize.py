@@ -12,12 +12,15 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..common import prepare_output_dir, resolve_device
+from ..devices import resolve_device
+
+from ..outputs import prepare_output_dir
 from ..images import to_grey
 from ..inversion.gd import GDConfig, gd_setup, optimize_gd
-from ..inversion.objectives import Caricature, NeuronActivation, neuron_weights
+from ..inversion.objectives import Caricature, NeuronActivation, max_response, neuron_weights
 from ..representations import Representation
-from .common import (array_name, build, check_layers, check_size, enlarge, fit, gd_config, load_square_images, plan,
+from ..inversion.presets import gd_config
+from .common import (array_name, build, check_layers, check_size, enlarge, fit, load_square_images, plan,
                      random_weight_note, steps_record, write_report)
 from .receptive_field import ReceptiveField, receptive_field
 
@@ -50,14 +53,6 @@ def auto_size(representation: Representation, field: ReceptiveField) -> int:
     return low
 
 
-def _max_response(features: torch.Tensor, channel: int, target: str) -> float:
-    """The largest magnitude of ``channel``'s response over feature maps ``(M, C, h, w)`` or vectors ``(M, D)``."""
-    f = features[:, channel]
-    if f.dim() == 3 and target == "channel":
-        f = f.mean((1, 2))
-    return float(f.abs().max())
-
-
 @dataclass
 class _Problem:
     """One layer's maximization, prepared before any GD runs."""
@@ -80,10 +75,10 @@ def _prepare(spec: str, channels: Sequence[int], target: str, size: int | str, r
     side = auto_size(rep, field) if size == "auto" else int(size)
     shape = fit(rep, side)
     fit(rep, references.shape[-1])
-    config = gd_config(preset, spec, gd)
+    config = gd_config(preset, rep, gd)
     with torch.no_grad():
         features = rep.to(dev)(to_grey(references).to(dev) if config.grey else references.to(dev)).cpu()
-    normalizers = torch.tensor([_max_response(features, c, target) for c in channels])
+    normalizers = torch.tensor([max_response(features, c, target) for c in channels])
     if not bool((normalizers > 0).all()):
         dead = [c for c, v in zip(channels, normalizers.tolist()) if not v > 0]
         raise ValueError(f"{spec}: channel(s) {dead} respond to none of normalizer_images; pick others")

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..common import resolve_device, synchronize
+from ..devices import resolve_device, synchronize
 from ..images import to_grey
 from ..representations import Representation
 from .objectives import FeatureReconstruction, Objective

@@ -1,275 +1,18 @@
-"""Inverter bundles and the learned inverter built from one.
-
-A bundle is one ``torch.save`` file (``checkpoints/*.pt``) holding only plain values and tensors, so that
-``torch.load(path, weights_only=True)`` reads it and no code ever runs on loading::
-
-    {"format": "preimage-bundle", "version": 1, "manifest": {...}, "state_dict": {...}, "sha256": "..."}
-
-The manifest records what the decoder inverts and how it was trained:
-
-- given by the trainer: ``spec`` (str) and ``params`` (dict) of the representation, ``data`` (what it was
-  trained on: str or dict), ``steps`` (int), ``metrics`` (dict of validation numbers), anything else plain;
-- filled in by :func:`save_bundle`: ``image_size`` ``[H, W]``, ``feature_shape``, ``decoder`` (the
-  :class:`DecoderConfig` as a dict) and ``package_version`` (``preimage.__version__``).
-
-``sha256`` covers the manifest and every tensor, so edited weights or manifests are caught on loading.
-"""
+"""The learned inverter (Dosovitskiy & Brox 2016): a representation Φ and the decoder trained to invert it,
+loaded from a bundle (:mod:`.bundles`) by a shipped name or a path."""
 from __future__ import annotations
 
-import hashlib
-import json
-import numbers
-import os
-import pickle
-import re
-import zipfile
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..images import to_grey
-from ..files import atomic_path
 from ..representations import Representation, build_representation, is_representation, list_representations
+from .bundles import BundleError, PathLike, bundle_file, load_bundle, meta_decoder, plain_value
 from .networks import Decoder, DecoderConfig
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "LearnedInverter", "load_bundle", "save_bundle"]
-
-PathLike = Union[str, os.PathLike]
-BUNDLE_FORMAT, BUNDLE_VERSION = "preimage-bundle", 1
-_FIELDS: dict[str, tuple[Any, str]] = {  # manifest key: (type, what it must be)
-    "spec": (str, "a string"), "params": (dict, "a dict"), "data": ((str, dict), "a string or a dict"),
-    "steps": (int, "an integer"), "metrics": (dict, "a dict of numbers"),
-    "image_size": (list, "[H, W] (positive integers)"), "feature_shape": (list, "[C, h, w] or [D] (positive integers)"),
-    "decoder": (dict, "a decoder config dict"), "package_version": (str, "a string"),
-}
-_LIGHTNING_MARK = "pytorch-lightning_version"
-
-
-class BundleError(ValueError):
-    """A file that is not a valid inverter bundle (or not the one asked for); the message says why."""
-
-
-def _plain(value: Any, where: str) -> Any:
-    """``value`` as plain JSON-like Python (tuples → lists, number subclasses → int/float), or ``ValueError``."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:  # e.g. a torchmetrics result
-        value = value.item()
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise ValueError(f"{where} has a key that is not a string")
-        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
-    raise ValueError(f"{where} is a {type(value).__name__}, not a plain str/int/float/bool/None/list/dict")
-
-
-def _check_manifest(manifest: Any) -> tuple[dict[str, Any], DecoderConfig]:
-    """The manifest as plain values and its decoder config; ``ValueError`` naming the first bad field."""
-    if not isinstance(manifest, dict):
-        raise ValueError(f"the manifest is a {type(manifest).__name__}, not a dict")
-    manifest = _plain(manifest, "manifest")
-    missing = [k for k in _FIELDS if k not in manifest]
-    if missing:
-        raise ValueError(f"the manifest lacks {', '.join(missing)}")
-    for key, (kind, expected) in _FIELDS.items():
-        value = manifest[key]
-        ok = isinstance(value, kind) and not isinstance(value, bool)
-        if ok and key == "metrics":
-            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
-        if ok and key in ("image_size", "feature_shape"):
-            ok = len(value) in ((2,) if key == "image_size" else (1, 3)) and all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-        if not ok:
-            raise ValueError(f"manifest['{key}'] is {value!r}, expected {expected}")
-    try:
-        config = DecoderConfig(**manifest["decoder"])
-    except TypeError as err:  # an unknown or missing field
-        raise ValueError(f"manifest['decoder'] is not a decoder config: {err}") from None
-    return manifest, config
-
-
-def _checksum(manifest: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the manifest (as sorted JSON) and of every tensor's name, dtype, shape and bytes."""
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().cpu().contiguous()
-        digest.update(f"\n{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def _mismatch(state_dict: dict[str, Any], expected: dict[str, torch.Tensor]) -> str:
-    """What differs between ``state_dict`` and the decoder's own (empty if nothing)."""
-    problems = [f"missing {k}" for k in expected if k not in state_dict]
-    problems += [f"unexpected {k}" for k in state_dict if k not in expected]
-    for key, ref in expected.items():
-        value = state_dict.get(key)
-        if not isinstance(value, torch.Tensor):
-            if key in state_dict:
-                problems.append(f"{key} is a {type(value).__name__}, not a tensor")
-        elif value.shape != ref.shape or value.dtype != ref.dtype:
-            problems.append(f"{key} is {value.dtype} {tuple(value.shape)}, expected {ref.dtype} {tuple(ref.shape)}")
-    return "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
-
-
-def _meta_decoder(manifest: dict[str, Any], config: DecoderConfig) -> Decoder:
-    """The manifest's decoder on the ``meta`` device: its architecture, no memory, no RNG draws."""
-    with torch.device("meta"):
-        return Decoder(tuple(manifest["feature_shape"]), tuple(manifest["image_size"]), config)
-
-
-def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any]) -> Path:
-    """Write ``decoder`` and ``manifest`` as an inverter bundle (atomically: a temporary file, then a rename).
-
-    Args:
-        path: the ``.pt`` file to write (parent folders are created).
-        decoder: the trained decoder; its ``image_size`` must be set.
-        manifest: ``spec``, ``params``, ``data``, ``steps``, ``metrics`` and any other plain values (see the
-            module docstring); ``image_size``, ``feature_shape``, ``decoder`` and ``package_version`` are
-            filled in from ``decoder`` and the package (a conflicting value given here is an error).
-
-    Returns:
-        the path written.
-
-    Raises:
-        ValueError: a missing or non-plain manifest value, or one that contradicts the decoder.
-    """
-    from .. import __version__  # here, not at the top: the package may import this module before defining it
-
-    if decoder.image_size is None:
-        raise ValueError("save_bundle: the decoder has no image_size; build it with the training image size")
-    derived = {
-        "image_size": list(decoder.image_size), "feature_shape": list(decoder.feature_shape),
-        "decoder": _plain(asdict(decoder.config), "decoder config"),
-    }
-    full = _plain(manifest, "manifest")
-    for key, value in derived.items():
-        if key in full and full[key] != value:
-            raise ValueError(f"save_bundle: manifest['{key}'] = {full[key]!r} contradicts the decoder's {value!r}")
-    full.update(derived, package_version=__version__)
-    full, _ = _check_manifest(full)
-    state = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
-    bundle = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "manifest": full, "state_dict": state,
-              "sha256": _checksum(full, state)}
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        torch.save(bundle, temporary)
-    return path
-
-
-def _is_lightning_archive(path: Path) -> bool:
-    """Whether a ``torch.save`` zip archive's pickle mentions Lightning's version key (read as bytes, never run)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
-            return bool(names) and _LIGHTNING_MARK.encode() in archive.read(names[0])
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
-def _lightning_error(name: str) -> BundleError:
-    return BundleError(f"{name} is a Lightning training checkpoint (.ckpt), not an inverter bundle; "
-                       "export a bundle from the training run with `preimage train` and load that")
-
-
-def _read(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` with every failure turned into a one-line :class:`BundleError`."""
-    name = f"bundle {str(path)!r}"
-    if not path.is_file():
-        raise BundleError(f"{name}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))  # the weights-only reader refused a class or function
-        if found is None:
-            reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(err)) or re.search(r"(.+)", str(err))
-            detail = reason.group(1) if reason else type(err).__name__
-            raise BundleError(f"{name} is truncated or corrupt (torch.load: {detail})") from None
-        if _is_lightning_archive(path):
-            raise _lightning_error(name) from None
-        raise BundleError(
-            f"{name} needs pickled code to load ({found.group(1)}) and was refused without running it: a bundle "
-            "holds only tensors and plain values"
-        ) from None
-    except Exception as err:  # torch.load raises OSError, EOFError, RuntimeError, KeyError... on bad bytes
-        first = (str(err).splitlines() or [""])[0]
-        detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
-        raise BundleError(f"{name} is truncated or corrupt (torch.load: {detail})") from None
-
-
-def load_bundle(
-    path: PathLike, expected_spec: str | None = None, *, expected_params: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read and check an inverter bundle, never running code from the file.
-
-    Args:
-        path: the bundle file.
-        expected_spec: if given, the representation the bundle must invert.
-        expected_params: if given, the representation parameters it must have been trained with.
-
-    Returns:
-        ``(manifest, state_dict)``: the manifest (plain values) and the decoder's weights, on the CPU.
-
-    Raises:
-        BundleError: a missing, truncated or corrupt file; one needing pickled code; a Lightning ``.ckpt``;
-            another format or version; a tampered manifest or state_dict; another representation or
-            other parameters than expected. The one-line message names the file and the problem.
-    """
-    path = Path(path)
-    name = f"bundle {str(path)!r}"
-    bundle = _read(path)
-    if not isinstance(bundle, dict) or "format" not in bundle:
-        if isinstance(bundle, dict) and (_LIGHTNING_MARK in bundle or {"state_dict", "epoch"} <= bundle.keys()):
-            raise _lightning_error(name)
-        held = "a bare state_dict" if isinstance(bundle, dict) and bundle and all(
-            isinstance(v, torch.Tensor) for v in bundle.values()) else f"a {type(bundle).__name__}"
-        raise BundleError(f"{name} is not an inverter bundle: it holds {held}, with no format '{BUNDLE_FORMAT}'")
-    if not isinstance(bundle["format"], str) or bundle["format"] != BUNDLE_FORMAT:
-        raise BundleError(f"{name} has format {bundle['format']!r}, not {BUNDLE_FORMAT!r}")
-    if type(bundle.get("version")) is not int or bundle["version"] != BUNDLE_VERSION:
-        raise BundleError(f"{name} is format version {bundle.get('version')!r}; this preimage reads {BUNDLE_VERSION}")
-    missing = [k for k in ("manifest", "state_dict", "sha256") if k not in bundle]
-    if missing:
-        raise BundleError(f"{name} is tampered or incomplete: it lacks {', '.join(missing)}")
-    try:
-        manifest, config = _check_manifest(bundle["manifest"])
-    except ValueError as err:
-        raise BundleError(f"{name} is tampered or invalid: {err}") from None
-    spec, params = manifest["spec"], manifest["params"]
-    if expected_spec is not None and spec != expected_spec:
-        raise BundleError(f"{name} inverts {spec!r} ({params}), not the {expected_spec!r} asked for")
-    if expected_params is not None and params != _plain(expected_params, "expected_params"):
-        wanted = _plain(expected_params, "expected_params")
-        differ = sorted(k for k in set(params) | set(wanted) if params.get(k) != wanted.get(k))
-        raise BundleError(
-            f"{name} was trained on {spec} with " + ", ".join(f"{k}={params.get(k)!r}" for k in differ)
-            + ", not " + ", ".join(f"{k}={wanted.get(k)!r}" for k in differ)
-        )
-    state = bundle["state_dict"]
-    if not isinstance(state, dict):
-        raise BundleError(f"{name} is tampered: its state_dict is a {type(state).__name__}")
-    try:
-        expected = _meta_decoder(manifest, config).state_dict()
-    except ValueError as err:
-        raise BundleError(f"{name} is tampered or invalid: its manifest describes no valid decoder ({err})") from None
-    problems = _mismatch(state, expected)
-    if problems:
-        raise BundleError(f"{name} is tampered: its state_dict does not fit its manifest's decoder ({problems})")
-    if bundle["sha256"] != _checksum(manifest, state):
-        raise BundleError(f"{name} is tampered or corrupt: its content does not match its sha256 checksum")
-    return manifest, state
+__all__ = ["LearnedInverter"]
 
 
 def _rebuild_representation(manifest: dict[str, Any], name: str) -> Representation:
@@ -281,7 +24,7 @@ def _rebuild_representation(manifest: dict[str, Any], name: str) -> Representati
         representation = build_representation(spec, **params)
     except ValueError as err:
         raise BundleError(f"{name}: cannot build its representation {spec} with {params}: {err}") from None
-    if _plain(representation.params, "params") != params:
+    if plain_value(representation.params, "params") != params:
         raise BundleError(f"{name}: {spec} rebuilt with {representation.params}, not the recorded {params}")
     return representation
 
@@ -305,7 +48,7 @@ class LearnedInverter(nn.Module):
         before Φ, as it was trained. Gradients are not switched off: wrap calls in ``torch.no_grad()``.
 
     Example:
-        >>> inverter = LearnedInverter.from_bundle("checkpoints/hog.pt")  # doctest: +SKIP
+        >>> inverter = LearnedInverter.from_bundle("hog")  # doctest: +SKIP
         >>> inverter(torch.rand(2, 3, 96, 80)).shape  # doctest: +SKIP
         torch.Size([2, 3, 96, 80])
     """
@@ -319,21 +62,24 @@ class LearnedInverter(nn.Module):
 
     @classmethod
     def from_bundle(
-        cls, path: PathLike, *, device: torch.device | str | None = None, representation: Representation | None = None
+        cls, bundle: PathLike, *, device: torch.device | str | None = None, representation: Representation | None = None
     ) -> "LearnedInverter":
-        """Load a bundle (:func:`load_bundle`) with its representation, in eval mode on ``device``.
+        """Load a bundle (:func:`~.bundles.load_bundle`) with its representation, in eval mode on ``device``.
 
         Args:
-            path: the bundle file.
+            bundle: a shipped name (``"hog"``, ``"efficientnet_lite0:stage4"``) or a bundle file
+                (:func:`~.bundles.bundle_file` resolves it).
             device: where to put the inverter (default: the CPU).
             representation: use this Φ instead of rebuilding the recorded one; it must have the bundle's
                 spec and params (e.g. the same ``weights`` for a CNN). ``weights="random"`` rebuilds the
                 same seeded weights the decoder was trained on.
 
         Raises:
-            BundleError: as :func:`load_bundle`, or a representation that does not match the bundle.
+            BundleError: no such bundle; as :func:`~.bundles.load_bundle`; a representation that does not
+                match the bundle.
         """
-        name = f"bundle {str(Path(path))!r}"
+        path = bundle_file(bundle)
+        name = f"bundle {str(path)!r}"
         if representation is None:
             manifest, state = load_bundle(path)
             representation = _rebuild_representation(manifest, name)
@@ -347,7 +93,7 @@ class LearnedInverter(nn.Module):
         if list(shape) != manifest["feature_shape"]:
             raise BundleError(f"{name} records features {manifest['feature_shape']} for {size} images, "
                               f"but {manifest['spec']} gives {list(shape)}")
-        decoder = _meta_decoder(manifest, DecoderConfig(**manifest["decoder"]))
+        decoder = meta_decoder(manifest, DecoderConfig(**manifest["decoder"]))
         decoder.load_state_dict(state, assign=True)
         # channels-last convolutions: faster on CPU (oneDNN; scripts/benchmark_inference.py), the same within 1e-6
         decoder = decoder.to(memory_format=torch.channels_last)

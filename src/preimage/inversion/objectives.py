@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["Caricature", "FeatureReconstruction", "NeuronActivation", "Objective", "neuron_weights"]
+__all__ = ["Caricature", "FeatureReconstruction", "NeuronActivation", "Objective", "max_response", "neuron_weights"]
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # Φ: images (B, C, H, W) in [0, 1] -> features (B, ...)
 
@@ -134,19 +134,27 @@ def neuron_weights(feature_shape: Sequence[int], channel: int, position: tuple[i
     """The weights ``w`` over Φ's output that pick one neuron or the mean of one channel.
 
     Args:
-        feature_shape: Φ's output shape without the batch, ``(C, h, w)`` or ``(D,)``.
-        channel: the channel (or, for ``(D,)`` vectors, the component).
-        position: ``(y, x)`` of the neuron in a spatial map; ``None`` averages the whole channel
-            (weight ``1 / (h·w)`` at every position). Must be ``None`` for vectors.
+        feature_shape: Φ's output shape without the batch: maps ``(C, h, w)``, tokens ``(N, D)`` or vectors ``(D,)``.
+        channel: the channel (for tokens, the feature dimension ``d < D``; for vectors, the component).
+        position: ``(y, x)`` of the neuron in a spatial map, ``(t,)`` of the token; ``None`` averages the whole
+            channel (weight ``1 / (h·w)`` at every position, ``1 / N`` at every token). ``None`` for vectors.
 
     Returns:
         ``feature_shape`` float tensor.
     """
     shape = tuple(int(s) for s in feature_shape)
-    if not 0 <= channel < shape[0]:
-        raise ValueError(f"channel {channel} out of range: Φ has {shape[0]} channels")
+    channels = shape[-1] if len(shape) == 2 else shape[0]
+    if not 0 <= channel < channels:
+        raise ValueError(f"channel {channel} out of range: Φ has {channels} channels")
     w = torch.zeros(shape)
-    if len(shape) == 1:
+    if len(shape) == 2:
+        if position is None:
+            w[:, channel] = 1 / shape[0]
+        elif len(position) == 1 and 0 <= position[0] < shape[0]:
+            w[position[0], channel] = 1
+        else:
+            raise ValueError(f"Φ gives {shape[0]} tokens here: a neuron is a token (t,), got {position}")
+    elif len(shape) == 1:
         if position is not None:
             raise ValueError("Φ is a vector here: a neuron is a component, not a (y, x) position")
         w[channel] = 1
@@ -159,8 +167,18 @@ def neuron_weights(feature_shape: Sequence[int], channel: int, position: tuple[i
                 raise ValueError(f"neuron position {(y, x)} is outside the {shape[1]}x{shape[2]} feature map")
             w[channel, y, x] = 1
     else:
-        raise ValueError(f"expected a (C, h, w) or (D,) feature shape, got {shape}")
+        raise ValueError(f"expected a (C, h, w), (N, D) or (D,) feature shape, got {shape}")
     return w
+
+
+def max_response(features: torch.Tensor, channel: int, target: str = "neuron") -> float:
+    """The largest magnitude of ``channel``'s response over a batch of maps ``(M, C, h, w)``, tokens ``(M, N, D)``
+    or vectors ``(M, D)``: over its neurons (``target="neuron"``) or of its mean (``"channel"``); the normalizer
+    of :class:`NeuronActivation` that makes 1 a photograph's best."""
+    f = features[..., channel] if features.dim() == 3 else features[:, channel]
+    if f.dim() > 1 and target == "channel":
+        f = f.flatten(1).mean(1)
+    return float(f.abs().max())
 
 
 class NeuronActivation(Objective):

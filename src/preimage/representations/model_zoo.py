@@ -34,12 +34,13 @@ from torch import nn
 from .network import NetworkLayer, WeightsArg, check_state_dict, hub_cache_file, read_state_dict, seeded
 from .registry import register_family
 
-__all__ = ["FAMILIES", "ZooModel", "list_nodes", "node_shapes", "zoo_model"]
+__all__ = ["FAMILIES", "NodeOutput", "ZooModel", "graph_nodes", "list_nodes", "no_inplace", "node_depth", "node_shapes",
+           "zoo_model"]
 
 FAMILIES = ("torchvision", "timm")
 
 
-class _NodeOutput(nn.Module):
+class NodeOutput(nn.Module):
     """The traced network cut after one node; ``forward`` returns that node's tensor."""
 
     def __init__(self, extractor: nn.Module, node: str) -> None:
@@ -53,7 +54,7 @@ class _NodeOutput(nn.Module):
         return f"node={self.node!r}"
 
 
-def _no_inplace(model: nn.Module) -> nn.Module:
+def no_inplace(model: nn.Module) -> nn.Module:
     """Switch every module with an ``inplace`` flag (ReLU, ReLU6, Hardswish, Dropout, ...) to out-of-place.
 
     Together with the cut after the node (nothing that comes after it in the graph runs, functional in-place
@@ -161,29 +162,34 @@ class ZooModel:
         return create_feature_extractor, get_graph_node_names
 
     def nodes(self, network: nn.Module) -> dict[str, str]:
-        """Every name a spec may use → the graph node whose output it is, in execution order.
-
-        The names are the eval-mode graph nodes (input excluded) and the modules that hold them (``layer3``
-        is the output of its last node, as ``create_feature_extractor`` takes it), each module listed right
-        after its last node, inner modules first.
-        """
-        leaves = [n for n in self._fx()[1](network)[1] if n != "x"]
-        last: dict[str, int] = {}
-        for i, name in enumerate(leaves):
-            parts = name.split(".")
-            for k in range(len(parts) - 1, 0, -1):
-                last[".".join(parts[:k])] = i
-        order = {name: (i, 0) for i, name in enumerate(leaves)}
-        for prefix, i in last.items():
-            order.setdefault(prefix, (i, 100 - prefix.count(".")))
-        return {name: leaves[order[name][0]] for name in sorted(order, key=order.__getitem__)}
+        """Every name a spec may use → the graph node whose output it is (:func:`graph_nodes`)."""
+        return graph_nodes(self._fx()[1](network)[1])
 
     def cut(self, network: nn.Module, nodes: list[str]) -> nn.Module:
         """``network`` traced and cut so that it returns the dict of ``nodes``' outputs."""
-        return self._fx()[0](_no_inplace(network), return_nodes={n: n for n in nodes})
+        return self._fx()[0](no_inplace(network), return_nodes={n: n for n in nodes})
 
 
-def _relative(nodes: dict[str, str], node: str) -> float:
+def graph_nodes(eval_nodes: list[str]) -> dict[str, str]:
+    """Every name a spec may use → the graph node whose output it is, in execution order.
+
+    The names are the eval-mode graph nodes (``get_graph_node_names(model)[1]``, input excluded) and the modules
+    that hold them (``layer3`` is the output of its last node, as ``create_feature_extractor`` takes it), each
+    module listed right after its last node, inner modules first.
+    """
+    leaves = [n for n in eval_nodes if n != "x"]
+    last: dict[str, int] = {}
+    for i, name in enumerate(leaves):
+        parts = name.split(".")
+        for k in range(len(parts) - 1, 0, -1):
+            last[".".join(parts[:k])] = i
+    order = {name: (i, 0) for i, name in enumerate(leaves)}
+    for prefix, i in last.items():
+        order.setdefault(prefix, (i, 100 - prefix.count(".")))
+    return {name: leaves[order[name][0]] for name in sorted(order, key=order.__getitem__)}
+
+
+def node_depth(nodes: dict[str, str], node: str) -> float:
     """Relative depth ``(index + 1) / count`` of ``node``'s graph node among the graph's nodes."""
     leaves = list(dict.fromkeys(nodes.values()))
     return (leaves.index(nodes[node]) + 1) / len(leaves)
@@ -203,9 +209,9 @@ def zoo_model(family: str, rest: str, *, weights: WeightsArg = "imagenet") -> Ne
         raise ValueError(f"{family}:{model} has no node {node!r}; closest: {', '.join(close) or list(nodes)[-1]} "
                          f"(`preimage list {family}:{model}` prints them all)")
     mean, std, side = zoo.normalization(model, network)
-    layer = NetworkLayer(f"{family}:{model}:{node}", _NodeOutput(zoo.cut(network, [node]), node), weights=weights,
+    layer = NetworkLayer(f"{family}:{model}:{node}", NodeOutput(zoo.cut(network, [node]), node), weights=weights,
                          scale=1.0, mean=mean, std=std, canonical_size=side,
-                         depth=_relative(nodes, node))
+                         depth=node_depth(nodes, node))
     layer.output_shape(side, side)  # a node that gives no tensor is refused now, not at the first forward
     layer.family, layer.layer = family, node
     return layer
@@ -243,7 +249,7 @@ def _depth(family: str) -> Callable[[str], float | None]:
         except NotImplementedError:  # builders that read their own tensors (RegNet's block widths)
             network = zoo.build(model, "random")
         nodes = zoo.nodes(network)
-        return _relative(nodes, node) if node in nodes else None
+        return node_depth(nodes, node) if node in nodes else None
 
     return depth
 

@@ -3,7 +3,7 @@
 Features are computed on the fly from each batch of images, so the data pipeline knows nothing of Φ. The
 loss is D&B's image MSE, plus an optional feature-space term ``λ_feat · normalized_loss`` (0 by default, as
 D&B) that backpropagates through Φ(reconstruction). Validation scores the whole fixed validation set with
-the same metrics code as ``preimage invert`` (evaluation/metrics.py).
+the same metrics code as ``preimage invert`` (preimage.metrics).
 
 Logged (TensorBoard tags): ``train/loss``, ``train/lr``, ``train/images_per_s`` (and ``train/image_mse``,
 ``train/feature_loss`` when ``λ_feat > 0``); ``val/loss``, ``val/feature_error`` (%), ``val/image_error``,
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
 
-from ..evaluation.metrics import feature_error, image_error, normalized_loss, psnr, ssim
+from ..metrics import feature_error, image_error, normalized_loss, psnr, ssim
 from ..images import to_grey
 from ..inversion.networks import Decoder
 from ..representations import Representation
@@ -246,7 +246,7 @@ class InverterModule(pl.LightningModule):
             self._log_grid(out["images"], recon)
 
     def on_validation_epoch_end(self) -> None:
-        """Score the whole validation set (all ranks) with evaluation/metrics.py."""
+        """Score the whole validation set (all ranks) with preimage.metrics."""
         val = {k: self._gather(torch.cat(v)) for k, v in self._val.items() if v}
         self._val = {}
         if not val:

@@ -25,11 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from ..common import launching_process, run_dir_lock
+from ..runlock import launching_process, run_dir_lock
 from ..config import check_finite
 from ..files import atomic_path
 from ..schemas import TrainConfig, merged, plain
-from ..inversion.learned import save_bundle
+from ..inversion.bundles import save_bundle
 from ..inversion.networks import Decoder, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule

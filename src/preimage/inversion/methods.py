@@ -17,14 +17,14 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from ..common import synchronize
-from ..inversion.gd import DivergedError, GDConfig, invert_gd
-from ..inversion.learned import LearnedInverter
-from ..inversion.masks import build_mask
+from ..devices import synchronize
+from ..metrics import same_size_batches
 from ..representations import Representation
-from .metrics import same_size_batches
+from .gd import DivergedError, GDConfig, invert_gd
+from .learned import LearnedInverter
+from .masks import build_mask
 
-__all__ = ["GDMethod", "HybridMethod", "LearnedMethod", "Method", "Reconstructions", "reconstruct"]
+__all__ = ["GDMethod", "HybridMethod", "LearnedMethod", "Method", "Reconstructions", "reconstruct", "truncate_schedule"]
 
 #: ``callback_for(indices)``: a GD callback for the images ``indices`` of the set (e.g. TensorBoard logging)
 CallbackFactory = Callable[[Sequence[int]], Callable[[int, torch.Tensor, torch.Tensor], None] | None]
@@ -129,6 +129,24 @@ class HybridMethod:
         refined = self.gd(images, device, indices, init=start.images[:, 0])
         return Reconstructions(refined.images, [a + b for a, b in zip(start.seconds, refined.seconds)],
                                refined.final_data_loss)
+
+
+def truncate_schedule(schedule: Sequence[Sequence[float]], iterations: int) -> list[list[float]]:
+    """``schedule`` cut to ``iterations`` steps in all; the last learning rate continues if it is shorter."""
+    out: list[list[float]] = []
+    left = iterations
+    try:
+        for lr, n in schedule:
+            if left <= 0:
+                break
+            out.append([float(lr), min(int(n), left)])
+            left -= out[-1][1]
+    except (TypeError, ValueError):
+        out = []
+    if not out:
+        raise ValueError("hybrid.schedule must hold [learning_rate, iterations] pairs")
+    out[-1][1] += max(left, 0)
+    return out
 
 
 def reconstruct(method: Method, images: Sequence[torch.Tensor], device: torch.device, batch_size: int,

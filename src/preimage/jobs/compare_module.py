@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .methods import HybridMethod, LearnedMethod, Method, reconstruct
+from ..inversion.methods import HybridMethod, LearnedMethod, Method, reconstruct
 
 
 class ImageSetDataset(Dataset):

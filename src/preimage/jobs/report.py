@@ -1,7 +1,7 @@
 """The outputs of `preimage compare`: summary table, report.md, results.json / .csv, grid.png, TensorBoard.
 
 Everything here works on the *records* of a comparison (one plain dict per image × representation ×
-method, scores already computed by :func:`preimage.evaluation.invert.score`), so that the report can be
+method, scores already computed by :func:`preimage.jobs.invert.score`), so that the report can be
 recomputed from results.json alone.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from ..files import atomic_path
 from ..images import grid, save_png
-from .metrics import mean_std
+from ..metrics import mean_std
 
 METHOD_ORDER = ("gd", "learned", "hybrid")
 

@@ -2,7 +2,7 @@
 
 For every representation × method the images are reconstructed (through Lightning's predict loop, so that
 ``devices=N strategy=ddp`` shards them over processes, GPUs or nodes), gathered on rank 0, scored with
-evaluation/metrics.py over the whole set and written to one run directory::
+preimage.metrics over the whole set and written to one run directory::
 
     results.json   a record per image × representation × method, the summary, the resolved config,
                    the per-representation method settings, device, versions and notes
@@ -34,22 +34,26 @@ from typing import Any, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..common import (BUILTIN, bundle_path, device_name, launching_process, load_image_set, outputs_removed_on_failure,
-                      prepare_output_dir, resolve_device, run_dir_lock, unique_stems, versions)
+from ..devices import device_name, resolve_device
+
+from ..imagesets import BUILTIN, load_image_set
+
+from ..inversion.bundles import BundleError, bundle_file
+
+from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_stems, versions
+
+from ..runlock import launching_process, run_dir_lock
 from ..config import check_finite, check_int
 from ..schemas import CompareConfig, merged, plain
 from ..images import save_npy
-from ..inversion.gd import config_from_dict
-from ..inversion.learned import BundleError, LearnedInverter
-from ..inversion.presets import resolve_preset
+from ..inversion.learned import LearnedInverter
+from ..inversion.presets import gd_config
 from ..representations import build_representation
 from . import report as rpt
-from .methods import GDMethod, HybridMethod, LearnedMethod, Method
-from .metrics import METRICS, score, scoring_features
+from ..inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, truncate_schedule
+from ..metrics import METRICS, score, scoring_features
 
 METHODS = ("gd", "learned", "hybrid")
-#: the shipped bundles the default config names: a missing or unusable one is a note, any other an error
-DEFAULT_BUNDLES: dict[str, str] = CompareConfig().bundles
 SSIM_MIN_SIZE = 11  # torchmetrics' 11×11 Gaussian window
 
 # -------------------------------------------------------------------------------------------- config
@@ -84,24 +88,6 @@ def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return c
 
 
-def truncate_schedule(schedule: Sequence[Sequence[float]], iterations: int) -> list[list[float]]:
-    """``schedule`` cut to ``iterations`` steps in all; the last learning rate continues if it is shorter."""
-    out: list[list[float]] = []
-    left = iterations
-    try:
-        for lr, n in schedule:
-            if left <= 0:
-                break
-            out.append([float(lr), min(int(n), left)])
-            left -= out[-1][1]
-    except (TypeError, ValueError):
-        out = []
-    if not out:
-        raise ValueError("hybrid.schedule must hold [learning_rate, iterations] pairs")
-    out[-1][1] += max(left, 0)
-    return out
-
-
 def grey_for(c: dict[str, Any], spec: str) -> bool:
     """Whether ``spec`` is compared in grey: ``grey`` itself, or with ``auto`` grey for the shallow
     representations (HOG, HOGb, DSIFT: M&V invert them in grey) and RGB for network layers (``family:layer``)."""
@@ -116,33 +102,29 @@ def _setup(c: dict[str, Any]) -> tuple[list, list, dict[str, Any], list[str]]:
         representation = build_representation(spec, **options)
         grey = grey_for(c, spec)
         channels = 1 if grey else 3
-        gd_settings = {**resolve_preset(c["preset"], spec), **c["gd"], "grey": grey}
-        gd_config = config_from_dict(gd_settings)
-        if gd_config.restarts != 1:
+        gd_settings = gd_config(c["preset"], representation, c["gd"], grey=grey)
+        if gd_settings.restarts != 1:
             raise ValueError("compare scores one reconstruction per image: set gd.restarts=1")
-        hybrid_schedule = truncate_schedule(c["hybrid"]["schedule"] or gd_config.schedule, c["hybrid"]["iterations"])
-        hybrid_config = config_from_dict({**gd_settings, "schedule": hybrid_schedule, "clamp": c["hybrid"]["clamp"]})
+        hybrid_schedule = truncate_schedule(c["hybrid"]["schedule"] or gd_settings.schedule, c["hybrid"]["iterations"])
+        hybrid_config = gd_config(c["preset"], representation, c["gd"], grey=grey, schedule=hybrid_schedule,
+                                  clamp=c["hybrid"]["clamp"])
         mine: dict[str, Any] = {"representation": {"spec": spec, "params": representation.params}}
         if "gd" in c["methods"]:
-            mine["gd"] = {"preset": c["preset"], **gd_config.record()}
+            mine["gd"] = {"preset": c["preset"], **gd_settings.record()}
         inverter, wanted = None, [m for m in ("learned", "hybrid") if m in c["methods"]]
         if wanted:
-            path = bundle_path(c["bundles"].get(spec))
-            why = None
-            if path is None:
-                why = f"no bundle configured (bundles.{spec}=PATH)"
-            elif not path.is_file():
-                why = f"no bundle at {path}"
-            else:
-                try:
-                    inverter = LearnedInverter.from_bundle(path, representation=representation)
-                except BundleError as err:
-                    why = str(err)
+            named = c["bundles"].get(spec)  # unset: the shipped bundle named after the spec, if there is one
+            why, path = None, None
+            try:
+                path = bundle_file(named or spec)
+                inverter = LearnedInverter.from_bundle(path, representation=representation)
+            except BundleError as err:
+                why = str(err) if named or path is not None else f"no shipped bundle for {spec} (bundles.{spec}=PATH)"
             if inverter is not None and inverter.decoder.config.out_channels != channels:
                 why = (f"bundle {path} reconstructs {inverter.decoder.config.out_channels}-channel images but the "
                        f"images are compared with {channels} (grey={c['grey']})")
                 inverter = None
-            if inverter is None and path is not None and str(c["bundles"].get(spec)) != DEFAULT_BUNDLES.get(spec):
+            if inverter is None and named:
                 raise ValueError(f"bundles.{spec}: {why}")  # named by the user: an error, not a note
             if inverter is None:
                 notes.append(f"{spec}: {' and '.join(wanted)} skipped: {why}")
@@ -157,7 +139,7 @@ def _setup(c: dict[str, Any]) -> tuple[list, list, dict[str, Any], list[str]]:
         if getattr(representation, "random_weights", False):
             notes.append(f"{spec}: made with RANDOM CNN weights, not the pretrained network")
         representations.append(representation)
-        mine_methods: list[Method] = [GDMethod(representation, gd_config)] if "gd" in c["methods"] else []
+        mine_methods: list[Method] = [GDMethod(representation, gd_settings)] if "gd" in c["methods"] else []
         if inverter is not None:
             mine_methods += [LearnedMethod(inverter)] if "learned" in c["methods"] else []
             mine_methods += [HybridMethod(inverter, hybrid_config)] if "hybrid" in c["methods"] else []

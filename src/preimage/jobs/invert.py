@@ -11,17 +11,20 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..common import (device_name, outputs_removed_on_failure, prepare_output_dir, resolve_device, resolve_image_path,
-                      unique_stems, versions)
+from ..devices import device_name, resolve_device
+
+from ..imagesets import resolve_image_path
+
+from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_stems, versions
 from ..config import check_finite, check_int
 from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_images, save_npy, save_png, side_by_side, to_grey
-from ..inversion.gd import DivergedError, config_from_dict
+from ..inversion.gd import DivergedError
 from ..inversion.learned import LearnedInverter
-from ..inversion.presets import resolve_preset
+from ..inversion.presets import gd_config
 from ..representations import Representation, build_representation
-from .methods import GDMethod, LearnedMethod, Method, reconstruct
-from .metrics import check_metrics, mean_pairwise_sq_dist, representation_features, score, scored_part
+from ..inversion.methods import GDMethod, LearnedMethod, Method, reconstruct
+from ..metrics import check_metrics, mean_pairwise_sq_dist, representation_features, score, scored_part
 from .report import write_json
 
 #: the stems of invert's own outputs, which no input may take (overview.png, metrics.json, tensorboard/)
@@ -80,7 +83,7 @@ def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path,
     """Gradient descent (M&V) with the preset and overrides: the method, the images as inverted, its settings
     (the TensorBoard writer, if any, is closed with ``resources``)."""
     representation = build_representation(cfg.representation, **(cfg.representation_options or {}))
-    config = config_from_dict({**resolve_preset(cfg.preset, cfg.representation), **gd_overrides(cfg.gd)})
+    config = gd_config(cfg.preset, representation, gd_overrides(cfg.gd))
     originals = load_images(paths)
     if config.grey:
         originals = [to_grey(x) if x.shape[0] == 3 else x for x in originals]
