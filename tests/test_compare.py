@@ -22,7 +22,8 @@ from preimage.jobs.report import (PAPER_FE_HEADER, PAPER_IE_HEADER, format_mean_
                                         paper_image_error, write_json)
 from preimage.images import load_npy
 from preimage.inversion.gd import GDConfig, invert_gd
-from preimage.inversion.bundles import save_bundle
+from preimage.config import package_root
+from preimage.inversion.bundles import bundle_file, save_bundle
 from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import build_decoder
 from preimage.inversion.parametrization import PixelSpace
@@ -134,8 +135,9 @@ def test_truncate_schedule_and_default_config() -> None:
     assert truncate_schedule([[0.004, 200]], 50) == [[0.004, 50]]
     assert truncate_schedule([[0.0002, 100]], 150) == [[0.0002, 150]]  # the last rate continues
     c = resolve_config({})  # the schema's defaults
-    names = ("hog", "hogb", "dsift", "efficientnet_lite0:stage4", "efficientnet_lite0:pool")
-    assert c["bundles"] == {s: f"checkpoints/{s.replace(':', '_')}.pt" for s in names} and c["gd"] == {}
+    assert c["bundles"] == {} and c["gd"] == {}  # each representation's shipped bundle, found by its spec
+    for spec in c["representations"]:
+        assert bundle_file(spec) == package_root() / "checkpoints" / f"{spec.replace(':', '_')}.pt"
     assert c["images"] == "builtin" and c["representations"] == ["hog", "hogb", "dsift", "efficientnet_lite0:stage4"]
     assert c["grey"] == "auto" and [grey_for(c, s) for s in c["representations"]] == [True, True, True, False]
 
@@ -232,7 +234,7 @@ def test_a_method_without_bundle_is_skipped_with_a_note(bundle: Path, tmp_path: 
     result = json.loads((run_dir / "results.json").read_text())
     assert sorted({(r["representation"], r["method"]) for r in result["records"]}) == [
         ("dsift", "gd"), ("hog", "gd"), ("hog", "learned")]
-    assert result["notes"] == ["dsift: learned skipped: no bundle configured (bundles.dsift=PATH)"]
+    assert result["notes"] == ["dsift: learned skipped: no bundle (bundles.dsift=null)"]
     assert "dsift: learned skipped" in (run_dir / "report.md").read_text()
     assert "10.89 ± 7.5" in (run_dir / "report.md").read_text()  # M&V's DSIFT figure beside dsift gd
     assert "note: dsift: learned skipped" in capsys.readouterr().err
@@ -294,7 +296,7 @@ def test_a_named_bundle_that_cannot_be_used_is_an_error(tmp_path: Path, capsys) 
     not_a_bundle = tmp_path / "evil.pt"
     not_a_bundle.write_bytes(b"\x80\x04cos\nsystem\n(S'echo pwned'\ntR.")  # a code-running pickle
     for value, expected in [(hog_bundle, "bundles.dsift: "), (not_a_bundle, "bundles.dsift: "),
-                            (tmp_path / "missing.pt", "bundles.dsift: no bundle at")]:
+                            (tmp_path / "missing.pt", "bundles.dsift: no bundle '")]:
         assert main(["compare", f"run_dir={tmp_path / 'run'}", *TINY, "representations=[dsift]",
                      "methods=[learned]", f"bundles.dsift={value}"]) == 2
         lines = capsys.readouterr().err.strip().splitlines()

@@ -238,5 +238,5 @@ def test_cli(grey_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "wrote" in capsys.readouterr().out
     args = parser.parse_args(["analyze", "sample", f"checkpoint={tmp_path / 'missing.pt'}", "device=cpu",
                               "--out", str(tmp_path / "bad")])
-    with pytest.raises(ValueError, match="no inverter bundle"):
+    with pytest.raises(ValueError, match="not a shipped name"):
         args.run(args)

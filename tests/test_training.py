@@ -232,7 +232,7 @@ def test_invert_learned_bad_checkpoint_is_one_line(fitted: tuple[dict, dict], tm
     assert main(["invert", "--method", "learned", *args, str(image), "--out", str(tmp_path / "o")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     expected = {"lightning_ckpt": "Lightning training checkpoint", "other_representation": "not the 'dsift'",
-                "truncated": "truncated or corrupt", "no_checkpoint": "--checkpoint PATH"}[case]
+                "truncated": "truncated or corrupt", "no_checkpoint": "--checkpoint NAME|PATH"}[case]
     assert len(lines) == 1 and expected in lines[0], lines
 
 

@@ -95,6 +95,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from .inversion.bundles import list_inverters
     from .inversion.presets import list_presets
     from .representations import list_families, list_representations
 
@@ -104,6 +105,12 @@ def _list(args: argparse.Namespace) -> int:
     print("families:", " ".join(f"{f}:<model>:<node>" for f in list_families()),
           f"(models: `preimage list {list_families()[0]}:`; nodes: `preimage list {list_families()[0]}:<model>`)")
     print("presets:", " ".join(list_presets()))
+    print("inverters (learned, shipped; --checkpoint NAME, bundle=NAME):")
+    for inverter in list_inverters():
+        h, w = inverter["image_size"]
+        error = inverter["validation"].get("image_error")
+        print(f"  {inverter['name']}  {'grey' if inverter['grey'] else 'colour'}, trained on {h}x{w} crops, "
+              f"{inverter['steps']} steps" + ("" if error is None else f", validation image_error {error:.3f}"))
     return 0
 
 
@@ -155,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--representation", "-r", help="representation spec, e.g. hog, hogb, dsift, caffenet:conv3")
     inv.add_argument("--method", "-m", choices=["gd", "learned"],
                      help="inversion method: gd (optimization, default) or learned (a trained decoder)")
-    inv.add_argument("--checkpoint", help="method learned: the inverter bundle (bundle.pt of `preimage train`)")
+    inv.add_argument("--checkpoint", help="method learned: a shipped inverter's name (`preimage list`) or a bundle.pt "
+                                           "of `preimage train` (default: the representation's shipped inverter)")
     inv.add_argument("--out", "-o", required=True, help="output folder (created)")
     inv.add_argument("--config", help="a YAML file of invert keys, merged over the defaults")
     inv.set_defaults(run=_invert)
@@ -182,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_argument("items", nargs="*", metavar="key=value")
     cfg.add_argument("--config", "-c", help="a YAML file merged over the job's defaults")
     cfg.set_defaults(run=_config)
-    lst = sub.add_parser("list", help="list the representation specs and GD presets, or a model's nodes",
-                         description="With no argument: the specs, families and presets. With FAMILY:MODEL (e.g. "
+    lst = sub.add_parser("list", help="list the representation specs, GD presets and shipped inverters, or a model's nodes",
+                         description="With no argument: the specs, families, presets and shipped inverters. With FAMILY:MODEL (e.g. "
                                      "torchvision:resnet50): every node of that model with its output shape; with "
                                      "FAMILY: (e.g. torchvision:) the family's models.")
     lst.add_argument("model", nargs="?", metavar="FAMILY:MODEL")

@@ -67,7 +67,8 @@ class InvertConfig:
     representation_options: Dict[str, Any] = field(default_factory=dict)  # builder overrides, e.g. .cell_size=4
     method: str = "gd"            # gd (optimization, M&V) or learned (a trained decoder, D&B: needs checkpoint)
     preset: str = "mv2015"        # a preset of configs/presets/
-    checkpoint: Optional[str] = None  # method learned: the bundle.pt of `preimage train` (also --checkpoint)
+    checkpoint: Optional[str] = None  # method learned: a shipped name (`preimage list`) or a bundle.pt of `preimage
+    #                                   train` (also --checkpoint); unset: the representation's shipped bundle
     gd: GDSettings = field(default_factory=GDSettings)  # overrides of the preset, e.g. gd.lambda_tv=10 gd.restarts=3
     mask: Optional[Dict[str, Any]] = None  # null, {window: k} (central k×k neurons) or {channels: [i, j, ...]}
     device: str = "auto"          # auto (CUDA when present), cpu, cuda, cuda:1
@@ -105,7 +106,8 @@ class CompareConfig:
     preset: str = "mv2015"        # GD hyper-parameters (configs/presets), for gd and hybrid
     gd: GDSettings = field(default_factory=GDSettings)  # overrides of the preset (grey follows `grey`)
     bundles: Dict[str, Optional[str]] = field(default_factory=dict)  # per spec a bundle name or path, e.g.
-    #                               bundles.hog=runs/hog/bundle.pt; unset: the shipped bundle named after the spec
+    #                               bundles.hog=runs/hog/bundle.pt; unset: the shipped bundle named after the spec;
+    #                               null: none (learned and hybrid skipped for it)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     batch_size: int = 6           # images per predict step (GD inverts them together)
     device: str = "auto"          # auto, cpu, cuda, cuda:1 — used when accelerator is null

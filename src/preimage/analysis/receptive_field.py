@@ -102,7 +102,7 @@ def measured_field(representation: Representation, side: int | None = None) -> R
     the support of the gradient of each neuron's sum over channels (the union over two random inputs, so that
     no single ReLU pattern hides a pixel) gives the size and, from the shift between the two, the stride; the
     offset follows from ``start = offset + stride · c``. For layers whose field reaches the image border the
-    size is clipped to the image and the stride is ``round(side / map side)``. Vector outputs see every
+    size is clipped to the image and the stride is ``round(side / map side)``. Vector and token outputs see every
     pixel of the canonical input: ``(canonical, canonical, 0)``. ``side`` defaults to 320 pixels, or the
     largest side the layer takes if that is smaller.
     """
@@ -110,7 +110,7 @@ def measured_field(representation: Representation, side: int | None = None) -> R
         largest = getattr(representation, "max_size", None)
         side = min(_PROBE_SIDE, largest[0]) if largest else _PROBE_SIDE
     shape = representation.output_shape(side, side)
-    if len(shape) == 1:
+    if len(shape) in (1, 2):  # vectors and tokens (after attention, every token sees every patch)
         canonical = getattr(representation, "canonical_size", side)
         return ReceptiveField(canonical, canonical, 0)
     if len(shape) != 3:

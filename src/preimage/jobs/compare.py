@@ -115,11 +115,14 @@ def _setup(c: dict[str, Any]) -> tuple[list, list, dict[str, Any], list[str]]:
         if wanted:
             named = c["bundles"].get(spec)  # unset: the shipped bundle named after the spec, if there is one
             why, path = None, None
-            try:
-                path = bundle_file(named or spec)
-                inverter = LearnedInverter.from_bundle(path, representation=representation)
-            except BundleError as err:
-                why = str(err) if named or path is not None else f"no shipped bundle for {spec} (bundles.{spec}=PATH)"
+            if spec in c["bundles"] and named is None:
+                why = f"no bundle (bundles.{spec}=null)"
+            else:
+                try:
+                    path = bundle_file(named or spec)
+                    inverter = LearnedInverter.from_bundle(path, representation=representation)
+                except BundleError as err:
+                    why = str(err) if named or path is not None else f"no shipped bundle for {spec} (bundles.{spec}=PATH)"
             if inverter is not None and inverter.decoder.config.out_channels != channels:
                 why = (f"bundle {path} reconstructs {inverter.decoder.config.out_channels}-channel images but the "
                        f"images are compared with {channels} (grey={c['grey']})")

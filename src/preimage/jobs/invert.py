@@ -100,24 +100,26 @@ def _gd(cfg: DictConfig, paths: Sequence[Path], out: Path,
 
 def _learned(cfg: DictConfig, paths: Sequence[Path], out: Path,
              resources: contextlib.ExitStack) -> tuple[LearnedMethod, list[torch.Tensor], dict[str, Any]]:
-    """A trained decoder (D&B) from the bundle ``cfg.checkpoint``: the method, the images as inverted, its settings.
+    """A trained decoder (D&B) from the bundle ``cfg.checkpoint`` (a shipped name or a path; unset: the shipped
+    bundle named after ``cfg.representation``): the method, the images as inverted, its settings.
 
     The bundle's representation is used; if ``cfg.representation`` is set, the bundle must invert that
-    spec with ``cfg.representation_options`` (else :class:`~preimage.inversion.learned.BundleError`).
+    spec with ``cfg.representation_options`` (else :class:`~preimage.inversion.bundles.BundleError`).
     """
-    if not cfg.checkpoint:
-        raise ValueError("method learned needs a bundle: --checkpoint PATH (a bundle.pt written by `preimage train`)")
+    if not cfg.checkpoint and not cfg.representation:
+        raise ValueError("method learned needs a bundle: --checkpoint NAME|PATH (a shipped inverter, `preimage list`, "
+                         "or a bundle.pt of `preimage train`), or --representation SPEC for its shipped inverter")
     given = None
     if cfg.representation is not None:
         given = build_representation(cfg.representation, **(cfg.representation_options or {}))
-    inverter = LearnedInverter.from_bundle(cfg.checkpoint, representation=given)
+    inverter = LearnedInverter.from_bundle(cfg.checkpoint or cfg.representation, representation=given)
     grey = inverter.decoder.config.out_channels == 1
     originals = load_images(paths, grey=grey)
     if not grey:  # a colour decoder reconstructs grey photos in colour: score them as RGB
         originals = [x.expand(3, -1, -1).contiguous() for x in originals]
     manifest = inverter.manifest
     return LearnedMethod(inverter), originals, {
-        "checkpoint": str(cfg.checkpoint), "grey": grey,
+        "checkpoint": str(cfg.checkpoint or cfg.representation), "grey": grey,
         **{k: manifest[k] for k in ("steps", "metrics", "data", "image_size", "decoder", "package_version")}}
 
 

@@ -25,6 +25,7 @@ import difflib
 import functools
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,7 +36,7 @@ from .network import NetworkLayer, WeightsArg, check_state_dict, hub_cache_file,
 from .registry import register_family
 
 __all__ = ["FAMILIES", "NodeOutput", "ZooModel", "graph_nodes", "list_nodes", "no_inplace", "node_depth", "node_shapes",
-           "zoo_model"]
+           "returned_nodes", "zoo_model"]
 
 FAMILIES = ("torchvision", "timm")
 
@@ -189,6 +190,15 @@ def graph_nodes(eval_nodes: list[str]) -> dict[str, str]:
     return {name: leaves[order[name][0]] for name in sorted(order, key=order.__getitem__)}
 
 
+def returned_nodes(nodes: dict[str, str], node: str) -> list[str]:
+    """What to cut the traced graph at for ``node``: ``node`` and every in-place method before it (``x.mul_(2)``,
+    a name ending in ``_`` or ``__<k>``). fx's dead-code elimination drops an in-place method whose result nothing
+    uses, yet it changes a tensor the node reads; returning it too keeps it in the graph."""
+    leaves = list(dict.fromkeys(nodes.values()))
+    before = leaves[:leaves.index(nodes[node])]
+    return [node, *(n for n in before if re.search(r"[^_]_(_\d+)?$", n.rsplit(".", 1)[-1]))]
+
+
 def node_depth(nodes: dict[str, str], node: str) -> float:
     """Relative depth ``(index + 1) / count`` of ``node``'s graph node among the graph's nodes."""
     leaves = list(dict.fromkeys(nodes.values()))
@@ -209,7 +219,7 @@ def zoo_model(family: str, rest: str, *, weights: WeightsArg = "imagenet") -> Ne
         raise ValueError(f"{family}:{model} has no node {node!r}; closest: {', '.join(close) or list(nodes)[-1]} "
                          f"(`preimage list {family}:{model}` prints them all)")
     mean, std, side = zoo.normalization(model, network)
-    layer = NetworkLayer(f"{family}:{model}:{node}", NodeOutput(zoo.cut(network, [node]), node), weights=weights,
+    layer = NetworkLayer(f"{family}:{model}:{node}", NodeOutput(zoo.cut(network, returned_nodes(nodes, node)), node), weights=weights,
                          scale=1.0, mean=mean, std=std, canonical_size=side,
                          depth=node_depth(nodes, node))
     layer.output_shape(side, side)  # a node that gives no tensor is refused now, not at the first forward

@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .model_zoo import NodeOutput, graph_nodes, no_inplace, node_depth
+from .model_zoo import NodeOutput, graph_nodes, no_inplace, node_depth, returned_nodes
 from .network import NetworkLayer
 
 __all__ = ["ModuleLayer", "from_module"]
@@ -151,7 +151,7 @@ def from_module(model: nn.Module, node: str, *, mean: Sequence[float] | None = N
             raise ValueError(f"{type(model).__name__} has no node {node!r}; closest: {', '.join(close) or list(nodes)[-1]}")
         from torchvision.models.feature_extraction import create_feature_extractor
 
-        cut: nn.Module = NodeOutput(create_feature_extractor(network, return_nodes={node: node}), node)
+        cut: nn.Module = NodeOutput(create_feature_extractor(network, return_nodes=returned_nodes(nodes, node)), node)
         depth = node_depth(nodes, node)
     else:
         modules = dict(network.named_modules())
