@@ -315,3 +315,27 @@ def test_auto_grey_compares_hog_in_grey_and_a_network_layer_in_colour(tmp_path: 
     assert result["methods"]["efficientnet_lite0:stem"]["gd"]["grey"] is False
     assert [i["shape"] for i in result["images"]] == [[3, SIZE, SIZE]] * 2
     assert "grey for hog; RGB for efficientnet_lite0:stem" in (run_dir / "report.md").read_text()
+
+
+def test_sigterm_during_the_predict_loop_stops_compare_like_ctrl_c(tmp_path: Path) -> None:
+    """SIGTERM (kill, schedulers) while GD runs inside Lightning's predict loop: exit 143, one line, nothing kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "preimage.cli", "compare", f"run_dir={run_dir}", "representations=[hog]",
+           "methods=[gd]", "image_size=64", "limit=2", "gd.schedule=[[0.004,100000]]", "tensorboard=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (run_dir / ".lock").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # inside the descent by now
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "preimage compare: interrupted by SIGTERM; no results were written", err
+    assert "Traceback" not in err and sorted(p.name for p in run_dir.iterdir()) == [".preimage-output"]

@@ -265,7 +265,8 @@ def test_one_run_per_run_directory(tmp_path: Path, capsys) -> None:
     assert not (run_dir / ".lock").exists() and (run_dir / "bundle.pt").is_file()
 
 
-def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_saying_what_was_kept(tmp_path: Path, signum: int) -> None:
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "preimage.cli", "train", "-c", "tiny", f"run_dir={run_dir}",
            "trainer.max_steps=2000", "trainer.val_check_interval=2"]
@@ -274,10 +275,11 @@ def test_ctrl_c_exits_130_saying_what_was_kept(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     while not (run_dir / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1].startswith("preimage train: interrupted; the run directory keeps")
+    assert proc.returncode == 128 + signum, err  # 130 for Ctrl-C, 143 for SIGTERM
+    said = "interrupted" if signum == signal.SIGINT else "interrupted by SIGTERM"
+    assert err.strip().splitlines()[-1].startswith(f"preimage train: {said}; the run directory keeps")
     assert "Traceback" not in err and not (run_dir / ".lock").exists()
     assert "KeyboardInterrupt" not in err  # Lightning's own notice would be a second line about the interrupt
     step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]

@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: what Ctrl-C leaves, per command (exit 130)
+#: what Ctrl-C (exit 130) or SIGTERM (exit 143) leaves, per command
 _INTERRUPTED = {
     "train": "preimage train: interrupted; the run directory keeps its checkpoints up to the last validation: "
              "continue with the same command and resume=true",
@@ -227,29 +227,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Lightning's own use of a torch API torch deprecated, its Ctrl-C notice and its tip: nothing a user can act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_quiet_lightning)
-    interrupted: list[bool] = []
+    interrupted: list[int] = []
 
     def on_interrupt(signum: int, frame: object) -> None:
-        interrupted.append(True)
+        interrupted.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_interrupt) if threading.current_thread() is threading.main_thread() else None
+    # SIGTERM (kill, schedulers, containers) does what Ctrl-C does; Lightning adds its own handler in front of
+    # ours while it runs and calls ours after it
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+
+    def stopped() -> int:
+        signum = interrupted[0] if interrupted else signal.SIGINT
+        name = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        message = _INTERRUPTED.get(args.command, "preimage: interrupted")
+        print(message.replace("interrupted", f"interrupted{name}", 1), file=sys.stderr)
+        return 128 + signum
+
     try:
         return args.run(args)
     except (ValueError, OSError, OmegaConfBaseException) as err:
         print(f"preimage {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(_INTERRUPTED.get(args.command, "preimage: interrupted"), file=sys.stderr)
-        return 130
+        return stopped()
     except SystemExit:  # Lightning turns Ctrl-C during fit or predict into exit(1) after its graceful shutdown
         if not interrupted:
             raise
-        print(_INTERRUPTED.get(args.command, "preimage: interrupted"), file=sys.stderr)
-        return 130
+        return stopped()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

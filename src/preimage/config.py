@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .files import not_a_file
+
 
 def package_root() -> Path:
     """The installed ``preimage`` package folder, which holds ``configs/`` and ``checkpoints/`` as package data
@@ -28,8 +30,8 @@ def config_dir() -> Path:
 def load_yaml(path: str | Path) -> DictConfig:
     """Load one YAML file as a DictConfig, with a clear error if it is missing or malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
+    if not_a_file(path):
+        raise FileNotFoundError(f"config file {path}: {not_a_file(path)}")
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # yaml.YAMLError and OmegaConf errors share no base class

@@ -7,7 +7,19 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "not_a_file"]
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (``no such file``, ``is a folder, not a file``, ``is not a regular
+    file ...``), or ``None`` if it can."""
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():
+        return "is not a regular file (a device, a pipe or a socket)"
+    return "no such file"
 
 
 #: free space (bytes) below which a failed write is put down to a full disk

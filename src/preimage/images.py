@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .files import atomic_path
+from .files import atomic_path, not_a_file
 from .truncation import jpeg_data_missing, png_rows_missing
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -42,6 +42,10 @@ class ImageError(ValueError):
     """An image file that cannot be read; the message is one line naming the path."""
 
 
+class _PixelValueError(ValueError):
+    """Pixel values that have no place in [0, 1] (the message says which)."""
+
+
 def _decode(im: Image.Image) -> np.ndarray:
     """A loaded PIL image as float32 ``H × W × C`` in ``[0, 1]`` (C = 1 or 3); alpha composited over white."""
     mode = im.mode
@@ -49,10 +53,12 @@ def _decode(im: Image.Image) -> np.ndarray:
         im = im.convert("RGBA" if (mode == "PA" or "transparency" in im.info) else "RGB")
     elif mode == "1":
         im = im.convert("L")
-    elif mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        return np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)[..., None]
+    elif mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return (np.asarray(im, dtype=np.float32) / 65535.0)[..., None]
+    elif mode == "I":
+        return _int32_pixels(np.asarray(im, dtype=np.int64))[..., None]
     elif mode == "F":
-        return np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)[..., None]
+        return _float_pixels(np.asarray(im, dtype=np.float64))[..., None]
     elif mode == "La":
         im = im.convert("LA")
     elif mode not in ("L", "LA", "RGB", "RGBA"):
@@ -64,6 +70,31 @@ def _decode(im: Image.Image) -> np.ndarray:
         alpha = arr[..., -1:]
         arr = arr[..., :-1] * alpha + (1.0 - alpha)
     return arr
+
+
+def _int32_pixels(values: np.ndarray) -> np.ndarray:
+    """32-bit integer pixels in ``[0, 1]``: ÷ 65535 when they fit 16 bits (16-bit data stored as 32-bit), else
+    ÷ (2³¹ − 1), the type's range; negative values cannot be mapped (:class:`_PixelValueError`)."""
+    negative = int((values < 0).sum())
+    if negative:
+        raise _PixelValueError(f"32-bit integer image with {negative} negative pixel values (as low as {int(values.min())}): "
+                         "convert it to an 8- or 16-bit image, or to floats in [0, 1]")
+    top = 65535.0 if int(values.max(initial=0)) <= 65535 else float(2**31 - 1)
+    return (values / top).astype(np.float32)
+
+
+def _float_pixels(values: np.ndarray) -> np.ndarray:
+    """Floating-point pixels, which must be finite and in ``[0, 1]`` already (a float image has no range of its own
+    to scale by): :class:`_PixelValueError` saying how many are not."""
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise _PixelValueError(f"floating-point image with {bad} NaN or infinite pixel values")
+    outside = int(((values < 0) | (values > 1)).sum())
+    if outside:
+        raise _PixelValueError(f"floating-point image with {outside} of {values.size} pixel values "
+                         f"({100 * outside / values.size:.1f} %) outside [0, 1] (from {values.min():.4g} to "
+                         f"{values.max():.4g}): floats are read as they are, not clipped; scale it to [0, 1]")
+    return values.astype(np.float32)
 
 
 def max_pixels() -> int:
@@ -94,7 +125,9 @@ def load_image(path: PathLike, grey: bool = False, *, check_complete: bool = Tru
             more pixels than the budget (:func:`max_pixels`, checked from the header before decoding).
 
     Convention:
-        Modes: ``1``/``L`` → grey; ``I;16``/``I`` (16-bit) → grey ÷ 65535; ``F`` → grey, clipped to [0, 1];
+        Modes: ``1``/``L`` → grey; ``I;16`` → grey ÷ 65535; ``I`` (32-bit integers) → grey ÷ 65535 when every
+        value fits 16 bits, else ÷ (2³¹ − 1), negative values refused; ``F`` → grey, as it is: values outside
+        [0, 1], NaN or infinite are refused (never clipped);
         ``P`` → RGB; ``CMYK``/``YCbCr`` → RGB (Pillow's conversion); ``RGBA``, ``LA`` and palettes with
         transparency are alpha-composited over **white** and the alpha dropped. EXIF orientation is
         applied (the image the right way up, as a viewer shows it). The whole file is decoded inside
@@ -102,10 +135,8 @@ def load_image(path: PathLike, grey: bool = False, *, check_complete: bool = Tru
     """
     p = Path(path)
     budget = max_pixels()
-    if p.is_dir():
-        raise ImageError(f"{p}: is a directory, not an image file")
-    if not p.exists():
-        raise ImageError(f"{p}: no such file")
+    if not_a_file(p):
+        raise ImageError(f"{p}: {not_a_file(p)}")
     try:
         if p.stat().st_size == 0:
             raise ImageError(f"{p}: empty file (0 bytes)")
@@ -139,6 +170,8 @@ def load_image(path: PathLike, grey: bool = False, *, check_complete: bool = Tru
         raise ImageError(f"{p}: image has no pixels ({im.width}x{im.height})")
     try:
         arr = _decode(im)
+    except _PixelValueError as e:
+        raise ImageError(f"{p}: {e}") from None
     except (ValueError, OSError) as e:
         raise ImageError(f"{p}: unsupported image mode {im.mode!r} ({' '.join(str(e).split())})") from e
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
@@ -220,8 +253,8 @@ def load_npy(path: PathLike) -> torch.Tensor:
         ImageError: missing, not a NumPy file, not a floating-point array, or not ``H × W × {1, 3}``.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ImageError(f"{p}: {'is a directory' if p.is_dir() else 'no such file'}")
+    if not_a_file(p):
+        raise ImageError(f"{p}: {not_a_file(p)}")
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - ValueError, EOFError, OSError, UnpicklingError...

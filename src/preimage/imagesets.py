@@ -52,9 +52,10 @@ def grey_square(name: str, size: int) -> torch.Tensor:
     return prepare_image(load_photo(name), size=size, grey=True)
 
 
-def list_images(images: str | Sequence[str]) -> list[tuple[str, Path]]:
+def list_images(images: str | Sequence[str], *, exclude: Path | None = None) -> list[tuple[str, Path]]:
     """``(name, path)`` of every image: ``builtin`` (the built-in test photos, never used in training), a folder
-    (recursive, sorted), one file, or a list of files / ``builtin:NAME``."""
+    (recursive, sorted; files under ``exclude``, a job's own output folder inside it, left out), one file, or a list of
+    files / ``builtin:NAME``."""
     if isinstance(images, str):
         if images in (BUILTIN, f"{BUILTIN}:test"):
             return [(f"{BUILTIN}:{n}", resolve_image_path(f"{BUILTIN}:{n}")) for n in TEST_PHOTOS]
@@ -63,7 +64,9 @@ def list_images(images: str | Sequence[str]) -> list[tuple[str, Path]]:
             return [(str(root), root)]
         if not root.is_dir():
             raise ValueError(f"images: {root} is neither a folder nor an image file (or `builtin`)")
-        found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        skip = exclude.resolve() if exclude is not None and not root.resolve().is_relative_to(exclude.resolve()) else None
+        found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                       and not (skip is not None and p.resolve().is_relative_to(skip)))
         if not found:
             raise ValueError(f"images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
         return [(str(p), p) for p in found]
@@ -74,8 +77,8 @@ def list_images(images: str | Sequence[str]) -> list[tuple[str, Path]]:
 
 
 def load_image_set(images: str | Sequence[str], *, limit: int | None = None, size: int | None = None,
-                   grey: bool = True) -> tuple[list[str], list[Path], list[torch.Tensor]]:
+                   grey: bool = True, exclude: Path | None = None) -> tuple[list[str], list[Path], list[torch.Tensor]]:
     """Names, paths and prepared images (:func:`prepare_image`) of an image set (:func:`list_images`)."""
-    listed = list_images(images)[:limit]
+    listed = list_images(images, exclude=exclude)[:limit]
     paths = [p for _, p in listed]
     return [n for n, _ in listed], paths, [prepare_image(x, size=size, grey=grey) for x in load_images(paths)]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-__all__ = ["OUTPUT_MARKER", "outputs_removed_on_failure", "prepare_output_dir", "unique_stems", "versions"]
+__all__ = ["OUTPUT_MARKER", "outputs_removed_on_failure", "prepare_output_dir", "unique_stems", "versions",
+           "write_marker"]
 
 #: the file that marks a folder as a preimage output folder (written first, so that a crashed run leaves it too)
 OUTPUT_MARKER = ".preimage-output"
@@ -27,7 +29,22 @@ def _empty(out: Path) -> int:
     return len(entries)
 
 
-def prepare_output_dir(out: str | Path, *, clear: bool = False) -> Path:
+def _within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (links resolved)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def write_marker(out: Path) -> None:
+    """Mark ``out`` as a preimage output folder; never through a link (``O_NOFOLLOW``: a link there is refused)."""
+    fd = os.open(out / OUTPUT_MARKER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write("written by preimage; overwrite=true may clear this folder\n")
+
+
+def prepare_output_dir(out: str | Path, *, clear: bool = False, inputs: Sequence[str | Path] = ()) -> Path:
     """Create ``out``, check it is writable, and make sure no earlier run's files mix with this run's.
 
     Args:
@@ -35,23 +52,35 @@ def prepare_output_dir(out: str | Path, *, clear: bool = False) -> Path:
             preimage run wrote (it holds :data:`OUTPUT_MARKER`) before writing; a non-empty folder preimage did
             not write is refused all the same. Either way the folder holds only this run's outputs, which
             :func:`outputs_removed_on_failure` relies on.
+        inputs: the files the job will read: with ``clear``, one inside ``out`` is refused rather than deleted.
 
     Raises:
-        ValueError: one line: not writable, or not empty as above.
+        ValueError: one line: not a folder, not writable, not empty as above, an input inside it, or a marker
+            that is a link.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a folder: choose a folder")
+    inside = [p for p in inputs if _within(Path(p), out)]
     try:
         out.mkdir(parents=True, exist_ok=True)
+        marker = out / OUTPUT_MARKER
+        if marker.is_symlink() or (marker.exists() and not marker.is_file()):
+            raise ValueError(f"output folder {out}: its {OUTPUT_MARKER} is a link or not a file; preimage writes "
+                             "nothing through a link it did not make: remove it, or choose another folder")
         entries = [e for e in out.iterdir() if e.name not in _KEPT]
         if entries:
             if not clear:
                 raise ValueError(f"output folder {out} is not empty ({len(entries)} entries): add overwrite=true to "
                                  "replace an earlier run's outputs, or choose another folder")
-            if not (out / OUTPUT_MARKER).exists():
+            if not marker.exists():
                 raise ValueError(f"output folder {out} is not empty and was not written by preimage: it is not "
                                  "cleared even with overwrite=true; choose another folder")
+            if inside:
+                raise ValueError(f"input {inside[0]} is inside the output folder {out}, which overwrite=true would "
+                                 "empty before reading it: move the inputs out, or choose another folder")
             _empty(out)
-        (out / OUTPUT_MARKER).write_text("written by preimage; overwrite=true may clear this folder\n")
+        write_marker(out)
     except OSError as err:
         raise ValueError(f"cannot write to output folder {out}: {err.strerror or err}") from None
     if _prepared:  # inside outputs_removed_on_failure: the innermost job owns this folder

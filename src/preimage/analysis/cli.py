@@ -13,11 +13,13 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig
 
 from ..outputs import outputs_removed_on_failure
+from ..runlock import run_dir_lock
 from ..config import check_finite, config_dir
 from ..schemas import analysis_schema, load_config, merged, plain, split_overrides
 
@@ -57,7 +59,10 @@ def run_analysis(kind: str, settings: DictConfig | dict[str, Any]) -> dict[str, 
     unknown keys and wrong types are a ``ValueError``."""
     values = plain(merged(schema(kind), settings, where=f"analyze {kind}"))
     check_finite(values)
-    with outputs_removed_on_failure():
+    out = Path(str(values["out"]))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a folder: choose a folder")
+    with run_dir_lock(out), outputs_removed_on_failure():  # one run per folder
         return _analyses()[kind](**values)
 
 

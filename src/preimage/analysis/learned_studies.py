@@ -112,7 +112,7 @@ def _inputs(images: Any, checkpoint: Any, out: Any, size: Any, device: Any, *, c
     fit(inverter.representation, size)  # a one-line error if Φ takes no size x size images
     grey = inverter.decoder.config.out_channels == 1
     batch = torch.stack([prepare_image(load_image(p), size=size, grey=grey) for _, p in listed])
-    out = prepare_output_dir(out, clear=overwrite)
+    out = prepare_output_dir(out, clear=overwrite, inputs=[p for _, p in listed])
     return inverter, path, out, [n for n, _ in listed], unique_stems([p for _, p in listed]), batch, dev
 
 

@@ -21,6 +21,7 @@ import torch
 
 from ..config import check_int
 from ..devices import resolve_device
+from ..imagesets import resolve_image_path
 from ..outputs import prepare_output_dir
 from ..metrics import score, scoring_features
 from ..inversion.masks import build_mask
@@ -38,7 +39,8 @@ def _inputs(images: Sequence[str], out: str | Path, size: int, device: str,
     """Checked inputs shared by the image analyses: ``(out folder, stems, originals, device)``."""
     stems, originals = load_square_images(images, size)
     dev = resolve_device(device)
-    return prepare_output_dir(out, clear=overwrite), stems, originals, dev
+    inputs = [resolve_image_path(i) for i in images]
+    return prepare_output_dir(out, clear=overwrite, inputs=inputs), stems, originals, dev
 
 
 def _pairwise_spread(recon: torch.Tensor) -> torch.Tensor:

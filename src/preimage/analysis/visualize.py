@@ -14,6 +14,7 @@ import torch
 
 from ..devices import resolve_device
 
+from ..imagesets import resolve_image_path
 from ..outputs import prepare_output_dir
 from ..images import to_grey
 from ..inversion.gd import GDConfig, gd_setup, optimize_gd
@@ -130,7 +131,7 @@ def maximize(*, layers: Sequence[str], out: str | Path, channels: Sequence[int] 
     dev = resolve_device(device)
     problems = [_prepare(spec, channels, target, size, references, weights, preset, gd, dev)
                 for spec in check_layers(layers)]
-    out = prepare_output_dir(out, clear=overwrite)
+    out = prepare_output_dir(out, clear=overwrite, inputs=[resolve_image_path(i) for i in normalizer_images])
     config = dict(layers=list(layers), out=str(out), channels=list(channels), target=target, size=size,
                   normalizer_images=list(normalizer_images), normalizer_size=normalizer_size, preset=preset,
                   gd=dict(gd or {}), weights=weights, device=device, progress=progress)
@@ -182,7 +183,7 @@ def caricature(images: Sequence[str], *, layers: Sequence[str], out: str | Path,
     steps = plan(layers, size, weights, preset, gd)
     stems, originals = load_square_images(images, size)
     dev = resolve_device(device)
-    out = prepare_output_dir(out, clear=overwrite)
+    out = prepare_output_dir(out, clear=overwrite, inputs=[resolve_image_path(i) for i in images])
     starts, targets = [], []
     for spec, rep, _, cfg in steps:  # the originals' features, so that a layer with no positive one fails at once
         starts.append(to_grey(originals) if cfg.grey else originals)

@@ -34,7 +34,7 @@ from typing import Any, Union
 import torch
 
 from ..config import package_root
-from ..files import atomic_path
+from ..files import atomic_path, not_a_file
 from ..representations import is_representation
 from .networks import Decoder, DecoderConfig
 
@@ -191,8 +191,8 @@ def _lightning_error(name: str) -> BundleError:
 def _read(path: Path) -> Any:
     """``torch.load(path, weights_only=True)`` with every failure turned into a one-line :class:`BundleError`."""
     name = f"bundle {str(path)!r}"
-    if not path.is_file():
-        raise BundleError(f"{name}: no such file")
+    if not_a_file(path):
+        raise BundleError(f"{name}: {not_a_file(path)}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -313,8 +313,9 @@ def bundle_file(bundle: PathLike) -> Path:
     path = Path(os.fspath(bundle))
     if not path.is_absolute() and not path.exists() and (package_root() / path).exists():
         path = package_root() / path
-    if path.is_dir():
-        raise BundleError(f"bundle {str(bundle)!r} is a folder, not a bundle file (a bundle.pt of `preimage train`)")
+    if path.exists() and not_a_file(path):
+        raise BundleError(f"bundle {str(bundle)!r} {not_a_file(path)}: give a bundle file (a bundle.pt of `preimage "
+                          "train`) or a shipped name")
     if not path.is_file():
         raise BundleError(f"no bundle {str(bundle)!r}: no such file, and not a shipped name ({', '.join(shipped)}); "
                           "train one with `preimage train` and give its bundle.pt")

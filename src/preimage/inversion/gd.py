@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..devices import resolve_device, synchronize
-from ..images import to_grey
+from ..images import max_pixels, to_grey
 from ..representations import Representation
 from .objectives import FeatureReconstruction, Objective
 from .parametrization import FourierSpace, PixelSpace
@@ -233,6 +233,11 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
         c = 1
     dev = resolve_device(device)
     r = config.restarts
+    budget = 3 * max_pixels()
+    if n * r * c * h * w > budget:
+        raise ValueError(f"{n} image(s) x {r} restart(s) of {c}x{h}x{w} optimized at once are {n * r * c * h * w:,} "
+                         f"values, over the budget of {budget:,} (3 x PREIMAGE_MAX_PIXELS): fewer restarts, smaller "
+                         "batches or images, or raise PREIMAGE_MAX_PIXELS")
     setup = gd_setup(config, n, c, h, w, random_starts=init is None if random_starts is None else random_starts)
     if init is None:
         if setup.starts is None:

@@ -5,7 +5,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ADAM_BETAS", "GDConfig", "OPTIMIZERS", "PARAMETRIZATIONS", "SIGMA0_227", "config_from_dict"]
+__all__ = ["ADAM_BETAS", "GDConfig", "MAX_ITERATIONS", "MAX_RESTARTS", "OPTIMIZERS", "PARAMETRIZATIONS", "SIGMA0_227",
+           "config_from_dict"]
 
 #: σ0 of M&V's code for a 227×227×3 image (≈ 68.9 per value); scaled with the square root of the value count.
 SIGMA0_227 = 27098.1
@@ -13,6 +14,8 @@ PARAMETRIZATIONS = ("pixel", "fourier")
 OPTIMIZERS = ("momentum", "adam")
 #: Adam's default (β1, β2), Kingma & Ba's
 ADAM_BETAS = (0.9, 0.999)
+#: bounds checked before any work: more would not fit in memory (the energy trace, the restarts' images) or in time
+MAX_ITERATIONS, MAX_RESTARTS = 10_000_000, 1000
 
 
 @dataclass
@@ -98,6 +101,9 @@ class GDConfig:
             raise ValueError(f"schedule must be non-empty (learning_rate > 0, iterations > 0) pairs, got {self.schedule}")
         if self.restarts < 1 or self.jitter < 0 or not 0 <= self.momentum < 1:
             raise ValueError("need restarts >= 1, jitter >= 0 and 0 <= momentum < 1")
+        if self.restarts > MAX_RESTARTS or self.iterations > MAX_ITERATIONS:
+            raise ValueError(f"at most {MAX_RESTARTS} restarts and {MAX_ITERATIONS:,} iterations in all, got "
+                             f"{self.restarts} and {self.iterations:,}")
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] or self.rotate < 0:
             raise ValueError(f"need scale = [low, high] with 0 < low <= high and rotate >= 0, got {list(self.scale)} "
                              f"and {self.rotate}")

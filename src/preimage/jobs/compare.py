@@ -45,7 +45,7 @@ from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_ste
 from ..runlock import launching_process, run_dir_lock
 from ..config import check_finite, check_int
 from ..schemas import CompareConfig, merged, plain
-from ..images import save_npy
+from ..images import max_pixels, save_npy
 from ..inversion.learned import LearnedInverter
 from ..inversion.presets import gd_config
 from ..representations import build_representation
@@ -78,6 +78,9 @@ def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"grey must be true, false or auto, got {c['grey']!r}")
     for key in ("limit", "image_size"):
         check_int(key, c[key], allow_none=True)
+    if c["image_size"] is not None and c["image_size"] ** 2 > max_pixels():
+        raise ValueError(f"image_size={c['image_size']}: {c['image_size'] ** 2:,} pixels per image are over the budget of "
+                         f"{max_pixels():,} (PREIMAGE_MAX_PIXELS)")
     for key in ("batch_size", "num_nodes", "grid_images"):
         check_int(key, c[key])
     check_int("hybrid.iterations", c["hybrid"]["iterations"])
@@ -190,7 +193,7 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
 
     c = resolve_config(cfg)
     modes = [grey_for(c, spec) for spec in c["representations"]]
-    sets = {grey: load_image_set(c["images"], limit=c["limit"], size=c["image_size"], grey=grey)
+    sets = {grey: load_image_set(c["images"], limit=c["limit"], size=c["image_size"], grey=grey, exclude=Path(c["run_dir"]))
             for grey in dict.fromkeys(modes)}
     names, paths, _ = next(iter(sets.values()))
     images = {spec: sets[grey][2] for spec, grey in zip(c["representations"], modes)}  # as each spec sees them
@@ -210,7 +213,7 @@ def run_compare(cfg: DictConfig | dict[str, Any], command: str | None = None) ->
     launching = launching_process()
     with run_dir_lock(run_dir) if launching else contextlib.nullcontext(), outputs_removed_on_failure():
         if launching:
-            prepare_output_dir(run_dir, clear=c["overwrite"])
+            prepare_output_dir(run_dir, clear=c["overwrite"], inputs=paths)
         module = CompareModule(methods, modes)
         loader = DataLoader(ImageSetDataset({grey: s[2] for grey, s in sets.items()}), batch_size=c["batch_size"],
                             shuffle=False, num_workers=0, collate_fn=collate_items)

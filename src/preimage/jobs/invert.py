@@ -16,6 +16,7 @@ from ..devices import device_name, resolve_device
 from ..imagesets import resolve_image_path
 
 from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_stems, versions
+from ..runlock import run_dir_lock
 from ..config import check_finite, check_int
 from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_images, save_npy, save_png, side_by_side, to_grey
@@ -154,8 +155,12 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
         raise ValueError(f"checkpoint is for method learned, not {cfg.method}: add --method learned")
     if not images:
         raise ValueError("no images given")
-    with outputs_removed_on_failure():
-        return _invert(cfg, container, images, prepare_output_dir(out, clear=bool(cfg.overwrite)))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a folder: choose a folder")
+    with run_dir_lock(out), outputs_removed_on_failure():  # one run per folder: two never mix or delete outputs
+        out = prepare_output_dir(out, clear=bool(cfg.overwrite), inputs=[resolve_image_path(i) for i in images])
+        return _invert(cfg, container, images, out)
 
 
 def _invert(cfg: DictConfig, container: dict[str, Any], images: Sequence[str], out: Path) -> dict[str, Any]:

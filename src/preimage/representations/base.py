@@ -1,10 +1,32 @@
 """The base class every representation Φ derives from."""
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import torch
 from torch import nn
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def float32_and_finite(forward: Callable[[Any, torch.Tensor], torch.Tensor]) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+    """Decorator of a hand-written Φ's ``forward``: half-precision input is computed in float32 and the features
+    returned in the input's dtype (HOG's squared 0–255 gradients overflow float16: NaN features otherwise); an
+    image with a NaN or infinite pixel gets NaN features, as a network's would, instead of an index error from
+    the binning (GD then notes that image as diverged). Jobs refuse such images before Φ sees them."""
+
+    @functools.wraps(forward)
+    def wrapped(self: Any, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in _LOW_PRECISION:
+            return wrapped(self, x.float()).to(x.dtype)
+        bad = ~torch.isfinite(x).flatten(1).all(1) if x.is_floating_point() else None
+        if bad is None or not bool(bad.any()):
+            return forward(self, x)
+        features = forward(self, torch.where(bad.view(-1, 1, 1, 1), torch.zeros_like(x), x))
+        return features.masked_fill(bad.view(-1, *[1] * (features.dim() - 1)), float("nan"))
+
+    return wrapped
 
 
 def saturate(x: torch.Tensor, limit: float, *, straight_through: bool = False) -> torch.Tensor:

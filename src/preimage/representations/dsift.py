@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import check_int
-from .base import Representation, saturate
+from .base import Representation, float32_and_finite, saturate
 from .binning import AxisTaps, BinLayout, bin_layout, lookup, scatter_bins
 from .registry import register_representation
 
@@ -356,6 +356,7 @@ class DenseSIFT(Representation):
         term's signal. Used by the ``fast`` preset (README, "Reproducing M&V Table 1")."""
         return DenseSIFT(**self.params, straight_through_clamp=True)
 
+    @float32_and_finite
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         if not x.is_floating_point():

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .base import Representation, saturate
+from .base import Representation, float32_and_finite, saturate
 from .binning import AxisTaps, BinLayout, bin_layout, correctly_rounded_sqrt, lookup, scatter_bins
 from .registry import register_representation
 
@@ -386,6 +386,7 @@ class HOG(Representation):
         """The ``3n`` non-texture dims, which M&V's feature_error scores."""
         return features[:, : 3 * self.orientations]
 
+    @float32_and_finite
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return hog(

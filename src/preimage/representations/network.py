@@ -15,6 +15,7 @@ from typing import Callable, Union
 import torch
 from torch import nn
 
+from ..files import not_a_file
 from .base import Representation
 
 __all__ = ["NetworkLayer", "WeightsArg", "check_state_dict", "hub_cache_file", "read_state_dict", "seeded"]
@@ -26,12 +27,13 @@ _PROBE_LIMIT = 1024  # input sides searched for min_size / max_size
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state_dict file with ``weights_only=True`` (no code runs), raising a clear error if it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    if not_a_file(path):
+        raise FileNotFoundError(f"weights file {str(path)!r}: {not_a_file(path)}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types on a corrupt or non-weights file
-        raise ValueError(f"could not read a state_dict from {str(path)!r}: {err}") from None
+    except Exception as err:  # torch.load raises many types on a corrupt or non-weights file, in many lines
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ValueError(f"could not read a state_dict from {str(path)!r} ({type(err).__name__}: {first[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{str(path)!r} does not hold a state_dict (a dict of name -> tensor)")
     return state

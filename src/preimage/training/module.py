@@ -287,11 +287,13 @@ class InverterModule(pl.LightningModule):
         return self._seconds_before + time.perf_counter() - self._fit_start
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Drop Φ from the checkpoint; record the latest validation metrics and the training wall time."""
+        """Drop Φ from the checkpoint; record what it inverts (spec, params), the latest validation metrics and the
+        training wall time."""
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(_REPRESENTATION)}
         checkpoint["val_metrics"] = {k: float(v) for k, v in self.trainer.callback_metrics.items()
                                      if k.startswith("val/")}
         checkpoint["train_seconds"] = self.train_seconds()
+        checkpoint["representation"] = {"spec": self.representation.spec, "params": dict(self.representation.params)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put this module's own Φ back into the state_dict to load (it was left out on saving)."""

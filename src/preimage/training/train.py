@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from ..outputs import OUTPUT_MARKER, write_marker
 from ..runlock import launching_process, run_dir_lock
 from ..config import check_finite
 from ..files import atomic_path
@@ -155,9 +156,43 @@ def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float]
         return _train(c, run_dir, command)
 
 
+def _check_resumable(last: Path, module: InverterModule) -> int:
+    """The step of ``last`` (a Lightning checkpoint of this run), checked against the run's module before anything
+    is written: the same representation (spec and params, where the checkpoint records them) and a decoder of the
+    same shape. ``ValueError`` (one line) otherwise."""
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types on a truncated or foreign file
+        raise ValueError(f"resume=true: {last} is not a checkpoint this run can read ({type(err).__name__})") from None
+    rep = module.representation
+    recorded = ckpt.get("representation") if isinstance(ckpt, dict) else None
+    if recorded is not None and (recorded.get("spec"), recorded.get("params")) != (rep.spec, dict(rep.params)):
+        raise ValueError(f"resume=true: {last} was trained on {recorded.get('spec')} {recorded.get('params')}, not "
+                         f"this run's {rep.spec} {dict(rep.params)}: set another run_dir, or resume=false elsewhere")
+    state = ckpt.get("state_dict", {}) if isinstance(ckpt, dict) else {}
+    mine = {k: v.shape for k, v in module.state_dict().items() if k.startswith("decoder.")}
+    theirs = {k: v.shape for k, v in state.items() if k.startswith("decoder.")}
+    if mine != theirs:
+        differ = sorted(set(mine) ^ set(theirs)) or sorted(k for k in mine if mine[k] != theirs[k])
+        raise ValueError(f"resume=true: {last} holds a decoder of another shape than this run's config builds (first "
+                         f"difference: {differ[0]}): resume with the config it was trained with, or set another run_dir")
+    return int(ckpt.get("global_step", 0))
+
+
+def _check_run_dir(run_dir: Path, last: Path) -> None:
+    """Refuse a folder that holds files but was not made by ``preimage train`` (no marker and no checkpoint):
+    nothing of the user's is overwritten."""
+    entries = [e for e in run_dir.iterdir() if e.name not in (".lock", OUTPUT_MARKER)] if run_dir.is_dir() else []
+    if entries and not (run_dir / OUTPUT_MARKER).is_file() and not last.is_file():
+        raise ValueError(f"run_dir {run_dir} is not empty and was not made by `preimage train`: its files are left "
+                         "as they are; set another run_dir")
+
+
 def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[str, float], dict[str, Any]]:
     """:func:`train` once the run directory is this process's."""
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
+    if launching_process():
+        _check_run_dir(run_dir, last)
     if c["resume"] and not last.is_file():
         raise ValueError(f"resume=true but {last} does not exist: nothing to resume")
     if not c["resume"] and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
@@ -165,13 +200,13 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
 
     pl.seed_everything(c["seed"], workers=True, verbose=False)
     representation, datamodule, module = build(c)
+    resume_step = _check_resumable(last, module) if c["resume"] else None
 
     # Lightning's save_last only refreshes last.ckpt when the best one changes: a second callback keeps it current.
     checkpoint = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename="best-step{step}", monitor=MONITOR, mode="min",
                                  save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
     latest = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename=last.stem, save_top_k=1, enable_version_counter=False)
     callbacks: list[pl.Callback] = [checkpoint, latest] + ([_ProgressBar()] if c["progress"] else [])
-    resume_step = torch.load(last, map_location="cpu", weights_only=True)["global_step"] if c["resume"] else None
     # purge_step: TensorBoard drops what an interrupted run logged past its last checkpoint, so no step shows twice
     logger = TensorBoardLogger(save_dir=str(run_dir), name="", version="tensorboard", default_hp_metric=False,
                                **({"purge_step": resume_step} if resume_step is not None else {}))
@@ -187,6 +222,7 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
         datamodule.resume_at(resume_step * trainer.accumulate_grad_batches)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
+        write_marker(run_dir)
         with atomic_path(run_dir / "config.yaml") as temporary:
             OmegaConf.save(OmegaConf.create(c), temporary)
     with warnings.catch_warnings():  # Φ is in eval mode on purpose; a resumed run's folder holds checkpoints
