@@ -164,7 +164,7 @@ def test_imagenet_weights_absent_names_the_file(tmp_path: Path, monkeypatch) -> 
 
 
 def test_bad_weights_files_give_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         build_representation("caffenet:conv1", weights=str(tmp_path / "nope.pt"))
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")

@@ -155,7 +155,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_directory(tmp_path: Path) -> None:
-    with pytest.raises(ImageError, match="is a directory") as err:
+    with pytest.raises(ImageError, match="is a folder, not a file") as err:
         load_image(tmp_path)
     _assert_one_line(err, tmp_path)
 

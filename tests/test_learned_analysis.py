@@ -18,9 +18,9 @@ from preimage import build_representation
 from preimage.analysis.cli import add_analyze_parser
 from preimage.analysis.feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
 from preimage.analysis.learned_studies import interpolate, interpolation, perturb, sample
-from preimage.config import config_dir, load_yaml
+from preimage.config import config_dir, load_yaml, package_root
 from preimage.imagesets import grey_square, prepare_image
-from preimage.inversion.bundles import save_bundle
+from preimage.inversion.bundles import bundle_file, save_bundle
 from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import build_decoder
 from preimage.photos import TEST_PHOTOS, load_photo, photo_path
@@ -225,7 +225,8 @@ def test_bad_input_is_one_line_value_error(grey_bundle: Path, tmp_path: Path) ->
 def test_configs_name_the_shipped_bundle() -> None:
     for kind in ("perturb", "interpolate", "sample"):
         cfg = load_yaml(config_dir() / "analyze" / f"{kind}.yaml")
-        assert cfg.checkpoint == "checkpoints/hog.pt" and cfg.out == f"outputs/analyze/{kind}"
+        assert cfg.checkpoint == "hog" and cfg.out == f"outputs/analyze/{kind}"
+        assert bundle_file(cfg.checkpoint) == package_root() / "checkpoints" / "hog.pt"
 
 
 def test_cli(grey_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,6 +71,12 @@ def _train(args: argparse.Namespace) -> int:
         path = config_dir() / "train" / f"{args.config}.yaml"
     cfg = load_config(TrainConfig, path, overrides, where="train")
     metrics, objects = train(cfg, command=shlex.join(["preimage", "train", "--config", args.config, *args.items]))
+    for spec, layer in objects.get("layers", {}).items():  # a sweep over layers
+        error = layer["metrics"].get("val/image_error")
+        print(f"{spec}: {layer['status']}, {layer['bundle']}" + ("" if error is None else f" (val image_error {error:.3f})"))
+    if objects.get("compare"):
+        print(objects["compare"]["table"])
+        print(f"wrote {objects['compare']['config']['run_dir']}/results.json, report.md, grid.png")
     if objects["bundle"] is not None:  # DDP: rank 0 only
         print(f"wrote {objects['bundle']} (TensorBoard: {objects['run_dir'] / 'tensorboard'})")
         print("  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))

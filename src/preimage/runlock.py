@@ -46,7 +46,7 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ValueError(f"cannot make the folder {run_dir}: {err.strerror or err}") from None
+        raise ValueError(f"cannot write to {run_dir}: {err.strerror or err}") from None
     lock, me = run_dir / ".lock", (socket.gethostname(), os.getpid())
     mine = run_dir / f".lock.{me[1]}.tmp"
     mine.unlink(missing_ok=True)  # a killed process's of the same pid (a link is removed, never followed)

@@ -142,7 +142,14 @@ class TrainConfig:
     image_log_every: int = 500
     image_log_count: int = 8
     progress: bool = True         # a tqdm progress bar
+    bundle_float16: bool = False  # store the bundle's weights in float16 (half the file; loaded as float32)
     trainer: Dict[str, Any] = field(default_factory=dict)    # pl.Trainer arguments: max_steps, val_check_interval, ...
+    layers: List[str] = field(default_factory=list)  # one inverter per layer: [stem, stage1, ...] (a layer of
+    #                               `representation`'s network, or a whole spec), each in run_dir/<spec>; a finished one
+    #                               (bundle.pt) is skipped, an interrupted one resumed, so rerunning continues the sweep
+    per_layer: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # a layer's own keys, e.g. stem: {decoder: ...}
+    compare: Optional[Dict[str, Any]] = None  # with layers: score every layer's bundle beside GD afterwards with
+    #                               `preimage compare` (these keys over its defaults) in run_dir/compare; null: don't
 
 
 def _config_type(hint: Any) -> Any:

@@ -1,7 +1,7 @@
 """``preimage analyze KIND [IMAGE ...] [key=value ...] [--out DIR]``.
 
-KIND: invariance, window, groups, maximize, caricature (M&V, GD) or perturb, interpolate, sample (D&B, a
-learned inverter's bundle).
+KIND: invariance, window, groups, maximize, caricature (M&V, GD) or perturb, interpolate, sample, dark_knowledge
+(D&B, a learned inverter's bundle).
 
 Thin: the kind's schema (its function's signature), ``configs/analyze/<kind>.yaml`` (or ``--config``) over it,
 then the overrides; calls the analysis. Image arguments replace the config's ``images``; ``key=value`` items
@@ -34,16 +34,20 @@ _HELP = {
     "perturb": "learned inverter: reconstructions from binarized features and with half the dimensions dropped (D&B)",
     "interpolate": "learned inverter: reconstructions along the line between two images' features (D&B)",
     "sample": "learned inverter: reconstructions of random features drawn per dimension from an image set (D&B)",
+    "dark_knowledge": "learned inverter of class probabilities: reconstructions from all, the top 5 only, and all "
+                      "but the top 5 (D&B)",
 }
 
 
 def _analyses() -> dict[str, Callable[..., dict[str, Any]]]:
+    from .dark_knowledge import dark_knowledge
     from .learned_studies import interpolate, perturb, sample
     from .studies import groups, invariance, window
     from .visualize import caricature, maximize
 
     return {"invariance": invariance, "window": window, "groups": groups, "maximize": maximize,
-            "caricature": caricature, "perturb": perturb, "interpolate": interpolate, "sample": sample}
+            "caricature": caricature, "perturb": perturb, "interpolate": interpolate, "sample": sample,
+            "dark_knowledge": dark_knowledge}
 
 
 def schema(kind: str) -> type:
@@ -104,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_analyze_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     """Add ``analyze <kind> ...`` to a ``preimage`` sub-command set; each kind runs via ``args.run(args)``."""
     parser = subparsers.add_parser("analyze", help="analyses from the papers: invariance, window, groups, maximize, "
-                                                   "caricature, perturb, interpolate, sample; each writes "
+                                                   "caricature, perturb, interpolate, sample, dark_knowledge; each writes "
                                                    "<out>/<kind>.png and <kind>.json")
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(_HELP) + "}")
     for kind, text in _HELP.items():

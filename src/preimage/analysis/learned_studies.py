@@ -32,20 +32,15 @@ from typing import Any, Sequence
 import torch
 
 from ..config import check_int
-from ..devices import resolve_device
-from ..imagesets import BUILTIN, list_images, prepare_image
-from ..inversion.bundles import bundle_file
-from ..outputs import prepare_output_dir, unique_stems
-from ..metrics import image_error, mean_pairwise_sq_dist, normalized_loss
-from ..images import load_image, to_grey
+from ..images import to_grey
 from ..inversion.learned import LearnedInverter
-from .common import array_name, check_size, enlarge, fit, random_weight_note, write_report
+from ..metrics import image_error, mean_pairwise_sq_dist, normalized_loss
+from .common import array_name, write_report
 from .feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
+from .learned_common import (bundle_record, check_seed, decode, features_of, floats, inverter_notes, learned_inputs,
+                             mean, view)
 
 __all__ = ["interpolate", "interpolation", "perturb", "sample"]
-
-_CHUNK = 16  # images per forward pass when computing features of an image set
-
 
 # ------------------------------------------------------------------------------------------ interpolation
 
@@ -65,101 +60,6 @@ def interpolation(inverter: LearnedInverter, a: torch.Tensor, b: torch.Tensor,
     size = tuple(a.shape[-2:])
     phi_a, phi_b = inverter.representation(a[None]), inverter.representation(b[None])
     return torch.cat([inverter.invert_features(interpolate_features(phi_a, phi_b, float(w)), size) for w in t])
-
-
-# ------------------------------------------------------------------------------------------ shared pieces
-
-
-def _load_inverter(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[LearnedInverter, Path]:
-    """The bundle's inverter (its own representation) in eval mode on ``device``, and the file it came from.
-
-    Raises:
-        ValueError: ``checkpoint`` is not a shipped name or a bundle file, or any
-            :class:`~preimage.inversion.bundles.BundleError` (a ``ValueError``, one line).
-    """
-    if not checkpoint or not isinstance(checkpoint, (str, Path)):
-        raise ValueError(f"checkpoint must be a shipped inverter's name or a bundle's path, got {checkpoint!r}")
-    path = bundle_file(checkpoint)
-    return LearnedInverter.from_bundle(path, device=device), path
-
-
-def _listed(item: str) -> list[tuple[str, Path]]:
-    """``(name, path)`` of the images one item names: ``builtin`` or a folder (all their images), else one file."""
-    if item in (BUILTIN, f"{BUILTIN}:test") or Path(item).is_dir():
-        return list_images(item)
-    return list_images([item])
-
-
-def _inputs(images: Any, checkpoint: Any, out: Any, size: Any, device: Any, *, count: str | None = None,
-            limit: int | None = None, overwrite: bool = False
-            ) -> tuple[LearnedInverter, Path, Path, list[str], list[str], torch.Tensor, torch.device]:
-    """Checked inputs: ``(inverter, bundle path, out folder, names, stems, (N, C, size, size) images, device)``.
-
-    ``images``: a list of files / ``builtin:NAME`` / folders / ``builtin`` (the built-in test photos), or one
-    of those as a string. ``count`` is ``"two"`` (exactly 2) or ``"several"`` (>= 2).
-    """
-    check_size(size)
-    dev = resolve_device(device)
-    inverter, path = _load_inverter(checkpoint, dev)
-    items = [images] if isinstance(images, (str, Path)) else list(images or [])
-    if not items:
-        raise ValueError("images must be a non-empty list of image files, folders, builtin:NAME or builtin")
-    listed = [entry for item in items for entry in _listed(str(item))][:limit]
-    if count == "two" and len(listed) != 2:
-        raise ValueError(f"interpolate needs exactly 2 images (a and b), got {len(listed)}")
-    if count == "several" and len(listed) < 2:
-        raise ValueError(f"this analysis needs at least 2 images (its normalizer compares them), got {len(listed)}")
-    fit(inverter.representation, size)  # a one-line error if Φ takes no size x size images
-    grey = inverter.decoder.config.out_channels == 1
-    batch = torch.stack([prepare_image(load_image(p), size=size, grey=grey) for _, p in listed])
-    out = prepare_output_dir(out, clear=overwrite, inputs=[p for _, p in listed])
-    return inverter, path, out, [n for n, _ in listed], unique_stems([p for _, p in listed]), batch, dev
-
-
-@torch.no_grad()
-def _features(inverter: LearnedInverter, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Φ of ``(N, C, H, W)`` images, a few at a time, on ``device``."""
-    return torch.cat([inverter.representation(images[i:i + _CHUNK].to(device))
-                      for i in range(0, len(images), _CHUNK)])
-
-
-@torch.no_grad()
-def _decode(inverter: LearnedInverter, features: torch.Tensor, size: int) -> torch.Tensor:
-    """Reconstructions of ``features`` at ``size × size``, a few at a time, on the CPU."""
-    return torch.cat([inverter.invert_features(features[i:i + _CHUNK], (size, size)).cpu()
-                      for i in range(0, len(features), _CHUNK)])
-
-
-def _bundle_record(inverter: LearnedInverter, path: Path) -> dict[str, Any]:
-    manifest = inverter.manifest
-    return {"path": str(path), **{k: manifest.get(k) for k in (
-        "spec", "params", "image_size", "feature_shape", "steps", "data", "metrics", "package_version")}}
-
-
-def _notes(inverter: LearnedInverter, size: int) -> list[str]:
-    notes = random_weight_note([inverter.representation])
-    trained = inverter.manifest.get("image_size")
-    if trained and list(trained) != [size, size]:
-        notes.append(f"images are {size}x{size}; the decoder was trained on {trained[0]}x{trained[1]} crops "
-                     "(fully convolutional for spatial features, so it runs at any size)")
-    return notes
-
-
-def _check_seed(seed: Any) -> int:
-    return check_int("seed", seed, minimum=None)
-
-
-def _floats(values: torch.Tensor) -> list[float]:
-    return [float(v) for v in values.detach().cpu().reshape(-1)]
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _view(image: torch.Tensor) -> torch.Tensor:
-    """An image enlarged (nearest) to at least 96 pixels tall, for the picture."""
-    return enlarge(image.cpu())
 
 
 # -------------------------------------------------------------------------------------------- perturb
@@ -194,31 +94,31 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
     """
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
         raise ValueError(f"dropout must be a fraction in [0, 1], got {dropout!r}")
-    _check_seed(seed)
-    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="several",
+    check_seed(seed)
+    inverter, path, out, names, stems, x0, dev = learned_inputs(images, checkpoint, out, size, device, count="several",
                                                          overwrite=overwrite)
     config = dict(images=images if isinstance(images, str) else list(images), checkpoint=str(checkpoint),
                   out=str(out), size=size, dropout=dropout, seed=seed, device=device)
     tic = time.perf_counter()
     spec = inverter.representation.spec
-    phi = _features(inverter, x0, dev)
+    phi = features_of(inverter, x0, dev)
     binarized, c = binarize(phi)
     dropped, kept = drop_dimensions(phi, float(dropout), generator=torch.Generator().manual_seed(seed))
     given = {"plain": phi, "binarized": binarized, "dropout": dropped}
-    recon = {p: _decode(inverter, f, size) for p, f in given.items()}
+    recon = {p: decode(inverter, f, size) for p, f in given.items()}
     figures: dict[str, Any] = {"images": names}
     for p in _PERTURBATIONS:
-        errors = _floats(image_error(recon[p], x0))
-        losses = _floats(normalized_loss(_features(inverter, recon[p], dev), phi))
-        figures.update({f"image_error_{p}": errors, f"image_error_{p}_mean": _mean(errors),
-                        f"normalized_loss_{p}": losses, f"normalized_loss_{p}_mean": _mean(losses)})
+        errors = floats(image_error(recon[p], x0))
+        losses = floats(normalized_loss(features_of(inverter, recon[p], dev), phi))
+        figures.update({f"image_error_{p}": errors, f"image_error_{p}_mean": mean(errors),
+                        f"normalized_loss_{p}": losses, f"normalized_loss_{p}_mean": mean(losses)})
         if p != "plain":
-            change = _floats(normalized_loss(given[p], phi))
-            figures.update({f"feature_change_{p}": change, f"feature_change_{p}_mean": _mean(change)})
-    figures["binary_value"] = _floats(c)
-    figures["nonzero_fraction"] = _floats((phi.flatten(1) != 0).double().mean(1))
-    figures["dropped_fraction"] = _floats((~kept).flatten(1).double().mean(1))
-    rows = [[_view(x0[i]), *(_view(recon[p][i]) for p in _PERTURBATIONS)] for i in range(len(stems))]
+            change = floats(normalized_loss(given[p], phi))
+            figures.update({f"feature_change_{p}": change, f"feature_change_{p}_mean": mean(change)})
+    figures["binary_value"] = floats(c)
+    figures["nonzero_fraction"] = floats((phi.flatten(1) != 0).double().mean(1))
+    figures["dropped_fraction"] = floats((~kept).flatten(1).double().mean(1))
+    rows = [[view(x0[i]), *(view(recon[p][i]) for p in _PERTURBATIONS)] for i in range(len(stems))]
     row_labels = [f"{s}\nerr {figures['image_error_plain'][i]:.2f} / {figures['image_error_binarized'][i]:.2f} / "
                   f"{figures['image_error_dropout'][i]:.2f}" for i, s in enumerate(stems)]
     cols = ["original", f"reconstruction\nerr {figures['image_error_plain_mean']:.3f}",
@@ -237,9 +137,9 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
                        "rest rescaled to keep ||phi|| (D&B)",
             "dimension": "one entry of an image's features: (channel, y, x) for spatial maps",
         },
-        "config": config, "bundle": _bundle_record(inverter, path),
+        "config": config, "bundle": bundle_record(inverter, path),
         "representations": {spec: inverter.representation.params}, "device": str(dev),
-        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)}, arrays)
+        "seconds": time.perf_counter() - tic, "notes": inverter_notes(inverter, size)}, arrays)
 
 
 # ------------------------------------------------------------------------------------------ interpolate
@@ -275,7 +175,7 @@ def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size
         raise ValueError(f"t must hold finite numbers, got {list(t)!r}")
     if isinstance(images, (str, Path)):
         images = [images]
-    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="two",
+    inverter, path, out, names, stems, x0, dev = learned_inputs(images, checkpoint, out, size, device, count="two",
                                                          overwrite=overwrite)
     config = dict(images=list(images), checkpoint=str(checkpoint), out=str(out), size=size,
                   t=[float(w) for w in t], device=device)
@@ -297,7 +197,7 @@ def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size
     ends = [torch.equal(x, plain_a if w == 0 else plain_b) for w, x in zip(config["t"], recon) if w in (0, 1)]
     figures = {"a": names[0], "b": names[1], "endpoint_rms": _rms(plain_a, plain_b),
                "endpoints_equal_plain": all(ends) if ends else None, "steps": steps}
-    rows = [[_view(x0[0]), *(_view(x) for x in recon), _view(x0[1])]]
+    rows = [[view(x0[0]), *(view(x) for x in recon), view(x0[1])]]
     cols = [f"a: {stems[0]}", *(f"t={w:g}" for w in config["t"]), f"b: {stems[1]}"]
     arrays = {array_name(spec, f"t{j}"): x for j, x in enumerate(recon)}
     return write_report(out, "interpolate", rows, cols, [spec], {
@@ -311,9 +211,9 @@ def interpolate(images: Sequence[str], *, checkpoint: str, out: str | Path, size
             "endpoints_equal_plain": "whether the reconstructions at t = 0 and t = 1 are bit for bit the plain "
                                      "reconstructions of a and b (null if t holds neither)",
         },
-        "config": config, "bundle": _bundle_record(inverter, path),
+        "config": config, "bundle": bundle_record(inverter, path),
         "representations": {spec: inverter.representation.params}, "device": str(dev),
-        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)}, arrays)
+        "seconds": time.perf_counter() - tic, "notes": inverter_notes(inverter, size)}, arrays)
 
 
 # ---------------------------------------------------------------------------------------------- sample
@@ -343,23 +243,23 @@ def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str
     ``nearest_distance`` (the set image minimizing ``‖x̂_s − x0_j‖²``, and that distance divided by the
     mean pairwise squared distance of the set: image_error's normalizer, about 1 for as far as two set
     images are apart; pixel distance favours the flattest, most mid-grey image of the set), with their
-    ``_mean``; for reference ``set_pixel_std_mean`` (the originals),
+    ``mean``; for reference ``set_pixel_std_mean`` (the originals),
     ``plain_pixel_std_mean`` and ``plain_image_error_mean`` (the set's own reconstructions and their
     image_error: the distance a reconstruction keeps from its image even when it has all the features).
     """
     check_int("samples", samples)
     check_int("limit", limit, minimum=2, allow_none=True)
-    _check_seed(seed)
-    inverter, path, out, names, stems, x0, dev = _inputs(images, checkpoint, out, size, device, count="several",
+    check_seed(seed)
+    inverter, path, out, names, stems, x0, dev = learned_inputs(images, checkpoint, out, size, device, count="several",
                                                          limit=limit, overwrite=overwrite)
     config = dict(images=images if isinstance(images, str) else list(images), checkpoint=str(checkpoint),
                   out=str(out), size=size, samples=samples, seed=seed, limit=limit, device=device)
     tic = time.perf_counter()
     spec = inverter.representation.spec
-    bank = _features(inverter, x0, dev)
+    bank = features_of(inverter, x0, dev)
     drawn = sample_features(bank, samples, generator=torch.Generator().manual_seed(seed))
-    recon = _decode(inverter, drawn, size)
-    plain = _decode(inverter, bank, size)
+    recon = decode(inverter, drawn, size)
+    plain = decode(inverter, bank, size)
     flat0 = x0.flatten(1).double()
     spread = float(mean_pairwise_sq_dist(list(flat0)))
     if not spread > 0:
@@ -367,19 +267,19 @@ def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str
     exact = "donot_use_mm_for_euclid_dist"
     distances = torch.cdist(recon.flatten(1).double(), flat0, compute_mode=exact).square() / spread  # (samples, M)
     nearest_distance, nearest = distances.min(1)
-    pixel_std = _floats(recon.flatten(1).double().std(1))
-    plain_error = _floats(image_error(plain, x0))
+    pixel_std = floats(recon.flatten(1).double().std(1))
+    plain_error = floats(image_error(plain, x0))
     figures = {
         "images_in_set": len(names), "dimensions": int(bank[0].numel()),
-        "pixel_std": pixel_std, "pixel_std_mean": _mean(pixel_std),
+        "pixel_std": pixel_std, "pixel_std_mean": mean(pixel_std),
         "nearest_image": [names[j] for j in nearest.tolist()],
-        "nearest_distance": _floats(nearest_distance), "nearest_distance_mean": float(nearest_distance.mean()),
+        "nearest_distance": floats(nearest_distance), "nearest_distance_mean": float(nearest_distance.mean()),
         "set_pixel_std_mean": float(flat0.std(1).mean()),
         "plain_pixel_std_mean": float(plain.flatten(1).double().std(1).mean()),
-        "plain_image_error_mean": _mean(plain_error),
+        "plain_image_error_mean": mean(plain_error),
     }
-    rows = [[_view(x) for x in recon], [_view(plain[j]) for j in nearest.tolist()],
-            [_view(x0[j]) for j in nearest.tolist()]]
+    rows = [[view(x) for x in recon], [view(plain[j]) for j in nearest.tolist()],
+            [view(x0[j]) for j in nearest.tolist()]]
     cols = [f"sample {s}\nstd {pixel_std[s]:.3f}" for s in range(samples)]
     row_labels = [f"{spec} samples\nfrom {len(names)} images", "nearest image's\nreconstruction", "nearest image"]
     arrays = {array_name(spec, f"s{j}"): x for j, x in enumerate(recon)}
@@ -392,6 +292,6 @@ def sample(images: Sequence[str] | str = "builtin", *, checkpoint: str, out: str
             "nearest_distance": "min_j ||x_s - x0_j||^2 / mean pairwise ||x0_j - x0_k||^2 of the set",
             "plain_image_error_mean": "mean image_error of the set's own reconstructions (the floor of a distance)",
         },
-        "config": config, "bundle": _bundle_record(inverter, path),
+        "config": config, "bundle": bundle_record(inverter, path),
         "representations": {spec: inverter.representation.params}, "device": str(dev),
-        "seconds": time.perf_counter() - tic, "notes": _notes(inverter, size)}, arrays)
+        "seconds": time.perf_counter() - tic, "notes": inverter_notes(inverter, size)}, arrays)

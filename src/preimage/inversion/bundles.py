@@ -10,7 +10,8 @@ The manifest records what the decoder inverts and how it was trained:
 - given by the trainer: ``spec`` (str) and ``params`` (dict) of the representation, ``data`` (what it was
   trained on: str or dict), ``steps`` (int), ``metrics`` (dict of validation numbers), anything else plain;
 - filled in by :func:`save_bundle`: ``image_size`` ``[H, W]``, ``feature_shape``, ``decoder`` (the
-  :class:`DecoderConfig` as a dict) and ``package_version`` (``preimage.__version__``).
+  :class:`DecoderConfig` as a dict), ``package_version`` (``preimage.__version__``) and ``weights_dtype``
+  (``float32``, or ``float16`` for weights stored at half size and read back as float32; absent: float32).
 
 ``sha256`` covers the manifest and every tensor, so edited weights or manifests are caught on loading.
 
@@ -134,7 +135,7 @@ def meta_decoder(manifest: dict[str, Any], config: DecoderConfig) -> Decoder:
         return Decoder(tuple(manifest["feature_shape"]), tuple(manifest["image_size"]), config)
 
 
-def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any]) -> Path:
+def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any], *, float16: bool = False) -> Path:
     """Write ``decoder`` and ``manifest`` as an inverter bundle (atomically: a temporary file, then a rename).
 
     Args:
@@ -143,6 +144,8 @@ def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any]) -> P
         manifest: ``spec``, ``params``, ``data``, ``steps``, ``metrics`` and any other plain values (see the
             module docstring); ``image_size``, ``feature_shape``, ``decoder`` and ``package_version`` are
             filled in from ``decoder`` and the package (a conflicting value given here is an error).
+        float16: store the weights in float16 (half the file; ``weights_dtype`` in the manifest says so, and
+            :func:`load_bundle` gives them back as float32).
 
     Returns:
         the path written.
@@ -162,9 +165,11 @@ def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any]) -> P
     for key, value in derived.items():
         if key in full and full[key] != value:
             raise ValueError(f"save_bundle: manifest['{key}'] = {full[key]!r} contradicts the decoder's {value!r}")
-    full.update(derived, package_version=__version__)
+    full.update(derived, package_version=__version__, weights_dtype="float16" if float16 else "float32")
     full, _ = _check_manifest(full)
     state = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
+    if float16:  # half the file; read back as float32 (load_bundle)
+        state = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
     bundle = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "manifest": full, "state_dict": state,
               "sha256": _checksum(full, state)}
     path = Path(path)
@@ -268,12 +273,17 @@ def load_bundle(
         expected = meta_decoder(manifest, config).state_dict()
     except ValueError as err:
         raise BundleError(f"{name} is tampered or invalid: its manifest describes no valid decoder ({err})") from None
+    stored = manifest.get("weights_dtype", "float32")
+    if stored not in ("float32", "float16"):
+        raise BundleError(f"{name} is tampered or invalid: weights_dtype {stored!r} is not float32 or float16")
+    if stored == "float16":
+        expected = {k: v.half() if v.dtype == torch.float32 else v for k, v in expected.items()}
     problems = _mismatch(state, expected)
     if problems:
         raise BundleError(f"{name} is tampered: its state_dict does not fit its manifest's decoder ({problems})")
     if bundle["sha256"] != _checksum(manifest, state):
         raise BundleError(f"{name} is tampered or corrupt: its content does not match its sha256 checksum")
-    return manifest, state
+    return manifest, {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
 # ------------------------------------------------------------------------------------------ shipped bundles

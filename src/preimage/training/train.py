@@ -35,6 +35,7 @@ from ..inversion.networks import Decoder, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
 from .module import InverterModule
+from .sweep import train_layers
 
 __all__ = ["MONITOR", "build", "feature_scale", "resolve_config", "train"]
 
@@ -146,6 +147,8 @@ def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float]
         ``trainer``, ``checkpoint`` (the ModelCheckpoint callback), ``decoder`` (the best weights, on the CPU),
         ``run_dir`` and ``bundle`` (the bundle's path; None on DDP ranks other than 0, which do not write it).
 
+    With ``layers`` set, one inverter per layer instead (:func:`~.sweep.train_layers`: ``objects["layers"]``).
+
     Raises:
         ValueError: a bad config, ``resume=true`` with no ``last.ckpt``, or a run directory that already
             holds checkpoints without ``resume=true``.
@@ -153,6 +156,10 @@ def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float]
     c = resolve_config(cfg)
     run_dir = Path(c["run_dir"])
     with run_dir_lock(run_dir) if launching_process() else contextlib.nullcontext():
+        if c["layers"]:  # one inverter per layer, each a train() of its own in a sub-folder
+            return train_layers(c, train, command)
+        if c["per_layer"] or c["compare"] is not None:
+            raise ValueError("per_layer and compare are for a sweep over layers: set layers=[...]")
         return _train(c, run_dir, command)
 
 
@@ -244,7 +251,7 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
             "metrics": metrics, "trained_steps": int(trainer.global_step), "train_seconds": module.train_seconds(),
             "checkpoint": Path(checkpoint.best_model_path).name, "command": command, "config": c,
         }
-        bundle = save_bundle(run_dir / "bundle.pt", best, manifest)
+        bundle = save_bundle(run_dir / "bundle.pt", best, manifest, float16=bool(c["bundle_float16"]))
     objects = {"representation": representation, "datamodule": datamodule, "module": module, "trainer": trainer,
                "checkpoint": checkpoint, "decoder": best, "run_dir": run_dir, "bundle": bundle}
     return metrics, objects
