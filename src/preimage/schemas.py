@@ -139,6 +139,8 @@ class TrainConfig:
     optim: Dict[str, Any] = field(default_factory=dict)      # OptimizerConfig (AdamW)
     scheduler: Dict[str, Any] = field(default_factory=dict)  # SchedulerConfig
     lambda_feat: float = 0.0
+    monitor: str = "val/feature_error"  # the exported checkpoint is the one lowest in this: val/feature_error,
+    #                               val/image_error or val/loss
     image_log_every: int = 500
     image_log_count: int = 8
     progress: bool = True         # a tqdm progress bar

@@ -10,8 +10,8 @@ The manifest records what the decoder inverts and how it was trained:
 - given by the trainer: ``spec`` (str) and ``params`` (dict) of the representation, ``data`` (what it was
   trained on: str or dict), ``steps`` (int), ``metrics`` (dict of validation numbers), anything else plain;
 - filled in by :func:`save_bundle`: ``image_size`` ``[H, W]``, ``feature_shape``, ``decoder`` (the
-  :class:`DecoderConfig` as a dict), ``package_version`` (``preimage.__version__``) and ``weights_dtype``
-  (``float32``, or ``float16`` for weights stored at half size and read back as float32; absent: float32).
+  :class:`DecoderConfig` as a dict), ``package_version`` (``preimage.__version__``) and, for weights stored at
+  half size and read back as float32, ``weights_dtype: float16``.
 
 ``sha256`` covers the manifest and every tensor, so edited weights or manifests are caught on loading.
 
@@ -165,7 +165,10 @@ def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any], *, f
     for key, value in derived.items():
         if key in full and full[key] != value:
             raise ValueError(f"save_bundle: manifest['{key}'] = {full[key]!r} contradicts the decoder's {value!r}")
-    full.update(derived, package_version=__version__, weights_dtype="float16" if float16 else "float32")
+    full.update(derived, package_version=__version__)
+    full.pop("weights_dtype", None)  # the stored weights' own, set below (absent: float32)
+    if float16:
+        full["weights_dtype"] = "float16"
     full, _ = _check_manifest(full)
     state = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
     if float16:  # half the file; read back as float32 (load_bundle)

@@ -37,9 +37,10 @@ from .datamodule import ImageDataModule
 from .module import InverterModule
 from .sweep import train_layers
 
-__all__ = ["MONITOR", "build", "feature_scale", "resolve_config", "train"]
+__all__ = ["MONITORS", "build", "feature_scale", "resolve_config", "train"]
 
-MONITOR = "val/feature_error"
+#: what the exported checkpoint may be chosen by (lowest on the validation set)
+MONITORS = ("val/feature_error", "val/image_error", "val/loss")
 _RESERVED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar")
 _SCALE_SAMPLES = 256
 
@@ -93,6 +94,8 @@ def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if data.get("grey", grey) != grey or decoder.get("out_channels", 1 if grey else 3) != (1 if grey else 3):
         raise ValueError(f"grey={grey} sets data.grey and decoder.out_channels: do not set them otherwise")
     data["grey"], decoder["out_channels"] = grey, 1 if grey else 3
+    if container["monitor"] not in MONITORS:
+        raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {container['monitor']!r}")
     trainer = container["trainer"]
     reserved = sorted(set(trainer) & set(_RESERVED_TRAINER_KEYS))
     if reserved:
@@ -210,7 +213,7 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     resume_step = _check_resumable(last, module) if c["resume"] else None
 
     # Lightning's save_last only refreshes last.ckpt when the best one changes: a second callback keeps it current.
-    checkpoint = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename="best-step{step}", monitor=MONITOR, mode="min",
+    checkpoint = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename="best-step{step}", monitor=c["monitor"], mode="min",
                                  save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False)
     latest = _AtomicCheckpoint(dirpath=str(ckpt_dir), filename=last.stem, save_top_k=1, enable_version_counter=False)
     callbacks: list[pl.Callback] = [checkpoint, latest] + ([_ProgressBar()] if c["progress"] else [])

@@ -1,0 +1,86 @@
+"""Dosovitskiy & Brox's whole-network figure and table on EfficientNet-Lite0, from the shipped inverters.
+
+For every layer with a shipped inverter (`preimage list`), on the built-in test photos (RGB, square): the learned
+reconstruction and GD's (preset `tuned`), their image_error and feature_error, seconds per image, and two
+constant baselines that know only colour: one flat image of all the photos' mean colour, and a flat image of each
+photo's own mean colour. D&B's AlexNet figures stand beside (approximate, as re-quoted; another network).
+Writes <out>/layers.md (the table) and <out>/layers.png (a row pair per photo: learned above GD; a column per
+layer).
+
+    .venv/bin/python scripts/reproduce_layers.py [--size 224] [--layers stem stage1 ...] [--out runs/layers]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import preimage
+from preimage.images import grid, save_png
+from preimage.imagesets import load_image_set
+from preimage.metrics import image_error
+
+#: D&B 2016 on AlexNet (learned, M&V's GD), image_error, as re-quoted (approximate)
+DB_ALEXNET = {"conv5": (0.35, 0.71), "fc6": (0.51, 0.80), "fc7": (0.56, 0.82), "fc8": (0.58, 0.84)}
+#: the EfficientNet-Lite0 layers set beside AlexNet's (by place in the network, not by any equivalence)
+BESIDE = {"head": "conv5", "pool": "fc6", "logits": "fc8"}
+
+
+def mean_error(images: torch.Tensor, originals: torch.Tensor) -> float:
+    return float(image_error(list(images), list(originals)).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--layers", nargs="+", help="default: every layer with a shipped inverter")
+    parser.add_argument("--preset", default="tuned")
+    parser.add_argument("--images", default="builtin")
+    parser.add_argument("--out", default="runs/layers")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    shipped = [i["spec"] for i in preimage.list_inverters() if i["spec"].startswith("efficientnet_lite0:")]
+    order = [f"efficientnet_lite0:{layer}" for layer in ("stem", "stage1", "stage2", "stage3", "stage4", "stage5",
+                                                          "stage6", "stage7", "head", "pool", "logits", "prob")]
+    specs = [f"efficientnet_lite0:{layer}" for layer in args.layers] if args.layers else [s for s in order if s in shipped]
+    stems, _, photos = load_image_set(args.images, size=args.size, grey=False)
+    x = torch.stack(photos)
+    own = x.mean((2, 3), keepdim=True).expand_as(x)
+    shared = x.mean((0, 2, 3), keepdim=True).expand_as(x)
+    baselines = (mean_error(shared, x), mean_error(own, x))
+    rows, columns, labels = [], [], []
+    started = time.perf_counter()
+    for spec in specs:
+        learned = preimage.invert(x, spec, method="learned", device=args.device)
+        gd = preimage.invert(x, spec, preset=args.preset, device=args.device)
+        layer = spec.partition(":")[2]
+        paper = DB_ALEXNET.get(BESIDE.get(layer, ""))
+        rows.append(
+            f"| {layer} | {mean_error(learned.images, x):.3f} | {mean_error(gd.images, x):.3f} | "
+            f"{sum(learned.feature_error) / len(x):.1f} | {sum(gd.feature_error) / len(x):.1f} | "
+            f"{sum(learned.seconds) / len(x):.3f} | {sum(gd.seconds) / len(x):.2f} | "
+            + (f"{BESIDE[layer]}: {paper[0]:.2f} / {paper[1]:.2f} |" if paper else "— |"))
+        columns.append((learned.images, gd.images))
+        labels.append(layer)
+        print(rows[-1], flush=True)
+    header = ("| layer | learned image_error | GD image_error | learned feature_error % | GD feature_error % | "
+              "learned s / image | GD s / image | D&B AlexNet learned / GD (approx.) |\n|---|---|---|---|---|---|---|---|")
+    text = (f"{len(x)} photos ({args.images}), {args.size}×{args.size} RGB; GD preset {args.preset}; "
+            f"{time.perf_counter() - started:.0f} s in all.\n\n{header}\n" + "\n".join(rows) + "\n\n"
+            f"Constant baselines: one flat image of all the photos' mean colour {baselines[0]:.3f}; a flat image of "
+            f"each photo's own mean colour {baselines[1]:.3f}.\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "layers.md").write_text(text)
+    picture = [[x[i], *(col[k][i] for col in columns)] for i in range(len(x)) for k in (0, 1)]
+    save_png(grid(picture, col_labels=["original", *labels],
+                  row_labels=[f"{s}\n{'learned' if k == 0 else 'GD'}" for s in stems for k in (0, 1)]),
+             out / "layers.png")
+    print(text)
+    print(f"wrote {out}/layers.md and {out}/layers.png")
+
+
+if __name__ == "__main__":
+    main()
