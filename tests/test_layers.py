@@ -84,8 +84,8 @@ def test_train_layers_resumes_without_retraining_finished_layers(tmp_path: Path,
     assert load_bundle(run_dir / "hog" / "bundle.pt")[0]["decoder"]["width"] == 8
     assert (run_dir / "dsift" / "tensorboard").is_dir()  # one TensorBoard run per layer
     assert main(sweep) == 0 and "dsift: finished before" in capsys.readouterr().out
-    assert main([*sweep[:-2], "per_layer={stem: {decoder: {width: 4}}}"]) == 2
-    assert "per_layer names stem" in capsys.readouterr().err
+    assert main([*sweep[:-2], "per_layer={hgo: {decoder: {width: 4}}}"]) == 2
+    assert "per_layer names hgo, which is no layer" in capsys.readouterr().err
 
 
 def test_train_layers_of_a_network_then_compare_and_dark_knowledge(tmp_path: Path, capsys) -> None:

@@ -15,7 +15,8 @@ import torch
 from ..config import check_int
 from ..metrics import image_error
 from .common import array_name, write_report
-from .learned_common import bundle_record, decode, features_of, floats, inverter_notes, learned_inputs, mean, view
+from .learned_common import (bundle_record, decode, features_of, floats, inverter_notes, learned_inputs, mean,
+                             variant_grid)
 
 __all__ = ["dark_knowledge", "split_top"]
 
@@ -67,12 +68,8 @@ def dark_knowledge(images: Sequence[str] | str = "builtin", *, checkpoint: str =
         figures.update({f"image_error_{v}": errors, f"image_error_{v}_mean": mean(errors)})
     figures["top_mass"] = floats(kept.sum(1))
     figures["top_classes"] = phi.topk(top, dim=1).indices.tolist()
-    rows = [[view(x0[i]), *(view(recon[v][i]) for v in _VARIANTS)] for i in range(len(stems))]
-    row_labels = [f"{s}\nerr {figures['image_error_all'][i]:.2f} / {figures['image_error_top'][i]:.2f} / "
-                  f"{figures['image_error_rest'][i]:.2f}" for i, s in enumerate(stems)]
-    cols = ["original", f"all\nerr {figures['image_error_all_mean']:.3f}",
-            f"top {top} only\nerr {figures['image_error_top_mean']:.3f}",
-            f"all but top {top}\nerr {figures['image_error_rest_mean']:.3f}"]
+    rows, row_labels, cols = variant_grid(x0, recon, stems, {v: figures[f"image_error_{v}"] for v in _VARIANTS},
+                                          {"all": "all", "top": f"top {top} only", "rest": f"all but top {top}"})
     arrays = {array_name(spec, stem, v): recon[v][i] for i, stem in enumerate(stems) for v in _VARIANTS}
     return write_report(out, "dark_knowledge", rows, cols, row_labels, {
         "figures": {spec: figures},

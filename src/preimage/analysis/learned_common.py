@@ -17,7 +17,7 @@ from ..outputs import prepare_output_dir, unique_stems
 from .common import check_size, enlarge, fit, random_weight_note
 
 __all__ = ["bundle_record", "check_seed", "decode", "features_of", "floats", "inverter_notes", "learned_inputs",
-           "listed_images", "load_inverter", "mean", "view"]
+           "listed_images", "load_inverter", "mean", "variant_grid", "view"]
 
 _CHUNK = 16  # images per forward pass when computing features of an image set
 
@@ -112,3 +112,15 @@ def mean(values: Sequence[float]) -> float:
 def view(image: torch.Tensor) -> torch.Tensor:
     """An image enlarged (nearest) to at least 96 pixels tall, for the picture."""
     return enlarge(image.cpu())
+
+
+def variant_grid(originals: torch.Tensor, recon: dict[str, torch.Tensor], stems: Sequence[str],
+                 errors: dict[str, list[float]], titles: dict[str, str]
+                 ) -> tuple[list[list[torch.Tensor]], list[str], list[str]]:
+    """The picture of an analysis that decodes variants of each image's features: ``(rows, row labels, column
+    labels)``, a row per image (the original, then each variant of ``recon``, in its order), each row labelled with
+    the variants' image_error, each column with its title and mean error."""
+    rows = [[view(originals[i]), *(view(images[i]) for images in recon.values())] for i in range(len(stems))]
+    row_labels = [f"{s}\nerr " + " / ".join(f"{errors[v][i]:.2f}" for v in recon) for i, s in enumerate(stems)]
+    columns = ["original", *(f"{titles[v]}\nerr {mean(errors[v]):.3f}" for v in recon)]
+    return rows, row_labels, columns

@@ -38,7 +38,7 @@ from ..metrics import image_error, mean_pairwise_sq_dist, normalized_loss
 from .common import array_name, write_report
 from .feature_perturbations import binarize, drop_dimensions, interpolate_features, sample_features
 from .learned_common import (bundle_record, check_seed, decode, features_of, floats, inverter_notes, learned_inputs,
-                             mean, view)
+                             mean, variant_grid, view)
 
 __all__ = ["interpolate", "interpolation", "perturb", "sample"]
 
@@ -118,12 +118,10 @@ def perturb(images: Sequence[str] | str, *, checkpoint: str, out: str | Path, si
     figures["binary_value"] = floats(c)
     figures["nonzero_fraction"] = floats((phi.flatten(1) != 0).double().mean(1))
     figures["dropped_fraction"] = floats((~kept).flatten(1).double().mean(1))
-    rows = [[view(x0[i]), *(view(recon[p][i]) for p in _PERTURBATIONS)] for i in range(len(stems))]
-    row_labels = [f"{s}\nerr {figures['image_error_plain'][i]:.2f} / {figures['image_error_binarized'][i]:.2f} / "
-                  f"{figures['image_error_dropout'][i]:.2f}" for i, s in enumerate(stems)]
-    cols = ["original", f"reconstruction\nerr {figures['image_error_plain_mean']:.3f}",
-            f"binarized\nerr {figures['image_error_binarized_mean']:.3f}",
-            f"dropout {100 * dropout:.0f}%\nerr {figures['image_error_dropout_mean']:.3f}"]
+    rows, row_labels, cols = variant_grid(x0, {p: recon[p] for p in _PERTURBATIONS}, stems,
+                                          {p: figures[f"image_error_{p}"] for p in _PERTURBATIONS},
+                                          {"plain": "reconstruction", "binarized": "binarized",
+                                           "dropout": f"dropout {100 * dropout:.0f}%"})
     arrays = {array_name(spec, stem, p): recon[p][i] for i, stem in enumerate(stems) for p in _PERTURBATIONS}
     return write_report(out, "perturb", rows, cols, row_labels, {
         "figures": {spec: figures},

@@ -39,6 +39,13 @@ def layer_spec(representation: str, layer: str) -> str:
     return f"{representation.rpartition(':')[0]}:{layer}"
 
 
+def _is_layer(representation: str, layer: str) -> bool:
+    try:
+        return is_representation(layer_spec(representation, layer))
+    except ValueError:
+        return False
+
+
 def _layer_config(c: dict[str, Any], layer: str, spec: str, run_dir: Path) -> dict[str, Any]:
     """The single-layer config of ``layer``: ``c`` without the sweep's keys, ``per_layer.<layer>`` merged over it."""
     single = {k: copy.deepcopy(v) for k, v in c.items() if k not in ("layers", "per_layer", "compare")}
@@ -60,9 +67,9 @@ def train_layers(c: dict[str, Any], train_one: Callable[[dict[str, Any], str | N
         ``run_dir``; ``compare``, the comparison's result (or None); ``bundle`` None (one per layer instead).
     """
     run_dir = Path(c["run_dir"])
-    unknown = sorted(set(c["per_layer"]) - set(c["layers"]) - {layer_spec(c["representation"], x) for x in c["layers"]})
-    if unknown:
-        raise ValueError(f"per_layer names {', '.join(unknown)}, which layers does not hold")
+    unknown = sorted(k for k in c["per_layer"] if not _is_layer(c["representation"], k))
+    if unknown:  # a typo; a real layer left out of layers is fine (a config's per_layer serves any subset)
+        raise ValueError(f"per_layer names {', '.join(unknown)}, which is no layer of {c['representation']}")
     plan = [(layer, layer_spec(c["representation"], layer)) for layer in c["layers"]]
     if len({spec for _, spec in plan}) != len(plan):
         raise ValueError(f"layers names a layer twice: {c['layers']}")
