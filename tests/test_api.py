@@ -202,5 +202,7 @@ def test_bad_input_is_named(images: torch.Tensor) -> None:
 
 
 def test_top_level_exposes_the_api_and_little_else() -> None:
-    public = {n for n, v in vars(preimage).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    public = {n for n in dir(preimage) if not n.startswith("_") and not isinstance(getattr(preimage, n), types.ModuleType)}
     assert public == set(preimage.__all__) - {"__version__"} and isinstance(preimage.__version__, str)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        preimage.nope  # noqa: B018

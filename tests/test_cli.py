@@ -211,3 +211,15 @@ def test_invert_scores_only_the_metrics_asked(tmp_path: Path, capsys) -> None:
                for r in records)
     assert main(["invert", "-r", "hog", str(a), "--out", str(tmp_path / "o2"), "metrics=[psnr,sharpness]", *FAST]) == 2
     assert "metrics: unknown 'sharpness'; choose among feature_error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["config", "invert"], ["config", "compare", "limit=3"], ["invert"],
+                                  ["compare", "--nope"]])
+def test_help_config_and_argument_errors_import_no_torch(argv: list[str]) -> None:
+    """The command line answers these at once: torch (seconds to import) is loaded only by the jobs."""
+    code = ("import sys, runpy; sys.argv = ['preimage', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('preimage.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+

@@ -1,11 +1,12 @@
-"""Where the YAML configs and shipped bundles live, and reading one YAML file (the schemas merge them: schemas.py)."""
+"""Where the YAML configs and shipped bundles live, reading one YAML file, and the checks of config values a type cannot
+express (the schemas merge the configs: schemas.py)."""
 from __future__ import annotations
 
 import importlib.resources
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,3 +63,17 @@ def check_finite(values: Any, where: str = "config") -> None:
             check_finite(value, f"{where}[{i}]")
     elif isinstance(values, float) and not math.isfinite(values):
         raise ValueError(f"{where} must be a finite number, got {values}")
+
+
+#: the scores a job can compute (preimage.metrics computes them); what invert scores by default
+METRICS = ("feature_error", "normalized_loss", "image_error", "psnr", "ssim")
+
+
+def check_metrics(metrics: Sequence[str]) -> list[str]:
+    """``metrics`` as a list, each one of :data:`METRICS` (``ValueError`` naming the unknown ones)."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"metrics: unknown {', '.join(map(repr, unknown))}; choose among {', '.join(METRICS)}")
+    if not metrics:
+        raise ValueError(f"metrics: give at least one of {', '.join(METRICS)}")
+    return list(metrics)

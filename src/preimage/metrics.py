@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING, Union
 
 import torch
 
+from .config import METRICS, check_metrics
+
 if TYPE_CHECKING:
-    from ..representations import Representation
+    from .representations import Representation
 
 Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 __all__ = [
     "feature_error", "normalized_loss", "image_error", "psnr", "ssim", "mean_std", "mean_pairwise_sq_dist",
-    "METRICS", "check_metrics", "representation_features", "same_size_batches", "score", "scored_part",
+    "representation_features", "same_size_batches", "score", "scored_part",
     "scoring_features",
 ]
 
@@ -325,19 +327,6 @@ def same_size_batches(images: Sequence[torch.Tensor], batch_size: int) -> list[l
 
 
 #: what :func:`score` can compute, in the order of a record
-METRICS = ("feature_error", "normalized_loss", "image_error", "psnr", "ssim")
-
-
-def check_metrics(metrics: Sequence[str]) -> list[str]:
-    """``metrics`` as a list, each one of :data:`METRICS` (``ValueError`` naming the unknown ones)."""
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"metrics: unknown {', '.join(map(repr, unknown))}; choose among {', '.join(METRICS)}")
-    if not metrics:
-        raise ValueError(f"metrics: give at least one of {', '.join(METRICS)}")
-    return list(metrics)
-
-
 def score(representation: Representation, originals: list[torch.Tensor], reconstructions: list[torch.Tensor],
           device: torch.device, reference: list[torch.Tensor] | None = None,
           metrics: Sequence[str] = METRICS) -> dict[str, list[float | None]]:

@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import torch
-
 __all__ = ["OUTPUT_MARKER", "outputs_removed_on_failure", "prepare_output_dir", "unique_stems", "versions",
            "write_marker"]
 
@@ -138,6 +136,8 @@ def versions() -> dict[str, str]:
             return version(name)
         except PackageNotFoundError:
             return "not installed"
+
+    import torch
 
     return {"preimage": __version__, "python": platform.python_version(), "torch": torch.__version__,
             **{key: installed(name) for key, name in (("torchvision", "torchvision"),

@@ -25,9 +25,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import load_yaml
-from .metrics import METRICS
-from .inversion.gd import GDConfig
+from .config import METRICS, load_yaml
+from .inversion.settings import GDConfig
 
 __all__ = ["CompareConfig", "GDSettings", "HybridConfig", "InvertConfig", "TrainConfig", "analysis_schema",
            "gd_overrides", "load_config", "merged", "plain", "split_overrides"]

@@ -43,7 +43,7 @@ from ..inversion.bundles import BundleError, bundle_file
 from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_stems, versions
 
 from ..runlock import launching_process, run_dir_lock
-from ..config import check_finite, check_int
+from ..config import METRICS, check_finite, check_int
 from ..schemas import CompareConfig, merged, plain
 from ..images import max_pixels, save_npy
 from ..inversion.learned import LearnedInverter
@@ -51,7 +51,7 @@ from ..inversion.presets import gd_config
 from ..representations import build_representation
 from . import report as rpt
 from ..inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, truncate_schedule
-from ..metrics import METRICS, score, scoring_features
+from ..metrics import score, scoring_features
 
 METHODS = ("gd", "learned", "hybrid")
 SSIM_MIN_SIZE = 11  # torchmetrics' 11×11 Gaussian window

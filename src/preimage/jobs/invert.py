@@ -17,7 +17,7 @@ from ..imagesets import resolve_image_path
 
 from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_stems, versions
 from ..runlock import run_dir_lock
-from ..config import check_finite, check_int
+from ..config import check_finite, check_int, check_metrics
 from ..schemas import InvertConfig, gd_overrides, merged, plain
 from ..images import load_images, save_npy, save_png, side_by_side, to_grey
 from ..inversion.gd import DivergedError
@@ -25,7 +25,7 @@ from ..inversion.learned import LearnedInverter
 from ..inversion.presets import gd_config
 from ..representations import Representation, build_representation
 from ..inversion.methods import GDMethod, LearnedMethod, Method, reconstruct
-from ..metrics import check_metrics, mean_pairwise_sq_dist, representation_features, score, scored_part
+from ..metrics import mean_pairwise_sq_dist, representation_features, score, scored_part
 from .report import write_json
 
 #: the stems of invert's own outputs, which no input may take (overview.png, metrics.json, tensorboard/)
