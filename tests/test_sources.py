@@ -163,7 +163,7 @@ GOOD = {"one.png", "a/two.JPG", "a/b/three.jpeg", "a/b/four.tiff", "a/five.webp"
 
 def test_folder_skips_unreadable_files_with_one_warning(folder) -> None:
     with pytest.warns(UnreadableImageWarning, match=r"skipped 2 of 7 files") as record:
-        d = ImageFolder(folder, crop=16, length=12, fractions=(1.0, 0.0, 0.0))
+        d = ImageFolder(folder, crop=16, length=12, fractions=(1.0, 0.0, 0.0), validate=True)
     assert len(record) == 1
     assert set(d.sources) == GOOD
     with warnings.catch_warnings():
@@ -172,7 +172,7 @@ def test_folder_skips_unreadable_files_with_one_warning(folder) -> None:
     _check_images([x for x, _ in items], 3, 16)  # the 20×20 and grey files too
     assert {name for _, name in items} == GOOD  # 12 items: two passes over the 5 files, 2 more
     with pytest.warns(UnreadableImageWarning):
-        again = ImageFolder(folder, crop=16, fractions=(1.0, 0.0, 0.0))
+        again = ImageFolder(folder, crop=16, fractions=(1.0, 0.0, 0.0), validate=True)
     assert torch.equal(items[3][0], again[3])
 
 
