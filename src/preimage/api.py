@@ -140,10 +140,10 @@ def invert(images: torch.Tensor, representation: Representation | str, *, method
     inverter = load_inverter(bundle or rep.spec, representation=rep) if method != "gd" else None
     config = None
     if method != "learned":
-        if method == "hybrid" and "schedule" not in settings:  # compare's hybrid: its K steps, clamped
+        if method == "hybrid":  # compare's hybrid: its K steps, clamped, in the decoder's grey or colour
             hybrid = HybridConfig()
             settings = {"schedule": truncate_schedule(hybrid.schedule, hybrid.iterations), "clamp": hybrid.clamp,
-                        **settings}
+                        "grey": inverter.decoder.config.out_channels == 1, **settings}
         config = gd_config(preset or "mv2015", rep, settings)
     grey = config.grey if inverter is None else inverter.decoder.config.out_channels == 1
     if grey and x.shape[1] == 3:

@@ -47,7 +47,7 @@ def _invert(args: argparse.Namespace) -> int:
     cli += [f"checkpoint={args.checkpoint}"] if args.checkpoint else []
     cfg = load_config(InvertConfig, args.config, cli + overrides, where="invert")
     explicit = args.config or args.representation or any(o.startswith("representation=") for o in overrides)
-    if cfg.method == "learned" and not explicit:
+    if cfg.method in ("learned", "hybrid") and not explicit:
         cfg.representation = None  # the default spec is for GD: a learned inverter takes its bundle's
     report = run_invert(cfg, images, args.out)
     formats = {"feature_error": "{:.2f}%", "normalized_loss": "{:.4f}", "image_error": "{:.3f}", "psnr": "{:.2f} dB",
@@ -166,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "gd.restarts=3 device=cpu.")
     inv.add_argument("items", nargs="*", metavar="IMAGE|key=value")
     inv.add_argument("--representation", "-r", help="representation spec, e.g. hog, hogb, dsift, caffenet:conv3")
-    inv.add_argument("--method", "-m", choices=["gd", "learned"],
-                     help="inversion method: gd (optimization, default) or learned (a trained decoder)")
-    inv.add_argument("--checkpoint", help="method learned: a shipped inverter's name (`preimage list`) or a bundle.pt "
+    inv.add_argument("--method", "-m", choices=["gd", "learned", "hybrid"],
+                     help="inversion method: gd (optimization, default), learned (a trained decoder) or hybrid (the "
+                          "learned reconstruction refined by GD)")
+    inv.add_argument("--checkpoint", help="methods learned and hybrid: a shipped inverter's name (`preimage list`) or a bundle.pt "
                                            "of `preimage train` (default: the representation's shipped inverter)")
     inv.add_argument("--out", "-o", required=True, help="output folder (created)")
     inv.add_argument("--config", help="a YAML file of invert keys, merged over the defaults")

@@ -64,7 +64,7 @@ class InvertConfig:
 
     representation: Optional[str] = "hog"  # any spec of `preimage list`; method learned: the bundle's unless given
     representation_options: Dict[str, Any] = field(default_factory=dict)  # builder overrides, e.g. .cell_size=4
-    method: str = "gd"            # gd (optimization, M&V) or learned (a trained decoder, D&B: needs checkpoint)
+    method: str = "gd"            # gd (optimization, M&V), learned (a trained decoder, D&B) or hybrid (learned, then GD)
     preset: str = "mv2015"        # a preset of configs/presets/
     checkpoint: Optional[str] = None  # method learned: a shipped name (`preimage list`) or a bundle.pt of `preimage
     #                                   train` (also --checkpoint); unset: the representation's shipped bundle

@@ -18,13 +18,13 @@ from ..imagesets import resolve_image_path
 from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_stems, versions
 from ..runlock import run_dir_lock
 from ..config import check_finite, check_int, check_metrics
-from ..schemas import InvertConfig, gd_overrides, merged, plain
+from ..schemas import HybridConfig, InvertConfig, gd_overrides, merged, plain
 from ..images import load_images, save_npy, save_png, side_by_side, to_grey
 from ..inversion.gd import DivergedError
 from ..inversion.learned import LearnedInverter
 from ..inversion.presets import gd_config
 from ..representations import Representation, build_representation
-from ..inversion.methods import GDMethod, LearnedMethod, Method, reconstruct
+from ..inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, reconstruct, truncate_schedule
 from ..metrics import mean_pairwise_sq_dist, representation_features, score, scored_part
 from .report import write_json
 
@@ -124,9 +124,21 @@ def _learned(cfg: DictConfig, paths: Sequence[Path], out: Path,
         **{k: manifest[k] for k in ("steps", "metrics", "data", "image_size", "decoder", "package_version")}}
 
 
+def _hybrid(cfg: DictConfig, paths: Sequence[Path], out: Path,
+            resources: contextlib.ExitStack) -> tuple[HybridMethod, list[torch.Tensor], dict[str, Any]]:
+    """The learned reconstruction (the bundle, as :func:`_learned` finds it), refined by GD: the preset's settings,
+    then ``preimage compare``'s hybrid steps (:class:`~preimage.schemas.HybridConfig`: K steps, clamped), then the
+    ``gd`` overrides, in the decoder's grey or colour."""
+    learned, originals, start = _learned(cfg, paths, out, resources)
+    hybrid = HybridConfig()
+    steps = {"schedule": truncate_schedule(hybrid.schedule, hybrid.iterations), "clamp": hybrid.clamp}
+    config = gd_config(cfg.preset, learned.representation, {**steps, **gd_overrides(cfg.gd)}, grey=start["grey"])
+    return HybridMethod(learned.inverter, config), originals, {"start": start, **config.record()}
+
+
 METHODS: dict[str, Callable[[DictConfig, Sequence[Path], Path, contextlib.ExitStack],
                              tuple[Method, list[torch.Tensor], dict[str, Any]]]] = {
-    "gd": _gd, "learned": _learned,
+    "gd": _gd, "learned": _learned, "hybrid": _hybrid,
 }
 
 
@@ -151,8 +163,8 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
     check_metrics(container["metrics"])
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
-    if cfg.method != "learned" and cfg.checkpoint:
-        raise ValueError(f"checkpoint is for method learned, not {cfg.method}: add --method learned")
+    if cfg.method == "gd" and cfg.checkpoint:
+        raise ValueError("checkpoint is for methods learned and hybrid, not gd: add --method learned")
     if not images:
         raise ValueError("no images given")
     out = Path(out)
