@@ -8,10 +8,13 @@ Writes <out>/layers.md (the table) and <out>/layers.png (a row pair per photo: l
 layer).
 
     .venv/bin/python scripts/reproduce_layers.py [--size 224] [--layers stem stage1 ...] [--out runs/layers]
+        [--run-dir runs/efficientnet_lite0_layers]   (the bundles of a `train layers=[...]` run instead of the shipped)
+        [--other-sizes 227 230]                      (the learned image_error at other sides too)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -37,15 +40,23 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--layers", nargs="+", help="default: every layer with a shipped inverter")
     parser.add_argument("--preset", default="tuned")
-    parser.add_argument("--images", default="builtin")
+    parser.add_argument("--images", nargs="+", default=["builtin"], help="builtin (the test photos), a folder, files "
+                        "or builtin:NAME")
     parser.add_argument("--out", default="runs/layers")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--run-dir", help="a `preimage train layers=[...]` run: score its bundles (layers.json)")
+    parser.add_argument("--other-sizes", nargs="*", type=int, default=[])
     args = parser.parse_args()
-    shipped = [i["spec"] for i in preimage.list_inverters() if i["spec"].startswith("efficientnet_lite0:")]
+    if args.run_dir:
+        bundles = {spec: v["bundle"] for spec, v in json.loads((Path(args.run_dir) / "layers.json").read_text()).items()}
+    else:
+        bundles = {i["spec"]: i["name"] for i in preimage.list_inverters()}
+    available = [spec for spec in bundles if spec.startswith("efficientnet_lite0:")]
     order = [f"efficientnet_lite0:{layer}" for layer in ("stem", "stage1", "stage2", "stage3", "stage4", "stage5",
                                                           "stage6", "stage7", "head", "pool", "logits", "prob")]
-    specs = [f"efficientnet_lite0:{layer}" for layer in args.layers] if args.layers else [s for s in order if s in shipped]
-    stems, _, photos = load_image_set(args.images, size=args.size, grey=False)
+    specs = [f"efficientnet_lite0:{layer}" for layer in args.layers] if args.layers else [s for s in order if s in available]
+    images = args.images[0] if len(args.images) == 1 else args.images
+    stems, _, photos = load_image_set(images, size=args.size, grey=False)
     x = torch.stack(photos)
     own = x.mean((2, 3), keepdim=True).expand_as(x)
     shared = x.mean((0, 2, 3), keepdim=True).expand_as(x)
@@ -53,7 +64,12 @@ def main() -> None:
     rows, columns, labels = [], [], []
     started = time.perf_counter()
     for spec in specs:
-        learned = preimage.invert(x, spec, method="learned", device=args.device)
+        learned = preimage.invert(x, spec, method="learned", bundle=bundles[spec], device=args.device)
+        others = []
+        for side in args.other_sizes:
+            y = torch.stack(load_image_set(images, size=side, grey=False)[2])
+            others.append(mean_error(preimage.invert(y, spec, method="learned", bundle=bundles[spec],
+                                                     device=args.device).images, y))
         gd = preimage.invert(x, spec, preset=args.preset, device=args.device)
         layer = spec.partition(":")[2]
         paper = DB_ALEXNET.get(BESIDE.get(layer, ""))
@@ -61,13 +77,16 @@ def main() -> None:
             f"| {layer} | {mean_error(learned.images, x):.3f} | {mean_error(gd.images, x):.3f} | "
             f"{sum(learned.feature_error) / len(x):.1f} | {sum(gd.feature_error) / len(x):.1f} | "
             f"{sum(learned.seconds) / len(x):.3f} | {sum(gd.seconds) / len(x):.2f} | "
+            + "".join(f"{e:.3f} | " for e in others)
             + (f"{BESIDE[layer]}: {paper[0]:.2f} / {paper[1]:.2f} |" if paper else "— |"))
         columns.append((learned.images, gd.images))
         labels.append(layer)
         print(rows[-1], flush=True)
     header = ("| layer | learned image_error | GD image_error | learned feature_error % | GD feature_error % | "
-              "learned s / image | GD s / image | D&B AlexNet learned / GD (approx.) |\n|---|---|---|---|---|---|---|---|")
-    text = (f"{len(x)} photos ({args.images}), {args.size}×{args.size} RGB; GD preset {args.preset}; "
+              "learned s / image | GD s / image | "
+              + "".join(f"learned at {side} px | " for side in args.other_sizes)
+              + "D&B AlexNet learned / GD (approx.) |\n" + "|---" * (8 + len(args.other_sizes)) + "|")
+    text = (f"{len(x)} photos ({' '.join(args.images)}), {args.size}×{args.size} RGB; GD preset {args.preset}; "
             f"{time.perf_counter() - started:.0f} s in all.\n\n{header}\n" + "\n".join(rows) + "\n\n"
             f"Constant baselines: one flat image of all the photos' mean colour {baselines[0]:.3f}; a flat image of "
             f"each photo's own mean colour {baselines[1]:.3f}.\n")

@@ -20,7 +20,10 @@ from preimage.photos import TEST_PHOTOS, load_photo
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 #: spec → (colour?, the test photos' side: the CNN bundles at D&B's 224 px)
 SHIPPED = {"hog": (False, 128), "hogb": (False, 128), "dsift": (False, 128),
-           "efficientnet_lite0:stage4": (True, 224), "efficientnet_lite0:pool": (True, 224)}
+           **{f"efficientnet_lite0:{layer}": (True, 224) for layer in ("stem", "stage1", "stage2", "stage3", "stage4",
+                                                                          "pool")}}
+#: all shipped bundles together, bytes
+BUDGET = 100 * 10**6
 
 
 def bundle_file(spec: str) -> Path:
@@ -41,11 +44,18 @@ def test_bundle_loads_within_budget_and_says_what_it_inverts(spec: str) -> None:
     assert manifest["steps"] > 0 and manifest["data"]["sources"]
 
 
+def test_every_shipped_bundle_is_tested_and_all_fit_the_budget() -> None:
+    files = sorted(CHECKPOINTS.glob("*.pt"))
+    assert sorted(bundle_file(spec) for spec in SHIPPED) == files
+    assert sum(f.stat().st_size for f in files) <= BUDGET
+
+
 @pytest.mark.parametrize("spec", [s for s, (colour, _) in SHIPPED.items() if colour])
 def test_network_bundle_round_trip(spec: str, tmp_path: Path) -> None:
     """Loaded, saved again and reloaded: the same manifest, weights and reconstructions."""
     inverter = LearnedInverter.from_bundle(bundle_file(spec))
-    again = save_bundle(tmp_path / "again.pt", inverter.decoder, inverter.manifest)
+    half = inverter.manifest.get("weights_dtype") == "float16"  # stored at half size, loaded as float32
+    again = save_bundle(tmp_path / "again.pt", inverter.decoder, inverter.manifest, float16=half)
     manifest, state = load_bundle(again, spec)
     original_manifest, original_state = load_bundle(bundle_file(spec), spec)
     assert manifest == original_manifest and state.keys() == original_state.keys()
