@@ -206,3 +206,22 @@ def test_top_level_exposes_the_api_and_little_else() -> None:
     assert public == set(preimage.__all__) - {"__version__"} and isinstance(preimage.__version__, str)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         preimage.nope  # noqa: B018
+
+
+def test_vit_tokens_work_through_the_learned_and_hybrid_methods(tmp_path: Path) -> None:
+    """A decoder of ViT-B/16 tokens (read as one vector), trained for a few steps, through the API's learned and
+    hybrid methods, and the same bundle through the shipped-name resolver's path form."""
+    spec = "torchvision:vit_b_16:encoder.layers.encoder_layer_0"
+    run_dir = tmp_path / "vit"
+    assert main(["train", "-c", "tiny", f"run_dir={run_dir}", f"representation={spec}", "grey=false",
+                 "representation_options={weights: random}", "data.crop=224", "data.val_size=4", "data.batch_size=2",
+                 "decoder.input_scale=1.0", "decoder.fc_widths=[32]", "trainer.max_steps=2",
+                 "trainer.val_check_interval=2", "image_log_every=100"]) == 0
+    bundle = run_dir / "bundle.pt"
+    assert preimage.load_inverter(bundle).manifest["feature_shape"] == [197, 768]
+    x = prepare_image(load_photo("chelsea"), size=224, grey=False)[None]
+    phi = preimage.build_representation(spec, weights="random")
+    learned = preimage.invert(x, phi, method="learned", bundle=bundle, device="cpu")
+    hybrid = preimage.invert(x, phi, method="hybrid", bundle=bundle, schedule=[[0.002, 2]], device="cpu")
+    assert learned.images.shape == hybrid.images.shape == (1, 3, 224, 224)
+    assert hybrid.settings["iterations"] == 2 and learned.settings == {}

@@ -103,7 +103,11 @@ def test_bad_features() -> None:
     with pytest.raises(ValueError, match=r"\(B, 31, h, w\)"):
         decoder(torch.rand(1, 30, 4, 4), (32, 32))
     with pytest.raises(ValueError, match="feature_shape"):
-        Decoder((31, 4), (32, 32))
+        Decoder((31, 4, 4, 4), (32, 32))
+    tokens = build_decoder((5, 6), (32, 32), width=8, fc_widths=[16])  # tokens: their count is fixed
+    assert tokens(torch.rand(2, 5, 6), (32, 32)).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"\(B, 5, 6\)"):
+        tokens(torch.rand(2, 4, 6), (32, 32))
 
 
 def test_gradients_flow_to_every_parameter_and_the_features() -> None:

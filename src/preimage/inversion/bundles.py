@@ -47,7 +47,7 @@ BUNDLE_FORMAT, BUNDLE_VERSION = "preimage-bundle", 1
 _FIELDS: dict[str, tuple[Any, str]] = {  # manifest key: (type, what it must be)
     "spec": (str, "a string"), "params": (dict, "a dict"), "data": ((str, dict), "a string or a dict"),
     "steps": (int, "an integer"), "metrics": (dict, "a dict of numbers"),
-    "image_size": (list, "[H, W] (positive integers)"), "feature_shape": (list, "[C, h, w] or [D] (positive integers)"),
+    "image_size": (list, "[H, W] (positive integers)"), "feature_shape": (list, "[C, h, w], [N, D] or [D] (positive integers)"),
     "decoder": (dict, "a decoder config dict"), "package_version": (str, "a string"),
 }
 _LIGHTNING_MARK = "pytorch-lightning_version"
@@ -94,7 +94,7 @@ def _check_manifest(manifest: Any) -> tuple[dict[str, Any], DecoderConfig]:
         if ok and key == "metrics":
             ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
         if ok and key in ("image_size", "feature_shape"):
-            ok = len(value) in ((2,) if key == "image_size" else (1, 3)) and all(
+            ok = len(value) in ((2,) if key == "image_size" else (1, 2, 3)) and all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
         if not ok:
             raise ValueError(f"manifest['{key}'] is {value!r}, expected {expected}")

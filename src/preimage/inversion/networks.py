@@ -152,7 +152,7 @@ def count_upsamplings(
         return config.upsamplings
     if config.cell is not None and len(feature_shape) == 3:
         return max(0, math.ceil(math.log2(config.cell / SHORTFALL)))
-    if len(feature_shape) == 1:
+    if len(feature_shape) in (1, 2):  # vectors, and tokens (read as one vector)
         sides, image_size = (config.seed_side, config.seed_side), image_size or VECTOR_IMAGE_SIZE
     elif image_size is None:
         raise ValueError("a decoder for spatial features needs image_size (or DecoderConfig.upsamplings)")
@@ -166,13 +166,15 @@ class Decoder(nn.Module):
     r"""Up-convolutional decoder from features Φ(x) to the image x (D&B's "expected pre-image").
 
     Args:
-        feature_shape: shape of Φ(x) for one training image, ``(C, h, w)`` or ``(D,)``.
+        feature_shape: shape of Φ(x) for one training image: maps ``(C, h, w)``, vectors ``(D,)``, or tokens
+            ``(N, D)`` (a transformer's; decoded as the one vector of their ``N·D`` values, so N is fixed).
         image_size: ``(H, W)`` of the training images (sets the number of up-convolutions); may be ``None``
             for vector features (64×64) or when ``config.upsamplings`` is set.
         config: the knobs (defaults: D&B's widths).
 
     Shape:
-        - Input: :math:`(B, C, h', w')` for spatial features (any ``h', w' >= 1``), :math:`(B, D)` for vectors.
+        - Input: :math:`(B, C, h', w')` for spatial features (any ``h', w' >= 1``), :math:`(B, D)` for vectors,
+          :math:`(B, N, D)` for tokens.
         - Output: :math:`(B, \text{out\_channels}, H', W')` with ``(H', W') = output_size``.
 
     Convention:
@@ -201,9 +203,9 @@ class Decoder(nn.Module):
     ) -> None:
         super().__init__()
         config = config or DecoderConfig()
-        if len(feature_shape) not in (1, 3) or any(isinstance(s, bool) or int(s) != s or s < 1
-                                                   for s in feature_shape):
-            raise ValueError(f"feature_shape must be (C, h, w) or (D,), positive, got {tuple(feature_shape)}")
+        if len(feature_shape) not in (1, 2, 3) or any(isinstance(s, bool) or int(s) != s or s < 1
+                                                      for s in feature_shape):
+            raise ValueError(f"feature_shape must be (C, h, w), (N, D) or (D,), positive, got {tuple(feature_shape)}")
         if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
             raise ValueError(f"image_size must be (H, W) of positive integers, got {tuple(image_size)}")
         self.feature_shape = tuple(int(s) for s in feature_shape)
@@ -216,8 +218,8 @@ class Decoder(nn.Module):
 
         self.fc: nn.Sequential | None = None
         layers: list[nn.Module] = []
-        if len(self.feature_shape) == 1:
-            dims = (self.feature_shape[0], *config.fc_widths, config.width * config.seed_side**2)
+        if len(self.feature_shape) in (1, 2):
+            dims = (math.prod(self.feature_shape), *config.fc_widths, config.width * config.seed_side**2)
             self.fc = nn.Sequential(*[m for a, b in zip(dims[:-1], dims[1:]) for m in (nn.Linear(a, b), act())])
             channels = config.width
         else:
@@ -243,11 +245,14 @@ class Decoder(nn.Module):
         """Raise ``ValueError`` unless ``features`` is a batch this decoder takes (any spatial size)."""
         spatial = len(self.feature_shape) == 3
         ok = isinstance(features, torch.Tensor) and features.dim() == len(self.feature_shape) + 1
-        if ok:
+        if ok and len(self.feature_shape) == 2:  # tokens: their number is part of the vector decoded
+            ok = tuple(features.shape[1:]) == self.feature_shape
+        elif ok:
             ok = features.shape[1] == self.feature_shape[0] and min(features.shape[1:]) >= 1
         if not ok:
             shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-            expected = f"(B, {self.feature_shape[0]}, h, w)" if spatial else f"(B, {self.feature_shape[0]})"
+            expected = (f"(B, {self.feature_shape[0]}, h, w)" if spatial else
+                        f"(B, {', '.join(map(str, self.feature_shape))})")
             raise ValueError(f"decoder: expected features of shape {expected}, got {shape}")
 
     def forward(self, features: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
@@ -260,7 +265,7 @@ class Decoder(nn.Module):
             x = F.pad(x, (0, extra[1], 0, extra[0]))
         if self.fc is not None:
             side = self.config.seed_side
-            x = self.fc(x).view(-1, self.config.width, side, side)
+            x = self.fc(x.flatten(1)).view(-1, self.config.width, side, side)
         rows, cols = x.shape[-2:]  # feature cells, with the margin's zero cells
         x = self.layers(x)
         if cell is not None:
