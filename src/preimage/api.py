@@ -13,7 +13,7 @@ The jobs (``preimage invert``, ``compare``, ``analyze``) are built on the same p
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -25,7 +25,7 @@ from .imagesets import prepare_image
 from .inversion.bundles import PathLike, list_inverters
 from .inversion.gd import optimize_gd
 from .inversion.learned import LearnedInverter
-from .inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, reconstruct, truncate_schedule
+from .inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, hybrid_steps, reconstruct
 from .inversion.objectives import Caricature, NeuronActivation, max_response, neuron_weights
 from .inversion.presets import gd_config
 from .metrics import score
@@ -141,9 +141,8 @@ def invert(images: torch.Tensor, representation: Representation | str, *, method
     config = None
     if method != "learned":
         if method == "hybrid":  # compare's hybrid: its K steps, clamped, in the decoder's grey or colour
-            hybrid = HybridConfig()
-            settings = {"schedule": truncate_schedule(hybrid.schedule, hybrid.iterations), "clamp": hybrid.clamp,
-                        "grey": inverter.decoder.config.out_channels == 1, **settings}
+            settings = {**hybrid_steps(**asdict(HybridConfig())), "grey": inverter.decoder.config.out_channels == 1,
+                        **settings}
         config = gd_config(preset or "mv2015", rep, settings)
     grey = config.grey if inverter is None else inverter.decoder.config.out_channels == 1
     if grey and x.shape[1] == 3:

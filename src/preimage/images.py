@@ -25,7 +25,7 @@ from .truncation import jpeg_data_missing, png_rows_missing
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = [
-    "MAX_PIXELS", "ImageError", "load_image", "max_pixels", "to_grey", "save_png", "save_npy", "load_npy", "side_by_side", "grid", "label_font",
+    "MAX_PIXELS", "ImageError", "check_side", "load_image", "max_pixels", "to_grey", "save_png", "save_npy", "load_npy", "side_by_side", "grid", "label_font",
 ]
 
 #: The largest image (width × height) :func:`load_image` decodes: 40 megapixels, e.g. 8000 × 5000 (its float32 RGB
@@ -105,6 +105,14 @@ def max_pixels() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"PREIMAGE_MAX_PIXELS must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_side(name: str, side: int) -> int:
+    """``side`` (pixels) of a square image whose area is within :func:`max_pixels`, else ``ValueError``."""
+    if side * side > max_pixels():
+        raise ValueError(f"{name}={side}: {side * side:,} pixels per image are over the budget of {max_pixels():,} "
+                         "(PREIMAGE_MAX_PIXELS)")
+    return side
 
 
 def load_image(path: PathLike, grey: bool = False, *, check_complete: bool = True) -> torch.Tensor:

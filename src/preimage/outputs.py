@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
-__all__ = ["OUTPUT_MARKER", "outputs_removed_on_failure", "prepare_output_dir", "unique_stems", "versions",
-           "write_marker"]
+__all__ = ["OUTPUT_MARKER", "outputs_removed_on_failure", "prepare_output_dir", "refuse_foreign", "unique_stems",
+           "versions", "write_marker"]
 
 #: the file that marks a folder as a preimage output folder (written first, so that a crashed run leaves it too)
 OUTPUT_MARKER = ".preimage-output"
@@ -33,6 +33,15 @@ def _within(path: Path, folder: Path) -> bool:
         return path.resolve().is_relative_to(folder.resolve())
     except OSError:
         return False
+
+
+def refuse_foreign(folder: Path, made_by: str, *evidence: Path) -> None:
+    """``ValueError`` (one line) if ``folder`` holds files but neither the output marker nor any of ``evidence``
+    (files only ``made_by`` writes, for folders of earlier versions): nothing of the user's is overwritten."""
+    entries = [e for e in folder.iterdir() if e.name not in _KEPT] if folder.is_dir() else []
+    if entries and not (folder / OUTPUT_MARKER).is_file() and not any(e.is_file() for e in evidence):
+        raise ValueError(f"run_dir {folder} is not empty and was not made by `{made_by}`: its files are left as they "
+                         "are; set another run_dir")
 
 
 def write_marker(out: Path) -> None:

@@ -63,10 +63,7 @@ def run_analysis(kind: str, settings: DictConfig | dict[str, Any]) -> dict[str, 
     unknown keys and wrong types are a ``ValueError``."""
     values = plain(merged(schema(kind), settings, where=f"analyze {kind}"))
     check_finite(values)
-    out = Path(str(values["out"]))
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} exists and is not a folder: choose a folder")
-    with run_dir_lock(out), outputs_removed_on_failure():  # one run per folder
+    with run_dir_lock(Path(str(values["out"]))), outputs_removed_on_failure():  # one run per folder
         return _analyses()[kind](**values)
 
 

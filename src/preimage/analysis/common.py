@@ -11,7 +11,7 @@ from ..config import check_int
 from ..imagesets import load_image_set
 from ..outputs import unique_stems, versions
 from ..jobs.report import write_json
-from ..images import grid, max_pixels, save_npy, save_png
+from ..images import check_side, grid, save_npy, save_png
 from ..inversion.gd import GDConfig
 from ..inversion.presets import gd_config
 from ..representations import Representation, build_representation
@@ -34,11 +34,7 @@ def load_square_images(items: Sequence[str], size: int) -> tuple[list[str], torc
 
 def check_size(size: Any, name: str = "size") -> int:
     """``size`` as a positive int (pixels) whose square is within the pixel budget, or ``ValueError``."""
-    side = check_int(f"{name} (pixels)", size)
-    if side * side > max_pixels():
-        raise ValueError(f"{name}={side}: {side * side:,} pixels per image are over the budget of {max_pixels():,} "
-                         "(PREIMAGE_MAX_PIXELS)")
-    return side
+    return check_side(name, check_int(f"{name} (pixels)", size))
 
 
 def check_layers(layers: Sequence[str]) -> list[str]:

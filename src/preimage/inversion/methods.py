@@ -24,7 +24,8 @@ from .gd import DivergedError, GDConfig, invert_gd
 from .learned import LearnedInverter
 from .masks import build_mask
 
-__all__ = ["GDMethod", "HybridMethod", "LearnedMethod", "Method", "Reconstructions", "reconstruct", "truncate_schedule"]
+__all__ = ["GDMethod", "HybridMethod", "LearnedMethod", "Method", "Reconstructions", "hybrid_steps", "reconstruct",
+           "truncate_schedule"]
 
 #: ``callback_for(indices)``: a GD callback for the images ``indices`` of the set (e.g. TensorBoard logging)
 CallbackFactory = Callable[[Sequence[int]], Callable[[int, torch.Tensor, torch.Tensor], None] | None]
@@ -147,6 +148,12 @@ def truncate_schedule(schedule: Sequence[Sequence[float]], iterations: int) -> l
         raise ValueError("hybrid.schedule must hold [learning_rate, iterations] pairs")
     out[-1][1] += max(left, 0)
     return out
+
+
+def hybrid_steps(schedule: Sequence[Sequence[float]], iterations: int, clamp: bool) -> dict[str, Any]:
+    """The GD settings of the hybrid's refinement over a preset: ``schedule`` cut to ``iterations`` steps in all
+    (:func:`truncate_schedule`), pixels clamped to [0, 1] at every step if ``clamp``."""
+    return {"schedule": truncate_schedule(schedule, iterations), "clamp": clamp}
 
 
 def reconstruct(method: Method, images: Sequence[torch.Tensor], device: torch.device, batch_size: int,

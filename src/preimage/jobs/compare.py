@@ -34,24 +34,20 @@ from typing import Any, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ..devices import device_name, resolve_device
-
-from ..imagesets import BUILTIN, load_image_set
-
-from ..inversion.bundles import BundleError, bundle_file
-
-from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_stems, versions
-
-from ..runlock import launching_process, run_dir_lock
 from ..config import METRICS, check_finite, check_int
-from ..schemas import CompareConfig, merged, plain
-from ..images import max_pixels, save_npy
+from ..devices import device_name, resolve_device
+from ..images import check_side, save_npy
+from ..imagesets import BUILTIN, load_image_set
+from ..inversion.bundles import BundleError, bundle_file
 from ..inversion.learned import LearnedInverter
+from ..inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, hybrid_steps
 from ..inversion.presets import gd_config
-from ..representations import build_representation
-from . import report as rpt
-from ..inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, truncate_schedule
 from ..metrics import score, scoring_features
+from ..outputs import outputs_removed_on_failure, prepare_output_dir, unique_stems, versions
+from ..representations import build_representation
+from ..runlock import launching_process, run_dir_lock
+from ..schemas import CompareConfig, merged, plain
+from . import report as rpt
 
 METHODS = ("gd", "learned", "hybrid")
 SSIM_MIN_SIZE = 11  # torchmetrics' 11×11 Gaussian window
@@ -78,9 +74,8 @@ def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"grey must be true, false or auto, got {c['grey']!r}")
     for key in ("limit", "image_size"):
         check_int(key, c[key], allow_none=True)
-    if c["image_size"] is not None and c["image_size"] ** 2 > max_pixels():
-        raise ValueError(f"image_size={c['image_size']}: {c['image_size'] ** 2:,} pixels per image are over the budget of "
-                         f"{max_pixels():,} (PREIMAGE_MAX_PIXELS)")
+    if c["image_size"] is not None:
+        check_side("image_size", c["image_size"])
     for key in ("batch_size", "num_nodes", "grid_images"):
         check_int(key, c[key])
     check_int("hybrid.iterations", c["hybrid"]["iterations"])
@@ -108,9 +103,9 @@ def _setup(c: dict[str, Any]) -> tuple[list, list, dict[str, Any], list[str]]:
         gd_settings = gd_config(c["preset"], representation, c["gd"], grey=grey)
         if gd_settings.restarts != 1:
             raise ValueError("compare scores one reconstruction per image: set gd.restarts=1")
-        hybrid_schedule = truncate_schedule(c["hybrid"]["schedule"] or gd_settings.schedule, c["hybrid"]["iterations"])
-        hybrid_config = gd_config(c["preset"], representation, c["gd"], grey=grey, schedule=hybrid_schedule,
-                                  clamp=c["hybrid"]["clamp"])
+        steps = hybrid_steps(c["hybrid"]["schedule"] or gd_settings.schedule, c["hybrid"]["iterations"],
+                             c["hybrid"]["clamp"])
+        hybrid_config = gd_config(c["preset"], representation, c["gd"], grey=grey, **steps)
         mine: dict[str, Any] = {"representation": {"spec": spec, "params": representation.params}}
         if "gd" in c["methods"]:
             mine["gd"] = {"preset": c["preset"], **gd_settings.record()}

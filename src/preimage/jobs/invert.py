@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,7 +24,7 @@ from ..inversion.gd import DivergedError
 from ..inversion.learned import LearnedInverter
 from ..inversion.presets import gd_config
 from ..representations import Representation, build_representation
-from ..inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, reconstruct, truncate_schedule
+from ..inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, hybrid_steps, reconstruct
 from ..metrics import mean_pairwise_sq_dist, representation_features, score, scored_part
 from .report import write_json
 
@@ -130,8 +130,7 @@ def _hybrid(cfg: DictConfig, paths: Sequence[Path], out: Path,
     then ``preimage compare``'s hybrid steps (:class:`~preimage.schemas.HybridConfig`: K steps, clamped), then the
     ``gd`` overrides, in the decoder's grey or colour."""
     learned, originals, start = _learned(cfg, paths, out, resources)
-    hybrid = HybridConfig()
-    steps = {"schedule": truncate_schedule(hybrid.schedule, hybrid.iterations), "clamp": hybrid.clamp}
+    steps = hybrid_steps(**asdict(HybridConfig()))
     config = gd_config(cfg.preset, learned.representation, {**steps, **gd_overrides(cfg.gd)}, grey=start["grey"])
     return HybridMethod(learned.inverter, config), originals, {"start": start, **config.record()}
 
@@ -167,10 +166,7 @@ def run_invert(cfg: DictConfig | dict[str, Any], images: Sequence[str], out: str
         raise ValueError("checkpoint is for methods learned and hybrid, not gd: add --method learned")
     if not images:
         raise ValueError("no images given")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} exists and is not a folder: choose a folder")
-    with run_dir_lock(out), outputs_removed_on_failure():  # one run per folder: two never mix or delete outputs
+    with run_dir_lock(Path(out)), outputs_removed_on_failure():  # one run per folder: two never mix or delete outputs
         out = prepare_output_dir(out, clear=bool(cfg.overwrite), inputs=[resolve_image_path(i) for i in images])
         return _invert(cfg, container, images, out)
 

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from ..files import atomic_path
 from ..inversion.bundles import load_bundle
-from ..outputs import OUTPUT_MARKER, write_marker
+from ..outputs import refuse_foreign, write_marker
 from ..representations import is_representation
 
 __all__ = ["layer_spec", "train_layers"]
@@ -73,10 +73,7 @@ def train_layers(c: dict[str, Any], train_one: Callable[[dict[str, Any], str | N
     plan = [(layer, layer_spec(c["representation"], layer)) for layer in c["layers"]]
     if len({spec for _, spec in plan}) != len(plan):
         raise ValueError(f"layers names a layer twice: {c['layers']}")
-    entries = [e for e in run_dir.iterdir() if e.name not in (".lock", OUTPUT_MARKER)] if run_dir.is_dir() else []
-    if entries and not (run_dir / OUTPUT_MARKER).is_file() and not (run_dir / "layers.json").is_file():
-        raise ValueError(f"run_dir {run_dir} is not empty and was not made by `preimage train layers=[...]`: its "
-                         "files are left as they are; set another run_dir")
+    refuse_foreign(run_dir, "preimage train layers=[...]", run_dir / "layers.json")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_marker(run_dir)
     summary: dict[str, Any] = {}

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from ..outputs import OUTPUT_MARKER, write_marker
+from ..outputs import refuse_foreign, write_marker
 from ..runlock import launching_process, run_dir_lock
 from ..config import check_finite
 from ..files import atomic_path
@@ -189,20 +189,11 @@ def _check_resumable(last: Path, module: InverterModule) -> int:
     return int(ckpt.get("global_step", 0))
 
 
-def _check_run_dir(run_dir: Path, last: Path) -> None:
-    """Refuse a folder that holds files but was not made by ``preimage train`` (no marker and no checkpoint):
-    nothing of the user's is overwritten."""
-    entries = [e for e in run_dir.iterdir() if e.name not in (".lock", OUTPUT_MARKER)] if run_dir.is_dir() else []
-    if entries and not (run_dir / OUTPUT_MARKER).is_file() and not last.is_file():
-        raise ValueError(f"run_dir {run_dir} is not empty and was not made by `preimage train`: its files are left "
-                         "as they are; set another run_dir")
-
-
 def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[str, float], dict[str, Any]]:
     """:func:`train` once the run directory is this process's."""
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.ckpt"
     if launching_process():
-        _check_run_dir(run_dir, last)
+        refuse_foreign(run_dir, "preimage train", last)
     if c["resume"] and not last.is_file():
         raise ValueError(f"resume=true but {last} does not exist: nothing to resume")
     if not c["resume"] and ckpt_dir.is_dir() and any(ckpt_dir.glob("*.ckpt")):
