@@ -120,3 +120,28 @@ def test_gradcheck(layer: str) -> None:
     rep = build_representation(f"efficientnet_lite0:{layer}").double()
     x = torch.rand(1, 3, 7, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
     assert torch.autograd.gradcheck(rep, (x,), eps=1e-6, atol=1e-5)
+
+
+def _support_start(rep, side: int, row: int) -> int:
+    """First input row where ∂(Σ_channels Φ[:, row, row])/∂x is non-zero (a random photo-free input)."""
+    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(rep(x)[0, :, row, row].sum(), x)
+    rows = grad[0].abs().sum((0, 2)).nonzero().flatten()
+    assert 0 < int(rows[0]) and int(rows[-1]) < side - 1, "the field reaches the border: pick a larger side"
+    return int(rows[0])
+
+
+@pytest.mark.parametrize("layer, sides", [("stage2", (227, 226, 230, 233)), ("stage3", (227, 229, 235)),
+                                          ("stage4", (291, 297, 303))])
+def test_grid_offset_is_where_the_cells_windows_moved(layer: str, sides: tuple[int, ...]) -> None:
+    """At a side that is not a multiple of the stride, "SAME" padding moves every cell's window up by
+    grid_offset pixels from where it lies at the next multiple: measured here on the gradient's support."""
+    rep = build_representation(f"efficientnet_lite0:{layer}", weights="random")
+    step = rep.grid_step
+    assert step == STRIDES[layer]
+    for side in sides:
+        multiple = -(-side // step) * step
+        row = side // step // 2
+        offset = rep.grid_offset(side, side)
+        assert offset[0] == offset[1] and rep.grid_offset(multiple, multiple) == (0, 0)
+        assert _support_start(rep, side, row) + offset[0] == _support_start(rep, multiple, row), side

@@ -233,3 +233,20 @@ def test_paint_margin_paints_past_the_last_cell(side: int) -> None:
 def test_paint_margin_must_be_a_bool() -> None:
     with pytest.raises(ValueError, match="paint_margin"):
         DecoderConfig(paint_margin="yes")
+
+
+def test_offset_places_the_painted_cells_above_and_left_of_the_image() -> None:
+    """With ``cell``, the image is the painted cells' canvas from pixel ``offset`` on; without, offset is ignored."""
+    decoder = build_decoder((8, 4, 5), (32, 40), width=8, cell=8).eval()
+    features = torch.rand(2, 8, 4, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        canvas = decoder(features, (32, 40))
+        assert torch.equal(decoder(features, (27, 33), (3, 5)), canvas[..., 3:30, 5:38])
+        shifted = decoder(features, (31, 38), (3, 5))  # past the canvas: the last painted row/column repeats
+        assert torch.equal(shifted[..., :29, :35], canvas[..., 3:, 5:])
+        assert torch.equal(shifted[..., 29:, :35], canvas[..., 31:, 5:].expand(-1, -1, 2, -1))
+    with pytest.raises(ValueError, match="offset must be non-negative"):
+        decoder(features, (32, 40), (-1, 0))
+    resized = build_decoder((8, 4, 5), (32, 40), width=8).eval()
+    with torch.no_grad():
+        assert torch.equal(resized(features, (27, 33), (3, 5)), resized(features, (27, 33)))

@@ -101,7 +101,8 @@ class LearnedInverter(nn.Module):
 
     def invert_features(self, features: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
         """Reconstruct ``output_size`` images in ``[0, 1]`` from a batch of features."""
-        return self.decoder(features, output_size).clamp(0, 1)
+        offset = self.representation.grid_offset(*output_size)
+        return self.decoder(features, output_size, offset).clamp(0, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstruct ``images`` from their features, at their own size."""

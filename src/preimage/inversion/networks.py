@@ -12,9 +12,10 @@ per-layer table:
 
 Every up-convolution (4×4, stride 2: exactly ×2) is followed by LeakyReLU and ``stage_convs`` 3×3
 convolutions; the channels halve at each one. A last 3×3 convolution gives the image, which is resized
-(bilinear) to the size asked for at call time; with ``cell`` (Φ's exact grid step, e.g. DSIFT's 15 px) it is
-resized to ``cell`` pixels per feature cell instead, so that every cell's pixels land where Φ saw them at
-any image size. The rows and columns past the last cell (DSIFT at 192 px: 12 of them) repeat its edge, or,
+(bilinear) to the size asked for at call time; with ``cell`` (Φ's grid step: HOG's cell, DSIFT's 15 px, a CNN
+map's stride) it is resized to ``cell`` pixels per feature cell instead and placed where Φ's grid lies at that
+image size (``Representation.grid_offset``: EfficientNet's "SAME" padding moves it at sizes that are not
+multiples of the stride), so that every cell's pixels land where Φ saw them at any image size. The rows and columns past the last cell (DSIFT at 192 px: 12 of them) repeat its edge, or,
 with ``paint_margin``, are painted by the decoder itself from features padded with zero cells, so that the
 image loss trains it to guess that margin from the cells beside it.
 
@@ -255,13 +256,21 @@ class Decoder(nn.Module):
                         f"(B, {', '.join(map(str, self.feature_shape))})")
             raise ValueError(f"decoder: expected features of shape {expected}, got {shape}")
 
-    def forward(self, features: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, output_size: tuple[int, int], offset: tuple[int, int] = (0, 0)
+    ) -> torch.Tensor:
+        """Reconstruct ``output_size`` images; with ``cell``, the painted cells start ``offset`` pixels
+        (rows, columns) above and left of the image (``Representation.grid_offset``; ignored without ``cell``)."""
         self.check_features(features)
         x = features * self.config.input_scale
         size = (int(output_size[0]), int(output_size[1]))
+        shift = (int(offset[0]), int(offset[1]))
+        if min(shift) < 0:
+            raise ValueError(f"decoder: offset must be non-negative pixels, got {tuple(offset)}")
         cell = self.config.cell if self.fc is None else None
         if cell is not None and self.config.paint_margin:  # zero cells over the margin, rounded up
-            extra = [max(0, -(-(side - n * cell) // cell)) for side, n in zip(size, features.shape[-2:])]
+            extra = [max(0, -(-(side + o - n * cell) // cell))
+                     for side, o, n in zip(size, shift, features.shape[-2:])]
             x = F.pad(x, (0, extra[1], 0, extra[0]))
         if self.fc is not None:
             side = self.config.seed_side
@@ -269,7 +278,7 @@ class Decoder(nn.Module):
         rows, cols = x.shape[-2:]  # feature cells, with the margin's zero cells
         x = self.layers(x)
         if cell is not None:
-            x = _resize(x, (rows * cell, cols * cell))[..., : size[0], : size[1]]
+            x = _resize(x, (rows * cell, cols * cell))[..., shift[0]: shift[0] + size[0], shift[1]: shift[1] + size[1]]
             missing = (size[0] - x.shape[-2], size[1] - x.shape[-1])
             return F.pad(x, (0, missing[1], 0, missing[0]), mode="replicate") if max(missing) > 0 else x
         return _resize(x, size)

@@ -60,8 +60,10 @@ class Representation(nn.Module):
         grey: whether the representation sees a single grey channel (HOG/DSIFT inversions are grey).
         grid_step: pixels between neighbouring feature cells when the grid is exact and starts at the image's
             top-left corner, feature cell ``(r, c)`` describing pixels ``[r·step, (r+1)·step)`` (HOG: the cell
-            size; DSIFT: the frame step); ``None`` where it is not (CNN layers). Decoders use it to put
-            each cell's pixels where they belong (:class:`~preimage.inversion.networks.DecoderConfig` ``cell``).
+            size; DSIFT: the frame step; a CNN map: its stride, the cell's window starting
+            :meth:`grid_offset` pixels earlier); ``None`` where there is none (vectors, tokens). Decoders use
+            it to put each cell's pixels where they belong (:class:`~preimage.inversion.networks.DecoderConfig`
+            ``cell``).
     """
 
     spec: str = ""
@@ -85,6 +87,11 @@ class Representation(nn.Module):
     def output_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Shape of Φ(x) for one ``height`` × ``width`` image, without the batch dimension."""
         raise NotImplementedError
+
+    def grid_offset(self, height: int, width: int) -> tuple[int, int]:
+        """Pixels ``(rows, columns)`` by which the cells' windows start before ``r·grid_step`` at this image size,
+        beyond where they start at sizes that are multiples of the step (``(0, 0)``: they never move)."""
+        return 0, 0
 
     def surrogate(self) -> "Representation":
         """The stand-in GD descends when its ``surrogate`` setting is on: Φ's own features, to the bit, with a

@@ -70,10 +70,18 @@ class SameConv2d(nn.Conv2d):
     split with the smaller half before (top/left) and the larger after, as TensorFlow does.
     """
 
+    def padding_before(self, height: int, width: int) -> tuple[int, int]:
+        """Pixels padded above and left of a ``height`` × ``width`` input (they change with its parity)."""
+        return self._total(height, 0) // 2, self._total(width, 1) // 2
+
+    def _total(self, n: int, axis: int) -> int:
+        k, s = self.kernel_size[axis], self.stride[axis]
+        return max((-(-n // s) - 1) * s + k - n, 0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads: list[int] = []
-        for n, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
-            total = max((-(-n // s) - 1) * s + k - n, 0)
+        for axis in (1, 0):  # F.pad's order: left, right, top, bottom
+            total = self._total(int(x.shape[-2 + axis]), axis)
             pads += [total // 2, total - total // 2]
         return super().forward(F.pad(x, pads))
 

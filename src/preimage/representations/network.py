@@ -101,6 +101,31 @@ def _fake_output_shape(network: nn.Module, height: int, width: int, like: torch.
     return tuple(int(s) for s in out.shape[1:])
 
 
+def _grid_origin(network: nn.Module, height: int, width: int, like: torch.Tensor) -> tuple[int, int]:
+    """Input pixel (row, column) where the window of the output's cell ``(0, 0)`` starts, as far as it moves
+    with the input size: minus the padding that modules with a ``padding_before(h, w)`` method (TensorFlow's
+    "SAME" padding, which depends on the input's parity) add above and left, in input pixels. Computed on
+    fake tensors along one forward pass; those modules are assumed to lie on one chain (no parallel branches)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    origin, step = [0, 0], [1, 1]
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        before = module.padding_before(*args[0].shape[-2:])
+        for axis in (0, 1):
+            origin[axis] -= step[axis] * int(before[axis])
+            step[axis] *= int(module.stride[axis])
+
+    hooks = [m.register_forward_pre_hook(record) for m in network.modules() if hasattr(m, "padding_before")]
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            network(torch.empty(1, 3, height, width, dtype=like.dtype, device=like.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return origin[0], origin[1]
+
+
 class NetworkLayer(Representation):
     r"""Φ(x) = ``network((scale · x − mean) / std)``: one layer of a network, preprocessing included.
 
@@ -141,6 +166,7 @@ class NetworkLayer(Representation):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._shapes: dict[tuple[int, int], tuple[int, ...] | str] = {}
+        self._origins: dict[tuple[int, int], tuple[int, int]] = {}
         self._size_range: tuple[int, int | None] | None = None
 
     @property
@@ -204,6 +230,34 @@ class NetworkLayer(Representation):
             sides = f"at least {low}" if high is None else (f"{low}" if low == high else f"{low} to {high}")
             raise ValueError(f"{self.spec}: {shape}; valid input sides: {sides} pixels")
         return shape
+
+    @property
+    def grid_step(self) -> int | None:  # type: ignore[override]
+        """The map's stride in pixels (canonical side / map side, when it divides exactly and both axes agree);
+        ``None`` for vectors and tokens."""
+        side = self.canonical_size
+        shape = self.output_shape(side, side)
+        if len(shape) != 3 or shape[1] != shape[2] or side % shape[1]:
+            return None
+        return side // shape[1]
+
+    def grid_offset(self, height: int, width: int) -> tuple[int, int]:
+        """Pixels ``(rows, columns)`` by which the map's cell windows start earlier at ``height`` × ``width`` than
+        at the nearest larger multiples of :attr:`grid_step` (where every "SAME" padding is as in training):
+        ``(0, 0)`` unless the network pads by the input's parity (EfficientNet-Lite0: 29 rows at 227 px for
+        stride 32, with 224 px giving 0)."""
+        step = self.grid_step
+        if step is None:
+            return 0, 0
+        here = self._origin(height, width)
+        there = self._origin(-(-height // step) * step, -(-width // step) * step)
+        return there[0] - here[0], there[1] - here[1]
+
+    def _origin(self, height: int, width: int) -> tuple[int, int]:
+        key = (int(height), int(width))
+        if key not in self._origins:
+            self._origins[key] = _grid_origin(self.network, *key, self.mean)
+        return self._origins[key]
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is a ``(B, 1|3, H, W)`` batch of a size this layer accepts."""

@@ -174,7 +174,8 @@ class InverterModule(pl.LightningModule):
                              f"{self.decoder.config.out_channels}: set data.grey to match grey")
         with torch.no_grad():
             features = self.representation(images)
-        recon = self.decoder(features, tuple(images.shape[-2:]))
+        size = tuple(images.shape[-2:])
+        recon = self.decoder(features, size, self.representation.grid_offset(*size))
         loss = F.mse_loss(recon, images)
         out = {"images": images, "features": features, "recon": recon, "loss": loss}
         if self.lambda_feat > 0:
