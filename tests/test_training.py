@@ -303,3 +303,18 @@ def test_a_run_resumed_mid_epoch_equals_an_uninterrupted_one(tmp_path: Path) -> 
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
+def test_init_starts_from_a_bundle(fitted: tuple[dict, dict], tmp_path: Path) -> None:
+    """init=<bundle>: the bundle's decoder, its config over `auto`; with a vanishing step the export keeps its weights."""
+    bundle = fitted[1]["bundle"]
+    _, objects = train(tiny(tmp_path / "again", f"init={bundle}", "optim.lr=1e-30", "optim.weight_decay=0",
+                            "trainer.max_steps=2", "data.side_jitter=5"))
+    start, again = (torch.load(p, weights_only=True) for p in (bundle, objects["bundle"]))
+    assert start["manifest"]["decoder"] == again["manifest"]["decoder"]
+    for k in start["state_dict"]:
+        torch.testing.assert_close(again["state_dict"][k], start["state_dict"][k], rtol=0, atol=1e-20)
+    with pytest.raises(ValueError, match=r"init=.*decoder\.width=16 \(the bundle's: 8\)"):
+        train(tiny(tmp_path / "other", f"init={bundle}", "decoder.width=16"))
+    with pytest.raises(ValueError, match="init=nowhere.pt: "):
+        train(tiny(tmp_path / "missing", "init=nowhere.pt"))

@@ -132,6 +132,8 @@ class TrainConfig:
     representation: str = "hog"
     representation_options: Dict[str, Any] = field(default_factory=dict)
     grey: bool = False            # invert grey images: sets data.grey and decoder.out_channels (1)
+    init: Optional[str] = None    # start from a bundle's decoder (fine-tuning): a shipped name, a path, or
+    #                               "shipped" (the shipped bundle of `representation`); its decoder config is used
     data: Dict[str, Any] = field(default_factory=dict)     # ImageDataModule arguments
     decoder: Dict[str, Any] = field(default_factory=dict)  # DecoderConfig overrides; input_scale: auto = 1 / std of
     #                               Φ on training crops; cell: auto = Φ's grid_step (None where its grid is not exact)

@@ -7,7 +7,8 @@ Example (keys of a config equal the constructor's arguments)::
                             "crop": 64, "batch_size": 32, "num_workers": 4})
     dm = ImageDataModule(**cfg)
 
-Batches are float32 ``(B, 3, S, S)`` in ``[0, 1]`` (``(B, 1, S, S)`` with ``grey=True``), ``S = crop``.
+Batches are float32 ``(B, 3, S, S)`` in ``[0, 1]`` (``(B, 1, S, S)`` with ``grey=True``), ``S = crop``; with
+``side_jitter`` a training batch is ``(B, C, S − i, S − j)``, ``i`` and ``j`` drawn per batch.
 """
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, default_collate
 
 from ..config import check_int
 from .augment import IntensityJitter, check_jitter
 from .sources import SPLITS, BuiltinPhotos, DeadLeaves, ImageFolder, ImageSource, Mixture
 
-__all__ = ["KINDS", "DEFAULT_SOURCES", "EpochSampler", "ImageDataModule"]
+__all__ = ["KINDS", "DEFAULT_SOURCES", "EpochSampler", "ImageDataModule", "SideJitter"]
 
 #: Source kinds of the ``sources`` config and their classes.
 KINDS: dict[str, type[ImageSource]] = {"builtin": BuiltinPhotos, "dead_leaves": DeadLeaves, "folder": ImageFolder}
@@ -54,6 +56,21 @@ class EpochSampler(DistributedSampler):
         order = np.resize(order, self.total_size)[self.rank::self.num_replicas]  # np.resize pads with the head
         skip, self.skip = self.skip, 0
         return iter(order[skip:].tolist())
+
+
+class SideJitter:
+    """A DataLoader ``collate_fn``: stack the crops, then keep the top-left ``(S − i) × (S − j)`` of the batch,
+    ``i`` and ``j`` uniform in ``0 … jitter`` (one draw per batch, from a stream seeded by ``seed``; each worker
+    process draws its own copy of it). Sides off a network's stride put "SAME" padding above and left of the
+    map, which crops of one side never show a decoder."""
+
+    def __init__(self, jitter: int, seed: int) -> None:
+        self.jitter, self.rng = int(jitter), np.random.default_rng([int(seed), 1])
+
+    def __call__(self, items: list[torch.Tensor]) -> torch.Tensor:
+        batch = default_collate(items)
+        cut = self.rng.integers(0, self.jitter + 1, size=2)
+        return batch[..., : batch.shape[-2] - int(cut[0]), : batch.shape[-1] - int(cut[1])]
 
 
 def _check_sources(sources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -109,6 +126,10 @@ class ImageDataModule(pl.LightningDataModule):
         colour: then move each channel's mean of every *training* item by up to this much, on its own, within
             the range that keeps that channel in ``[0, 1]``; 0, the default, is off. Val and test items keep
             their own contrast, brightness and colour.
+        side_jitter: cut every *training* batch to sides ``crop − i`` by ``crop − j``, ``i``, ``j`` uniform in
+            ``0 … side_jitter`` per batch (:class:`SideJitter`): a decoder then meets the padding of every input
+            size (EfficientNet's "SAME" padding changes with the side's remainder by its stride). 0, the
+            default, is off; validation and test keep ``crop``.
 
     Each split reads the same split of every source that feeds it (split by source photograph), with the same
     weights.
@@ -130,13 +151,17 @@ class ImageDataModule(pl.LightningDataModule):
         contrast: Sequence[float] = (1.0, 1.0),
         brightness: float = 0.0,
         colour: float = 0.0,
+        side_jitter: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         for name, value, minimum in (("crop", crop, 1), ("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
                                      ("train_length", train_length, 1), ("val_size", val_size, 1),
-                                     ("test_size", test_size, 1), ("seed", seed, None), ("eval_seed", eval_seed, None)):
+                                     ("test_size", test_size, 1), ("seed", seed, None), ("eval_seed", eval_seed, None),
+                                     ("side_jitter", side_jitter, 0)):
             check_int(f"data.{name}", value, minimum=minimum)  # before anything is built or written
+        if side_jitter >= crop:
+            raise ValueError(f"data.side_jitter must be below data.crop ({crop}), got {side_jitter}")
         self.source_configs = _check_sources(DEFAULT_SOURCES if sources is None else sources)
         self.jitter = check_jitter(contrast, brightness, colour)
         self.data_train: ImageSource | IntensityJitter | None = None
@@ -168,10 +193,11 @@ class ImageDataModule(pl.LightningDataModule):
         if stage in (None, "test") and self.data_test is None:
             self.data_test = self._build("test", hp.test_size, hp.eval_seed)
 
-    def _loader(self, dataset: ImageSource | IntensityJitter, sampler: Sampler[int] | None = None) -> DataLoader:
+    def _loader(self, dataset: ImageSource | IntensityJitter, sampler: Sampler[int] | None = None,
+                collate: SideJitter | None = None) -> DataLoader:
         hp = self.hparams
         return DataLoader(dataset, batch_size=hp.batch_size, sampler=sampler, shuffle=False, num_workers=hp.num_workers,
-                          pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0)
+                          pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0, collate_fn=collate)
 
     def resume_at(self, batches: int) -> None:
         """Make the next training loader go on after each process's first ``batches`` training batches: its
@@ -186,7 +212,8 @@ class ImageDataModule(pl.LightningDataModule):
         sampler = EpochSampler(len(self.data_train), self.hparams.seed, rank=rank, world_size=world_size)
         batches, self._resume_batches = self._resume_batches, 0
         sampler.skip = batches % -(-len(sampler) // self.hparams.batch_size) * self.hparams.batch_size
-        return self._loader(self.data_train, sampler)
+        jitter = SideJitter(self.hparams.side_jitter, self.hparams.seed) if self.hparams.side_jitter else None
+        return self._loader(self.data_train, sampler, jitter)
 
     def val_dataloader(self) -> DataLoader:
         """The fixed validation set, in order."""

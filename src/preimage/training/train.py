@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from weakref import proxy
 from typing import Any
@@ -30,7 +31,8 @@ from ..runlock import launching_process, run_dir_lock
 from ..config import check_finite
 from ..files import atomic_path
 from ..schemas import TrainConfig, merged, plain
-from ..inversion.bundles import save_bundle
+from ..inversion.bundles import BundleError, plain_value, save_bundle
+from ..inversion.learned import LearnedInverter
 from ..inversion.networks import Decoder, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
@@ -115,22 +117,43 @@ def _best_decoder(decoder: Decoder, checkpoint: Path) -> tuple[Decoder, dict[str
     return best.eval(), ckpt
 
 
+def _initial_decoder(c: dict[str, Any], representation: Representation) -> Decoder:
+    """The decoder of bundle ``c["init"]`` for fine-tuning; its config replaces ``c["decoder"]``, whose keys must
+    agree with it (``auto`` takes the bundle's value). One-line ``ValueError`` otherwise."""
+    name = representation.spec if c["init"] == "shipped" else c["init"]
+    try:
+        bundle = LearnedInverter.from_bundle(name, representation=representation)
+    except BundleError as err:
+        raise ValueError(f"init={c['init']}: {err}") from None
+    recorded = asdict(bundle.decoder.config)
+    differ = [f"{k}={v!r} (the bundle's: {recorded.get(k)!r})" for k, v in c["decoder"].items()
+              if v != "auto" and plain_value(v, "decoder") != plain_value(recorded.get(k), "decoder")]
+    if differ:
+        raise ValueError(f"init={c['init']}: decoder.{differ[0]}: drop the key to fine-tune the bundle's decoder")
+    c["decoder"] = plain_value(recorded, "decoder")
+    return bundle.decoder
+
+
 def build(c: dict[str, Any]) -> tuple[Representation, ImageDataModule, InverterModule]:
     """Φ, the data and the module (with its decoder) of a resolved config; ``decoder.input_scale: auto`` and
     ``decoder.cell: auto`` are replaced by their values in ``c``. The decoder's initial weights come from
-    torch's global RNG (seed it first)."""
+    torch's global RNG (seed it first), or from the bundle ``init`` (whose decoder config then replaces
+    ``c["decoder"]``)."""
     representation = build_representation(c["representation"], **c["representation_options"])
     try:
         datamodule = ImageDataModule(**c["data"])
     except TypeError as err:  # a key ImageDataModule does not take
         raise ValueError(f"data: {err}".replace("ImageDataModule.__init__() ", "")) from None
     crop = int(datamodule.hparams.crop)
+    start = _initial_decoder(c, representation) if c["init"] is not None else None
     if c["decoder"].get("input_scale") == "auto":
         datamodule.setup("fit")
         c["decoder"]["input_scale"] = feature_scale(representation, datamodule.data_train)
     if c["decoder"].get("cell") == "auto":
         c["decoder"]["cell"] = representation.grid_step
     decoder = build_decoder(representation.output_shape(crop, crop), (crop, crop), **c["decoder"])
+    if start is not None:
+        decoder.load_state_dict(start.state_dict())
     module = InverterModule(representation, decoder, optimizer=c["optim"], scheduler=c["scheduler"],
                             lambda_feat=c["lambda_feat"], grey=c["grey"], image_log_every=c["image_log_every"],
                             image_log_count=c["image_log_count"])
