@@ -18,9 +18,18 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["Caricature", "FeatureReconstruction", "NeuronActivation", "Objective", "max_response", "neuron_weights"]
+__all__ = ["Caricature", "FeatureReconstruction", "NeuronActivation", "Objective", "check_gradient", "max_response",
+           "neuron_weights"]
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # Φ: images (B, C, H, W) in [0, 1] -> features (B, ...)
+
+
+def check_gradient(representation: Features) -> None:
+    """One-line ``ValueError`` for a Φ without a gradient (its ``differentiable`` false: LBP itself)."""
+    if not getattr(representation, "differentiable", True):
+        spec = getattr(representation, "spec", "") or type(representation).__name__
+        raise ValueError(f"{spec}: its features are piecewise constant in the pixels, so GD has no gradient to "
+                         "follow; only inversion can descend its surrogate (gd.surrogate=true)")
 
 
 class Objective:
@@ -112,6 +121,7 @@ class FeatureReconstruction(Objective):
     """
 
     def __init__(self, representation: Features, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        check_gradient(representation)
         self.representation = representation
         self.mask = None if mask is None else mask.to(target.device, target.dtype)
         self.target = target if self.mask is None else target * self.mask
@@ -195,6 +205,7 @@ class NeuronActivation(Objective):
     """
 
     def __init__(self, representation: Features, weights: torch.Tensor, normalizer: float | torch.Tensor = 1.0) -> None:
+        check_gradient(representation)
         self.representation = representation
         self.weights = weights
         self.normalizer = torch.as_tensor(normalizer, dtype=weights.dtype, device=weights.device)
@@ -225,6 +236,7 @@ class Caricature(Objective):
     per_problem = ("target", "norm")
 
     def __init__(self, representation: Features, target: torch.Tensor) -> None:
+        check_gradient(representation)
         self.representation = representation
         self.target = target.clamp(min=0)
         self.norm = self.target.flatten(1).square().sum(1)

@@ -64,12 +64,14 @@ class Representation(nn.Module):
             :meth:`grid_offset` pixels earlier); ``None`` where there is none (vectors, tokens). Decoders use
             it to put each cell's pixels where they belong (:class:`~preimage.inversion.networks.DecoderConfig`
             ``cell``).
+        differentiable: whether Φ has a gradient GD can follow (LBP has none: it descends :meth:`surrogate`).
     """
 
     spec: str = ""
     min_size: tuple[int, int] = (1, 1)
     grey: bool = False
     grid_step: int | None = None
+    differentiable: bool = True
 
     def __init__(self, **params: Any) -> None:
         super().__init__()
