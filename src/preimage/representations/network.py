@@ -166,7 +166,7 @@ class NetworkLayer(Representation):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._shapes: dict[tuple[int, int], tuple[int, ...] | str] = {}
-        self._origins: dict[tuple[int, int], tuple[int, int]] = {}
+        self._origins: dict[int, int] = {}
         self._size_range: tuple[int, int | None] | None = None
 
     @property
@@ -249,15 +249,13 @@ class NetworkLayer(Representation):
         step = self.grid_step
         if step is None:
             return 0, 0
-        here = self._origin(height, width)
-        there = self._origin(-(-height // step) * step, -(-width // step) * step)
-        return there[0] - here[0], there[1] - here[1]
+        return tuple(self._origin(-(-side // step) * step) - self._origin(side) for side in (height, width))
 
-    def _origin(self, height: int, width: int) -> tuple[int, int]:
-        key = (int(height), int(width))
-        if key not in self._origins:
-            self._origins[key] = _grid_origin(self.network, *key, self.mean)
-        return self._origins[key]
+    def _origin(self, side: int) -> int:
+        """The grid's origin along an axis of ``side`` pixels (padding along one axis depends on that side only)."""
+        if side not in self._origins:
+            self._origins[side] = _grid_origin(self.network, side, side, self.mean)[0]
+        return self._origins[side]
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x`` is a ``(B, 1|3, H, W)`` batch of a size this layer accepts."""
