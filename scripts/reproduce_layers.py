@@ -9,7 +9,8 @@ layer).
 
     .venv/bin/python scripts/reproduce_layers.py [--size 224] [--layers stem stage1 ...] [--out runs/layers]
         [--run-dir runs/efficientnet_lite0_layers]   (the bundles of a `train layers=[...]` run instead of the shipped)
-        [--other-sizes 227 230]                      (the learned image_error at other sides too)
+        [--other-sizes 227 230]                      (the learned image_error at other sides too, and its ratio
+                                                      to that at --size)
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def main() -> None:
             f"| {layer} | {mean_error(learned.images, x):.3f} | {mean_error(gd.images, x):.3f} | "
             f"{sum(learned.feature_error) / len(x):.1f} | {sum(gd.feature_error) / len(x):.1f} | "
             f"{sum(learned.seconds) / len(x):.3f} | {sum(gd.seconds) / len(x):.2f} | "
-            + "".join(f"{e:.3f} | " for e in others)
+            + "".join(f"{e:.3f} ({e / mean_error(learned.images, x):.2f}×) | " for e in others)
             + (f"{BESIDE[layer]}: {paper[0]:.2f} / {paper[1]:.2f} |" if paper else "— |"))
         columns.append((learned.images, gd.images))
         labels.append(layer)

@@ -40,7 +40,7 @@ from ..representations import is_representation
 from .networks import Decoder, DecoderConfig
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "bundle_file", "list_inverters", "load_bundle",
-           "save_bundle", "shipped_name"]
+           "read_manifest", "save_bundle", "shipped_name"]
 
 PathLike = Union[str, os.PathLike]
 BUNDLE_FORMAT, BUNDLE_VERSION = "preimage-bundle", 1
@@ -196,13 +196,14 @@ def _lightning_error(name: str) -> BundleError:
                        "export a bundle from the training run with `preimage train` and load that")
 
 
-def _read(path: Path) -> Any:
-    """``torch.load(path, weights_only=True)`` with every failure turned into a one-line :class:`BundleError`."""
+def _read(path: Path, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with every failure turned into a one-line :class:`BundleError`;
+    ``mmap``: the tensors are mapped, not read (a manifest alone costs no tensor bytes)."""
     name = f"bundle {str(path)!r}"
     if not_a_file(path):
         raise BundleError(f"{name}: {not_a_file(path)}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))  # the weights-only reader refused a class or function
         if found is None:
@@ -219,6 +220,37 @@ def _read(path: Path) -> Any:
         first = (str(err).splitlines() or [""])[0]
         detail = f"{type(err).__name__}: {first}" if first else type(err).__name__
         raise BundleError(f"{name} is truncated or corrupt (torch.load: {detail})") from None
+
+
+def _open(path: Path, mmap: bool = False) -> tuple[dict[str, Any], dict[str, Any], DecoderConfig]:
+    """The bundle dict, its checked manifest and decoder config (format, version and keys checked; not the
+    weights or the checksum)."""
+    name = f"bundle {str(path)!r}"
+    bundle = _read(path, mmap)
+    if not isinstance(bundle, dict) or "format" not in bundle:
+        if isinstance(bundle, dict) and (_LIGHTNING_MARK in bundle or {"state_dict", "epoch"} <= bundle.keys()):
+            raise _lightning_error(name)
+        held = "a bare state_dict" if isinstance(bundle, dict) and bundle and all(
+            isinstance(v, torch.Tensor) for v in bundle.values()) else f"a {type(bundle).__name__}"
+        raise BundleError(f"{name} is not an inverter bundle: it holds {held}, with no format '{BUNDLE_FORMAT}'")
+    if not isinstance(bundle["format"], str) or bundle["format"] != BUNDLE_FORMAT:
+        raise BundleError(f"{name} has format {bundle['format']!r}, not {BUNDLE_FORMAT!r}")
+    if type(bundle.get("version")) is not int or bundle["version"] != BUNDLE_VERSION:
+        raise BundleError(f"{name} is format version {bundle.get('version')!r}; this preimage reads {BUNDLE_VERSION}")
+    missing = [k for k in ("manifest", "state_dict", "sha256") if k not in bundle]
+    if missing:
+        raise BundleError(f"{name} is tampered or incomplete: it lacks {', '.join(missing)}")
+    try:
+        manifest, config = _check_manifest(bundle["manifest"])
+    except ValueError as err:
+        raise BundleError(f"{name} is tampered or invalid: {err}") from None
+    return bundle, manifest, config
+
+
+def read_manifest(path: PathLike) -> dict[str, Any]:
+    """A bundle's checked manifest without reading its weights (mapped, not loaded) or checking its checksum:
+    what it inverts and how it was trained, quickly; :func:`load_bundle` checks the whole file."""
+    return _open(Path(path), mmap=True)[1]
 
 
 def load_bundle(
@@ -241,24 +273,7 @@ def load_bundle(
     """
     path = Path(path)
     name = f"bundle {str(path)!r}"
-    bundle = _read(path)
-    if not isinstance(bundle, dict) or "format" not in bundle:
-        if isinstance(bundle, dict) and (_LIGHTNING_MARK in bundle or {"state_dict", "epoch"} <= bundle.keys()):
-            raise _lightning_error(name)
-        held = "a bare state_dict" if isinstance(bundle, dict) and bundle and all(
-            isinstance(v, torch.Tensor) for v in bundle.values()) else f"a {type(bundle).__name__}"
-        raise BundleError(f"{name} is not an inverter bundle: it holds {held}, with no format '{BUNDLE_FORMAT}'")
-    if not isinstance(bundle["format"], str) or bundle["format"] != BUNDLE_FORMAT:
-        raise BundleError(f"{name} has format {bundle['format']!r}, not {BUNDLE_FORMAT!r}")
-    if type(bundle.get("version")) is not int or bundle["version"] != BUNDLE_VERSION:
-        raise BundleError(f"{name} is format version {bundle.get('version')!r}; this preimage reads {BUNDLE_VERSION}")
-    missing = [k for k in ("manifest", "state_dict", "sha256") if k not in bundle]
-    if missing:
-        raise BundleError(f"{name} is tampered or incomplete: it lacks {', '.join(missing)}")
-    try:
-        manifest, config = _check_manifest(bundle["manifest"])
-    except ValueError as err:
-        raise BundleError(f"{name} is tampered or invalid: {err}") from None
+    bundle, manifest, config = _open(path)
     spec, params = manifest["spec"], manifest["params"]
     if expected_spec is not None and spec != expected_spec:
         raise BundleError(f"{name} inverts {spec!r} ({params}), not the {expected_spec!r} asked for")
@@ -339,10 +354,10 @@ def list_inverters() -> list[dict[str, Any]]:
     """The shipped inverters: per bundle its ``name`` (what :func:`bundle_file` takes), ``path``, ``spec``,
     ``params``, ``image_size`` ``[H, W]`` it was trained at, ``grey``, training ``data`` and ``steps``, and
     ``validation`` (its validation scores: ``image_error``, ``feature_error`` % ...), read from the manifests
-    (each bundle is checked whole, checksum included)."""
+    (:func:`read_manifest`: the weights are checked when a bundle is loaded)."""
     out = []
     for name, path in _shipped().items():
-        manifest, _ = load_bundle(path)
+        manifest = read_manifest(path)
         out.append({"name": name, "path": str(path), "spec": manifest["spec"], "params": manifest["params"],
                     "image_size": manifest["image_size"], "grey": manifest["decoder"].get("out_channels") == 1,
                     "data": manifest["data"], "steps": manifest["steps"],
