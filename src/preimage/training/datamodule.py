@@ -8,7 +8,7 @@ Example (keys of a config equal the constructor's arguments)::
     dm = ImageDataModule(**cfg)
 
 Batches are float32 ``(B, 3, S, S)`` in ``[0, 1]`` (``(B, 1, S, S)`` with ``grey=True``), ``S = crop``; with
-``side_jitter`` a batch is ``(B, C, S − i, S − j)``, ``i`` and ``j`` drawn per batch.
+``side_jitter`` a training batch is ``(B, C, S − i, S − j)``, ``i`` and ``j`` drawn per batch.
 """
 from __future__ import annotations
 
@@ -60,25 +60,16 @@ class EpochSampler(DistributedSampler):
 
 class SideJitter:
     """A DataLoader ``collate_fn``: stack the crops, then keep the top-left ``(S − i) × (S − j)`` of the batch,
-    ``i`` and ``j`` uniform in ``0 … jitter``, one draw per batch. Sides off a network's stride put "SAME" padding
-    above and left of the map, which crops of one side never show a decoder.
+    ``i`` and ``j`` uniform in ``0 … jitter`` (one draw per batch, from a stream seeded by ``seed``; each worker
+    process draws its own copy of it). Sides off a network's stride put "SAME" padding above and left of the
+    map, which crops of one side never show a decoder."""
 
-    Training (``fixed=False``): drawn from a stream seeded by ``seed`` (each worker process draws its own copy).
-    Validation and test (``fixed=True``): drawn from a generator seeded by ``seed`` and the batch's own pixels,
-    so that a fixed set is cut alike at every validation, whichever process or order its batches come in.
-    """
-
-    def __init__(self, jitter: int, seed: int, fixed: bool = False) -> None:
-        self.jitter, self.seed, self.fixed = int(jitter), int(seed), fixed
-        self.rng = np.random.default_rng([self.seed, 1])
+    def __init__(self, jitter: int, seed: int) -> None:
+        self.jitter, self.rng = int(jitter), np.random.default_rng([int(seed), 1])
 
     def __call__(self, items: list[torch.Tensor]) -> torch.Tensor:
         batch = default_collate(items)
-        rng = self.rng
-        if self.fixed:
-            key = np.frombuffer(batch[:, :, 0, :].contiguous().numpy().tobytes(), dtype=np.uint32)
-            rng = np.random.default_rng([self.seed, int(key.sum(dtype=np.uint64) % 2**32)])
-        cut = rng.integers(0, self.jitter + 1, size=2)
+        cut = self.rng.integers(0, self.jitter + 1, size=2)
         return batch[..., : batch.shape[-2] - int(cut[0]), : batch.shape[-1] - int(cut[1])]
 
 
@@ -135,11 +126,10 @@ class ImageDataModule(pl.LightningDataModule):
         colour: then move each channel's mean of every *training* item by up to this much, on its own, within
             the range that keeps that channel in ``[0, 1]``; 0, the default, is off. Val and test items keep
             their own contrast, brightness and colour.
-        side_jitter: cut every batch to sides ``crop − i`` by ``crop − j``, ``i``, ``j`` uniform in
+        side_jitter: cut every *training* batch to sides ``crop − i`` by ``crop − j``, ``i``, ``j`` uniform in
             ``0 … side_jitter`` per batch (:class:`SideJitter`): a decoder then meets the padding of every input
             size (EfficientNet's "SAME" padding changes with the side's remainder by its stride). 0, the
-            default, is off. Validation and test batches are cut too, each always alike (:class:`SideJitter`
-            ``fixed``), so that choosing a checkpoint sees those sides as well.
+            default, is off; validation and test keep ``crop``.
 
     Each split reads the same split of every source that feeds it (split by source photograph), with the same
     weights.
@@ -225,16 +215,12 @@ class ImageDataModule(pl.LightningDataModule):
         jitter = SideJitter(self.hparams.side_jitter, self.hparams.seed) if self.hparams.side_jitter else None
         return self._loader(self.data_train, sampler, jitter)
 
-    def _fixed_cuts(self) -> SideJitter | None:
-        hp = self.hparams
-        return SideJitter(hp.side_jitter, hp.eval_seed, fixed=True) if hp.side_jitter else None
-
     def val_dataloader(self) -> DataLoader:
         """The fixed validation set, in order."""
         self.setup("validate")
-        return self._loader(self.data_val, collate=self._fixed_cuts())
+        return self._loader(self.data_val)
 
     def test_dataloader(self) -> DataLoader:
         """The fixed test set, in order."""
         self.setup("test")
-        return self._loader(self.data_test, collate=self._fixed_cuts())
+        return self._loader(self.data_test)
