@@ -21,7 +21,10 @@ CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 #: spec → (colour?, the test photos' side: the CNN bundles at D&B's 224 px)
 SHIPPED = {"hog": (False, 128), "hogb": (False, 128), "dsift": (False, 128),
            **{f"efficientnet_lite0:{layer}": (True, 224) for layer in ("stem", "stage1", "stage2", "stage3", "stage4",
-                                                                          "stage5", "pool")}}
+                                                                          "stage5", "stage6", "stage7", "head", "pool",
+                                                                          "logits", "prob")}}
+#: spatial maps (the vectors pool, logits and prob have no grid)
+SPATIAL = [s for s in SHIPPED if s.startswith("efficientnet_lite0:") and s.rpartition(":")[2] not in ("pool", "logits", "prob")]
 #: all shipped bundles together, bytes
 BUDGET = 100 * 10**6
 
@@ -65,15 +68,20 @@ def test_network_bundle_round_trip(spec: str, tmp_path: Path) -> None:
         assert torch.equal(LearnedInverter.from_bundle(again)(x), inverter(x))
 
 
-#: a known shortfall, kept visible: strict, so the test fails the day a retrained bundle meets the bar
-POOL_SHORTFALL = pytest.mark.xfail(strict=True, reason=(
-    "efficientnet_lite0:pool, trained on a few hundred images, scores image_error 0.655 on the test photos (GD: 0.662) "
-    "against 0.549 for each photo's mean colour (checkpoints/README.md): a 1280-d vector with no layout needs far "
-    "more photos"))
+#: known shortfalls, kept visible: strict, so a test fails the day a retrained bundle meets the bar
+#: (test-photo figures at 224 px; the bar is 0.8 × 0.549, each photo's own mean colour: checkpoints/README.md)
+SHORTFALLS = {
+    "efficientnet_lite0:stage6": "image_error 0.48: 600 CPU steps on 128-px crops (4×4 maps) teach a stride-32 map little",
+    "efficientnet_lite0:stage7": "image_error 0.59: as stage6, from a 320-channel 4×4 map",
+    "efficientnet_lite0:head": "image_error 0.70: as stage6, from a 1280-channel 4×4 map",
+    "efficientnet_lite0:pool": "image_error 0.655 (GD: 0.662): a 1280-d vector with no layout needs far more photos",
+    "efficientnet_lite0:logits": "image_error 0.68: a 1000-d vector with no layout, trained on a few hundred photos",
+    "efficientnet_lite0:prob": "image_error 0.75: as logits; the decoder paints a near-uniform brownish grey",
+}
 
 
-@pytest.mark.parametrize("spec", [pytest.param(s, marks=POOL_SHORTFALL) if s == "efficientnet_lite0:pool" else s
-                                  for s in SHIPPED])
+@pytest.mark.parametrize("spec", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=SHORTFALLS[s]))
+                                  if s in SHORTFALLS else s for s in SHIPPED])
 def test_bundle_beats_the_best_constant_image_on_unseen_photos(spec: str) -> None:
     colour, side = SHIPPED[spec]
     images = photos(colour, side)
@@ -86,14 +94,15 @@ def test_bundle_beats_the_best_constant_image_on_unseen_photos(spec: str) -> Non
     assert learned < 0.8 * constant, f"{spec}: image_error {learned:.3f} vs {constant:.3f} for a flat image"
 
 
-@pytest.mark.parametrize("spec", [s for s in SHIPPED if s.startswith("efficientnet_lite0:") and s != "efficientnet_lite0:pool"])
-def test_network_bundle_holds_at_a_side_off_the_stride(spec: str) -> None:
-    """At 227 px (no layer's stride divides it) the reconstruction is painted where the feature grid lies: its
-    image_error within 15 % of that at 224 px (decoders resized to the image scored up to 3.5x worse)."""
+@pytest.mark.parametrize("spec", SPATIAL)
+def test_network_bundle_holds_at_sides_off_the_stride(spec: str) -> None:
+    """At 227 and 226 px (no layer's stride divides them; "SAME" padding lies differently at each) the
+    reconstruction is painted where the feature grid lies: image_error within 15 % of that at 224 px (decoders
+    resized to the image scored up to 3.5x worse; decoders that never saw those paddings up to 1.3x)."""
     inverter = LearnedInverter.from_bundle(bundle_file(spec))
     errors = []
-    for side in (224, 227):
+    for side in (224, 227, 226):
         images = photos(True, side)
         with torch.no_grad():
             errors.append(float(image_error(inverter(images), images).mean()))
-    assert errors[1] <= 1.15 * errors[0], f"{spec}: image_error {errors[1]:.4f} at 227 px, {errors[0]:.4f} at 224"
+    assert max(errors[1:]) <= 1.15 * errors[0], f"{spec}: image_error {errors[1:]} at 227 and 226 px, {errors[0]:.4f} at 224"
