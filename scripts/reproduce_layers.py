@@ -71,16 +71,23 @@ def main() -> None:
             y = torch.stack(load_image_set(images, size=side, grey=False)[2])
             others.append(mean_error(preimage.invert(y, spec, method="learned", bundle=bundles[spec],
                                                      device=args.device).images, y))
-        gd = preimage.invert(x, spec, preset=args.preset, device=args.device)
         layer = spec.partition(":")[2]
+        try:
+            gd = preimage.invert(x, spec, preset=args.preset, device=args.device)
+            gd_cells = (f"{mean_error(gd.images, x):.3f}", f"{sum(gd.feature_error) / len(x):.1f}",
+                        f"{sum(gd.seconds) / len(x):.2f}")
+            gd_images = gd.images
+        except ValueError as err:  # a descent that diverges (GD's own one-line error): said in the table
+            print(f"{layer}: GD failed: {err}", flush=True)
+            gd_cells, gd_images = ("diverged",) * 3, torch.zeros_like(x)
         paper = DB_ALEXNET.get(BESIDE.get(layer, ""))
         rows.append(
-            f"| {layer} | {mean_error(learned.images, x):.3f} | {mean_error(gd.images, x):.3f} | "
-            f"{sum(learned.feature_error) / len(x):.1f} | {sum(gd.feature_error) / len(x):.1f} | "
-            f"{sum(learned.seconds) / len(x):.3f} | {sum(gd.seconds) / len(x):.2f} | "
+            f"| {layer} | {mean_error(learned.images, x):.3f} | {gd_cells[0]} | "
+            f"{sum(learned.feature_error) / len(x):.1f} | {gd_cells[1]} | "
+            f"{sum(learned.seconds) / len(x):.3f} | {gd_cells[2]} | "
             + "".join(f"{e:.3f} ({e / mean_error(learned.images, x):.2f}×) | " for e in others)
             + (f"{BESIDE[layer]}: {paper[0]:.2f} / {paper[1]:.2f} |" if paper else "— |"))
-        columns.append((learned.images, gd.images))
+        columns.append((learned.images, gd_images))
         labels.append(layer)
         print(rows[-1], flush=True)
     header = ("| layer | learned image_error | GD image_error | learned feature_error % | GD feature_error % | "

@@ -71,7 +71,7 @@ def test_network_bundle_round_trip(spec: str, tmp_path: Path) -> None:
 #: known shortfalls, kept visible: strict, so a test fails the day a retrained bundle meets the bar
 #: (test-photo figures at 224 px; the bar is 0.8 × 0.549, each photo's own mean colour: checkpoints/README.md)
 SHORTFALLS = {
-    "efficientnet_lite0:stage6": "image_error 0.48: 600 CPU steps on 128-px crops (4×4 maps) teach a stride-32 map little",
+    "efficientnet_lite0:stage6": "image_error 0.50: 600 CPU steps on 128-px crops (4×4 maps) teach a stride-32 map little",
     "efficientnet_lite0:stage7": "image_error 0.59: as stage6, from a 320-channel 4×4 map",
     "efficientnet_lite0:head": "image_error 0.70: as stage6, from a 1280-channel 4×4 map",
     "efficientnet_lite0:pool": "image_error 0.655 (GD: 0.662): a 1280-d vector with no layout needs far more photos",
