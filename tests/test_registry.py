@@ -26,4 +26,4 @@ def test_frozen_and_eval() -> None:
     rep = build_representation("caffenet:conv1", weights="random")
     rep.train()
     assert not rep.training and all(not p.requires_grad for p in rep.parameters())
-    assert len(list_representations()) == 3 + 18 + 20 + 12  # hog hogb dsift, alexnet, caffenet, efficientnet_lite0 (11 layers + prob)
+    assert len(list_representations()) == 4 + 18 + 20 + 12  # hog hogb dsift lbp, alexnet, caffenet, efficientnet_lite0 (11 layers + prob)
