@@ -13,6 +13,8 @@ step of width ``temperature`` grey levels), so that GD can descend it.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -30,8 +32,9 @@ _NORM_EPS = 1e-10
 _SURROGATE_EPS = 1e-6  # keeps the surrogate's √h differentiable at empty bins
 
 
+@functools.lru_cache(maxsize=None)
 def uniform_bins() -> torch.Tensor:
-    """VLFeat's uniform mapping: ``(256,)`` int64, the bin of every 8-bit pattern."""
+    """VLFeat's uniform mapping: ``(256,)`` int64, the bin of every 8-bit pattern (built once; do not modify)."""
     table = torch.full((256,), _OTHER, dtype=torch.int64)
     table[0x00] = table[0xFF] = _FLAT
     for start in range(8):
@@ -41,6 +44,7 @@ def uniform_bins() -> torch.Tensor:
     return table
 
 
+@functools.lru_cache(maxsize=None)
 def _uniform_codes() -> torch.Tensor:
     """``(57, 8)`` bits of one pattern per bin 0…55, then the all-zero and all-one patterns (both bin 56)."""
     table = uniform_bins()
