@@ -25,11 +25,17 @@ Features = Callable[[torch.Tensor], torch.Tensor]  # Φ: images (B, C, H, W) in 
 
 
 def check_gradient(representation: Features) -> None:
-    """One-line ``ValueError`` for a Φ without a gradient (its ``differentiable`` false: LBP itself)."""
+    """One-line ``ValueError`` for a Φ without a gradient (its ``differentiable`` false: LBP, SIFT), saying
+    whether its surrogate can stand in."""
     if not getattr(representation, "differentiable", True):
         spec = getattr(representation, "spec", "") or type(representation).__name__
+        surrogate = getattr(representation, "surrogate", None)
+        if surrogate is not None and getattr(surrogate(), "differentiable", False):
+            remedy = "only inversion can descend its surrogate (gd.surrogate=true)"
+        else:
+            remedy = "it has no surrogate either: invert it with a learned inverter (--method learned)"
         raise ValueError(f"{spec}: its features are piecewise constant in the pixels, so GD has no gradient to "
-                         "follow; only inversion can descend its surrogate (gd.surrogate=true)")
+                         f"follow; {remedy}")
 
 
 class Objective:

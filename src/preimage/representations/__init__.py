@@ -7,6 +7,7 @@ from .registry import (build_representation, is_representation, layer_depth, lis
 from . import hog as _hog  # noqa: E402,F401
 from . import dsift as _dsift  # noqa: E402,F401
 from . import lbp as _lbp  # noqa: E402,F401
+from . import sift as _sift  # noqa: E402,F401
 from . import cnn as _cnn  # noqa: E402,F401
 from . import efficientnet_lite as _efficientnet_lite  # noqa: E402,F401
 from . import model_zoo as _model_zoo  # noqa: E402,F401

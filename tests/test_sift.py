@@ -1,0 +1,110 @@
+"""Sparse SIFT: parity with the real VLFeat ``vl_sift``, D&B's grid rules written out by hand, bad input."""
+from __future__ import annotations
+
+import ctypes
+import pytest
+import torch
+
+from preimage.images import to_grey
+from preimage.photos import TEST_PHOTOS, load_photo
+from preimage.representations import build_representation
+from preimage.representations.sift import SIFT, Keypoints, keypoint_map, num_octaves, sift_keypoints
+
+from vlfeat_sift import cells_by_hand, match_cells, vlfeat_sift
+
+CELL = 4
+#: (top, left, height, width) per photo: sides that are and are not multiples of the cell
+CROPS = {"astronaut": (0, 0, 512, 512), "camera": (80, 100, 301, 257), "chelsea": (0, 0, 300, 451),
+         "coffee": (100, 150, 227, 226), "coins": (0, 0, 303, 384), "moon": (150, 150, 150, 203)}
+
+
+def _grey(name: str) -> torch.Tensor:
+    top, left, height, width = CROPS[name]
+    return 255 * to_grey(load_photo(name)[None, :, top: top + height, left: left + width])
+
+
+@pytest.mark.vlfeat
+@pytest.mark.parametrize("name", TEST_PHOTOS)
+def test_occupied_cells_match_vlfeat(libvl: ctypes.CDLL, name: str) -> None:
+    """≥ 98 % of VLFeat's occupied cells matched (descriptor within 1e-3, offsets within 0.025 of a cell, σ
+    within 0.5 %, angle within 0.01 rad), ≤ 2 % extra occupied cells."""
+    grey = _grey(name)
+    frames, descriptors = vlfeat_sift(libvl, grey[0, 0])
+    theirs = cells_by_hand(frames, descriptors, CELL)
+    ours = build_representation("sift")(grey / 255)[0]
+    height, width = grey.shape[-2:]
+    assert ours.shape == (133, -(-height // CELL), -(-width // CELL))
+    matched, extra = match_cells(ours, theirs)
+    assert len(theirs) > 50
+    assert matched >= 0.98 * len(theirs), f"{matched} of {len(theirs)} cells matched"
+    assert extra <= 0.02 * len(theirs)
+    occupied = ours[132] == 1
+    assert (ours[:, ~occupied] == 0).all()
+
+
+@pytest.mark.vlfeat
+def test_keypoint_list_matches_vlfeat(libvl: ctypes.CDLL) -> None:
+    """The lists agree one for one, in VLFeat's order: the same frames (to float64 rounding: the blur sums in
+    VLFeat's order), the descriptors within float32 rounding of their sums."""
+    grey = 255 * to_grey(load_photo("coins")[None])
+    frames, descriptors = vlfeat_sift(libvl, grey[0, 0])
+    ours = sift_keypoints(grey)[0]
+    assert len(frames) == len(ours.frames) > 200
+    assert (ours.frames - frames).abs().max() <= 1e-9
+    assert (ours.descriptors - descriptors).abs().max() <= 1e-6
+
+
+@pytest.mark.vlfeat
+def test_batches_are_independent_and_colour_is_seen_through_its_grey(libvl: ctypes.CDLL) -> None:
+    photos = torch.stack([load_photo("chelsea")[:, :120, :160], load_photo("coffee")[:, 100:220, 40:200]])
+    lists = SIFT().keypoints(photos)
+    for image, keypoints in zip(photos, lists):
+        grey = 255 * (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])
+        frames, descriptors = vlfeat_sift(libvl, grey)
+        assert len(frames) == len(keypoints.frames) > 10
+        # the two greys differ in the last bits (the order of the weighted sum), which moves frames a little
+        assert (keypoints.frames - frames).abs().max() <= 1e-3
+        assert (keypoints.descriptors - descriptors).abs().max() <= 1e-3
+
+
+def test_grid_rules_by_hand() -> None:
+    """A made-up list: two keypoints in one cell (the larger σ wins), a tie in σ (the first wins), a keypoint on
+    a cell's corner (it belongs to the cell below and to the right), the last partial cell."""
+    frames = torch.tensor([[5.0, 6.0, 2.0, 0.5],     # cell (1, 1), loses to the next one
+                           [7.5, 4.0, 3.0, 1.5],     # cell (1, 1): larger σ
+                           [1.0, 1.0, 2.5, 2.0],     # cell (0, 0): first of a tie
+                           [3.0, 2.0, 2.5, 3.0],     # cell (0, 0): same σ, later: dropped
+                           [8.0, 0.0, 1.0, 4.0],     # cell (0, 2): on the corner
+                           [9.9, 10.5, 1.5, 6.0]],   # cell (2, 2): the last, partial cell of a 11×10 image
+                          dtype=torch.float64)
+    descriptors = torch.arange(6, dtype=torch.float32)[:, None].expand(6, 128) / 10
+    out = keypoint_map(Keypoints(frames, descriptors), height=11, width=10, cell_size=4)
+    assert out.shape == (133, 3, 3)
+    expected = {(1, 1): (1, [7.5 / 4 - 1, 0.0, 3.0, 1.5]), (0, 0): (2, [0.25, 0.25, 2.5, 2.0]),
+                (0, 2): (4, [0.0, 0.0, 1.0, 4.0]), (2, 2): (5, [9.9 / 4 - 2, 10.5 / 4 - 2, 1.5, 6.0])}
+    for (row, col), (index, tail) in expected.items():
+        assert torch.allclose(out[:128, row, col], torch.full((128,), index / 10))
+        assert torch.allclose(out[128:, row, col], torch.tensor(tail + [1.0]))
+    assert out[:, [0, 1, 2, 2, 1], [1, 0, 0, 1, 2]].abs().sum() == 0
+
+
+def test_flat_image_has_no_keypoints() -> None:
+    flat = torch.full((1, 3, 64, 64), 0.4)
+    assert len(sift_keypoints(255 * to_grey(flat))[0].frames) == 0
+    assert SIFT()(flat).abs().sum() == 0
+
+
+def test_octaves_as_vlfeat_counts_them() -> None:
+    assert [num_octaves(s, s) for s in (8, 16, 31, 32, 224, 512)] == [1, 1, 1, 2, 4, 6]
+    assert num_octaves(300, 451) == 5
+
+
+def test_bad_input_one_line() -> None:
+    with pytest.raises(ValueError, match="smaller than the 4x4"):
+        SIFT()(torch.rand(1, 1, 3, 10))
+    with pytest.raises(ValueError, match="cell_size must be a positive integer"):
+        build_representation("sift", cell_size=0)
+
+
+def test_no_gradient() -> None:
+    assert not SIFT().differentiable
