@@ -108,3 +108,32 @@ def test_bad_input_one_line() -> None:
 
 def test_no_gradient() -> None:
     assert not SIFT().differentiable
+
+
+def test_surrogate_features_are_phi_to_the_bit_with_a_gradient() -> None:
+    x = load_photo("chelsea")[None, :, 40:104, 100:164].clone().requires_grad_(True)
+    features = SIFT().surrogate()(x)
+    assert torch.equal(features, SIFT()(x.detach()))
+    assert SIFT().surrogate().differentiable
+    (features * torch.randn_like(features)).sum().backward()
+    assert x.grad is not None and int((x.grad != 0).sum()) > 0.5 * x.grad.numel()
+
+
+def test_surrogate_gradient_is_the_descriptors_derivative_at_fixed_frames() -> None:
+    """Finite differences of the descriptors computed at the unperturbed image's frames (``detect_on``) against
+    the surrogate's gradient, along a random direction."""
+    generator = torch.Generator().manual_seed(0)
+    grey = 255 * to_grey(load_photo("chelsea")[None, :, 40:104, 100:164])
+    reference = sift_keypoints(grey)[0]
+    weights = torch.randn(reference.descriptors.shape, generator=generator)
+    direction = torch.randn(grey.shape, generator=generator)
+    pixels = grey.clone().requires_grad_(True)
+    (sift_keypoints(pixels, differentiable=True)[0].descriptors * weights).sum().backward()
+    analytic = float((pixels.grad * direction).sum())
+    step = 0.1  # grey levels: large beside float32 noise, small beside the descriptors' curvature
+    plus = sift_keypoints(grey + step * direction, detect_on=grey)[0]
+    minus = sift_keypoints(grey - step * direction, detect_on=grey)[0]
+    assert torch.equal(plus.frames, reference.frames) and torch.equal(minus.frames, reference.frames)
+    numeric = float(((plus.descriptors - minus.descriptors) * weights).sum()) / (2 * step)
+    assert abs(analytic) > 1e-3
+    assert abs(numeric - analytic) <= 0.05 * abs(analytic)

@@ -13,7 +13,8 @@ are VLFeat's to the last bits.
 
 :func:`sift_keypoints` gives the keypoint list per image; :func:`keypoint_map` lays a list on D&B's grid (see
 :class:`SIFT`); :class:`SIFT` is the registered representation. The features are piecewise constant in the
-pixels where they are not discontinuous (keypoints appear and vanish): Φ has no gradient.
+pixels where they are not discontinuous (keypoints appear and vanish): Φ has no gradient, and
+:meth:`SIFT.surrogate` differentiates the descriptors with the frames held fixed.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ _BINS_XY, _BINS_T = 4, 8
 DESCRIPTOR_SIZE = _BINS_XY * _BINS_XY * _BINS_T
 #: per cell: the descriptor, x and y offsets within the cell (in cells), σ (pixels), angle (radians), 1
 MAP_CHANNELS = DESCRIPTOR_SIZE + 5
-_CHUNK = 64  # keypoints per vectorised descriptor batch (bounds memory: 97² samples each at octave 0)
+_CHUNK = 256  # keypoints per vectorised descriptor batch (bounds the memory: up to 97² samples each)
 
 
 @dataclass
@@ -224,18 +225,18 @@ def _gradients(levels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return modulus, angle
 
 
-def _window(xi: torch.Tensor, yi: torch.Tensor, radius: torch.Tensor, low: int, h_high: torch.Tensor,
-            w_high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Offsets ``(K, S)`` dy, dx over the square ``±radius`` around ``(yi, xi)`` and a mask of those inside
-    ``[low, h_high] × [low, w_high]`` (pixel coordinates)."""
+def _window(xi: torch.Tensor, yi: torch.Tensor, radius: torch.Tensor, low: int, y_high: int, x_high: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pixels of the squares ``±radius`` around ``(yi, xi)`` inside ``[low, y_high] × [low, x_high]``, as
+    flat lists ``(owner, y, x)``: keypoint by keypoint, row by row (the order VLFeat visits them)."""
     span = int(radius.max())
     steps = torch.arange(-span, span + 1, device=xi.device)
-    dy = steps.repeat_interleave(len(steps))[None].expand(len(xi), -1)
-    dx = steps.repeat(len(steps))[None].expand(len(xi), -1)
-    r = radius[:, None]
-    inside = ((dx.abs() <= r) & (dy.abs() <= r) & (yi[:, None] + dy >= low) & (yi[:, None] + dy <= h_high[:, None])
-              & (xi[:, None] + dx >= low) & (xi[:, None] + dx <= w_high[:, None]))
-    return dy, dx, inside
+    dy = steps.repeat_interleave(len(steps))[None]
+    dx = steps.repeat(len(steps))[None]
+    y, x, r = yi[:, None] + dy, xi[:, None] + dx, radius[:, None]
+    inside = (dx.abs() <= r) & (dy.abs() <= r) & (y >= low) & (y <= y_high) & (x >= low) & (x <= x_high)
+    owner, sample = inside.nonzero().unbind(1)
+    return owner, y[owner, sample], x[owner, sample]
 
 
 def _orientations(modulus: torch.Tensor, angle: torch.Tensor, keys: dict[str, torch.Tensor]
@@ -247,22 +248,20 @@ def _orientations(modulus: torch.Tensor, angle: torch.Tensor, keys: dict[str, to
     xi, yi = (x + 0.5).long(), (y + 0.5).long()
     sigma_w = 1.5 * sigma
     radius = torch.clamp((3.0 * sigma_w).floor(), min=1).long()
-    dy, dx, inside = _window(xi, yi, radius, 0, torch.full_like(yi, h - 1), torch.full_like(xi, w - 1))
-    ry, rx = (yi[:, None] + dy).to(torch.float64) - y[:, None], (xi[:, None] + dx).to(torch.float64) - x[:, None]
+    owner, py, px = _window(xi, yi, radius, 0, h - 1, w - 1)
+    ry, rx = py.to(torch.float64) - y[owner], px.to(torch.float64) - x[owner]
     r2 = rx * rx + ry * ry
-    inside &= r2 < (radius * radius)[:, None] + 0.6
-    py, px = (yi[:, None] + dy).clamp(0, h - 1), (xi[:, None] + dx).clamp(0, w - 1)
-    b, s = keys["image"][:, None], keys["level"][:, None]
-    weight = fast_expn(r2 / (2 * sigma_w * sigma_w)[:, None])
+    keep = r2 < (radius * radius)[owner] + 0.6  # a disc
+    owner, py, px, r2 = owner[keep], py[keep], px[keep], r2[keep]
+    b, s = keys["image"][owner], keys["level"][owner]
+    weight = fast_expn(r2 / (2 * sigma_w * sigma_w)[owner])
     modulus_at = modulus[b, s, py, px].to(torch.float64)
     position = _ORIENTATION_BINS * angle[b, s, py, px].to(torch.float64) / (2 * math.pi)
     lower = (position - 0.5).floor()  # each sample votes bilinearly for the two bins around it
     frac = position - lower - 0.5
-    rows = _ORIENTATION_BINS * torch.arange(len(x), device=x.device)[:, None]
     hist = torch.zeros(len(x) * _ORIENTATION_BINS, dtype=torch.float64, device=x.device)
     for bin_, vote in ((lower.long(), (1 - frac) * modulus_at * weight), (lower.long() + 1, frac * modulus_at * weight)):
-        index = rows + bin_ % _ORIENTATION_BINS
-        hist = hist.index_add(0, index[inside], vote[inside])
+        hist = hist.index_add(0, _ORIENTATION_BINS * owner + bin_ % _ORIENTATION_BINS, vote)
     hist = hist.view(len(x), _ORIENTATION_BINS)
     for _ in range(6):
         hist = (hist.roll(1, 1) + hist + hist.roll(-1, 1)) / 3.0
@@ -275,93 +274,111 @@ def _orientations(modulus: torch.Tensor, angle: torch.Tensor, keys: dict[str, to
     return key, 2 * math.pi * (bin_ + shift + 0.5) / _ORIENTATION_BINS
 
 
+def _descriptor_chunk(modulus: torch.Tensor, angle: torch.Tensor, keys: dict[str, torch.Tensor], key: torch.Tensor,
+                      angle0: torch.Tensor) -> torch.Tensor:
+    """:func:`_descriptors` for a few keypoints at once."""
+    h, w = modulus.shape[-2:]
+    x, y, sigma = keys["x"][key], keys["y"][key], keys["sigma"][key]
+    xi, yi = (x + 0.5).long(), (y + 0.5).long()
+    spatial_bin = _MAGNIF * sigma + 2.220446049250313e-16
+    radius = (math.sqrt(2.0) * spatial_bin * (_BINS_XY + 1) / 2.0 + 0.5).floor().long()
+    owner, py, px = _window(xi, yi, radius, 1, h - 2, w - 2)
+    a0, sbp = angle0[owner], spatial_bin[owner]
+    fx = (px.to(torch.float64) - x[owner]).to(torch.float32).to(torch.float64)
+    fy = (py.to(torch.float64) - y[owner]).to(torch.float32).to(torch.float64)
+    st0, ct0 = torch.sin(a0), torch.cos(a0)
+    nx = ((ct0 * fx + st0 * fy) / sbp).to(torch.float32)
+    ny = ((-st0 * fx + ct0 * fy) / sbp).to(torch.float32)
+    bin_x = (nx.to(torch.float64) - 0.5).to(torch.float32).floor()
+    bin_y = (ny.to(torch.float64) - 0.5).to(torch.float32).floor()
+    half = _BINS_XY // 2
+    # only samples whose lower-left bin lies in [-3, 1]² reach a bin of the 4×4 grid
+    reach = (bin_x >= -half - 1) & (bin_x < half) & (bin_y >= -half - 1) & (bin_y < half)
+    owner, py, px, nx, ny, bin_x, bin_y, a0 = (t[reach] for t in (owner, py, px, nx, ny, bin_x, bin_y, a0))
+    b, s = keys["image"][key][owner], keys["level"][key][owner]
+    mod, ang = modulus[b, s, py, px], angle[b, s, py, px]
+    theta = mod_2pi((ang.to(torch.float64) - a0).to(torch.float32))
+    nt = ((_BINS_T * theta).to(torch.float64) / (2 * math.pi)).to(torch.float32)
+    window = fast_expn((nx * nx + ny * ny).to(torch.float64) / (2.0 * _WINDOW * _WINDOW)).to(torch.float32)
+    bin_t = nt.floor()
+    frac_x = (nx.to(torch.float64) - (bin_x.to(torch.float64) + 0.5)).to(torch.float32)
+    frac_y = (ny.to(torch.float64) - (bin_y.to(torch.float64) + 0.5)).to(torch.float32)
+    frac_t = nt - bin_t
+    base = window * mod
+    hist = torch.zeros(len(key) * DESCRIPTOR_SIZE, dtype=torch.float32, device=key.device)
+    for step_x in (0, 1):
+        for step_y in (0, 1):
+            bx, by = bin_x.long() + step_x, bin_y.long() + step_y
+            keep = (bx >= -half) & (bx < half) & (by >= -half) & (by < half)
+            spatial = base * (1 - step_x - frac_x).abs() * (1 - step_y - frac_y).abs()
+            cell = owner * DESCRIPTOR_SIZE + (by + half) * (_BINS_T * _BINS_XY) + (bx + half) * _BINS_T
+            for step_t in (0, 1):
+                vote = spatial * (1 - step_t - frac_t).abs()
+                index = cell + (bin_t.long() + step_t) % _BINS_T
+                hist = hist.index_add(0, index[keep], vote[keep])
+    hist = hist.view(len(key), DESCRIPTOR_SIZE)
+    hist = hist / (fast_sqrt((hist * hist).sum(1, keepdim=True)) + EPS_F)
+    hist = hist.clamp(max=0.2)
+    hist = hist / (fast_sqrt((hist * hist).sum(1, keepdim=True)) + EPS_F)
+    return torch.where((yi < h - 1)[:, None], hist, 0.0)  # VLFeat skips a keypoint on the last row
+
+
 def _descriptors(modulus: torch.Tensor, angle: torch.Tensor, keys: dict[str, torch.Tensor], key: torch.Tensor,
                  angle0: torch.Tensor) -> torch.Tensor:
     """``vl_sift_calc_keypoint_descriptor`` for keypoints ``key`` at orientations ``angle0``: ``(P, 128)``
-    float32 (zeros where VLFeat's bounds check skips the keypoint)."""
-    h, w = modulus.shape[-2:]
-    out = torch.zeros(len(key), DESCRIPTOR_SIZE, dtype=torch.float32, device=modulus.device)
-    for start in range(0, len(key), _CHUNK):
-        k, a0 = key[start: start + _CHUNK], angle0[start: start + _CHUNK]
-        x, y, sigma = keys["x"][k], keys["y"][k], keys["sigma"][k]
-        xi, yi = (x + 0.5).long(), (y + 0.5).long()
-        spatial_bin = _MAGNIF * sigma + 2.220446049250313e-16
-        radius = (math.sqrt(2.0) * spatial_bin * (_BINS_XY + 1) / 2.0 + 0.5).floor().long()
-        dy, dx, inside = _window(xi, yi, radius, 1, torch.full_like(yi, h - 2), torch.full_like(xi, w - 2))
-        inside &= (yi < h - 1)[:, None]
-        py, px = (yi[:, None] + dy).clamp(0, h - 1), (xi[:, None] + dx).clamp(0, w - 1)
-        b, s = keys["image"][k][:, None], keys["level"][k][:, None]
-        mod, ang = modulus[b, s, py, px], angle[b, s, py, px]
-        theta = mod_2pi((ang.to(torch.float64) - a0[:, None]).to(torch.float32))
-        fx = ((xi[:, None] + dx).to(torch.float64) - x[:, None]).to(torch.float32).to(torch.float64)
-        fy = ((yi[:, None] + dy).to(torch.float64) - y[:, None]).to(torch.float32).to(torch.float64)
-        st0, ct0, sbp = torch.sin(a0)[:, None], torch.cos(a0)[:, None], spatial_bin[:, None]
-        nx = ((ct0 * fx + st0 * fy) / sbp).to(torch.float32)
-        ny = ((-st0 * fx + ct0 * fy) / sbp).to(torch.float32)
-        nt = ((_BINS_T * theta).to(torch.float64) / (2 * math.pi)).to(torch.float32)
-        window = fast_expn((nx * nx + ny * ny).to(torch.float64) / (2.0 * _WINDOW * _WINDOW)).to(torch.float32)
-        bin_x = (nx.to(torch.float64) - 0.5).to(torch.float32).floor()
-        bin_y = (ny.to(torch.float64) - 0.5).to(torch.float32).floor()
-        bin_t = nt.floor()
-        frac_x = (nx.to(torch.float64) - (bin_x.to(torch.float64) + 0.5)).to(torch.float32)
-        frac_y = (ny.to(torch.float64) - (bin_y.to(torch.float64) + 0.5)).to(torch.float32)
-        frac_t = nt - bin_t
-        base = window * mod
-        rows = torch.arange(len(k), device=key.device)[:, None] * DESCRIPTOR_SIZE
-        hist = torch.zeros(len(k) * DESCRIPTOR_SIZE, dtype=torch.float32, device=key.device)
-        half = _BINS_XY // 2
-        for step_x in (0, 1):
-            for step_y in (0, 1):
-                for step_t in (0, 1):
-                    bx, by = bin_x.long() + step_x, bin_y.long() + step_y
-                    keep = inside & (bx >= -half) & (bx < half) & (by >= -half) & (by < half)
-                    vote = (base * (1 - step_x - frac_x).abs() * (1 - step_y - frac_y).abs()
-                            * (1 - step_t - frac_t).abs())
-                    index = rows + (by + half) * (_BINS_T * _BINS_XY) + (bx + half) * _BINS_T
-                    index = index + (bin_t.long() + step_t) % _BINS_T
-                    hist = hist.index_add(0, index[keep], vote[keep])
-        hist = hist.view(len(k), DESCRIPTOR_SIZE)
-        hist = hist / (fast_sqrt((hist * hist).sum(1, keepdim=True)) + EPS_F)
-        hist = hist.clamp(max=0.2)
-        hist = hist / (fast_sqrt((hist * hist).sum(1, keepdim=True)) + EPS_F)
-        out[start: start + _CHUNK] = torch.where((yi < h - 1)[:, None], hist, 0.0)
-    return out
+    float32 (zeros where VLFeat's bounds check skips the keypoint). Keypoints go in chunks of similar σ, which
+    bounds the memory and the padding of each chunk's square."""
+    by_size = torch.argsort(keys["sigma"][key])
+    chunks = [by_size[start: start + _CHUNK] for start in range(0, len(key), _CHUNK)]
+    described = torch.cat([_descriptor_chunk(modulus, angle, keys, key[c], angle0[c]) for c in chunks])
+    return described[torch.argsort(torch.cat(chunks))]
 
 
-@torch.no_grad()
-def sift_keypoints(grey: torch.Tensor) -> list[Keypoints]:
+def sift_keypoints(grey: torch.Tensor, differentiable: bool = False, detect_on: torch.Tensor | None = None
+                   ) -> list[Keypoints]:
     """Every keypoint and orientation VLFeat's ``vl_sift`` finds, per image.
 
     Args:
         grey: ``(B, 1, H, W)`` or ``(H, W)`` grey image(s), 0–255 (VLFeat's range).
+        differentiable: give the descriptors the gradient they have with the frames held fixed (the surrogate
+            :class:`SIFT` descends); detection never has one.
+        detect_on: images of ``grey``'s shape whose keypoints (frames) are used instead of ``grey``'s own: the
+            descriptors of ``grey`` at another image's frames (``None``: its own).
 
     Returns:
         One :class:`Keypoints` per image, frames in the original image's pixels.
     """
     if grey.dim() == 2:
         grey = grey[None, None]
-    grey = grey.detach().to(torch.float32)
+    grey = grey.to(torch.float32)
     frames: list[list[torch.Tensor]] = [[] for _ in range(len(grey))]
     descriptors: list[list[torch.Tensor]] = [[] for _ in range(len(grey))]
-    for o, levels in _octaves(grey):
-        if min(levels.shape[-2:]) < 3:
-            break
-        found = _extrema(levels[:, 1:] - levels[:, :-1])
-        if not len(found):
-            continue
-        keys = _refine(levels[:, 1:] - levels[:, :-1], found, o)
-        if not len(keys["x"]):
-            continue
-        modulus, angle = _gradients(levels)
-        key, angle0 = _orientations(modulus, angle, keys)
-        described = _descriptors(modulus, angle, keys, key, angle0)
-        scale = 2.0 ** o
-        octave_frames = torch.stack([keys["x"][key] * scale, keys["y"][key] * scale, keys["sigma"][key] * scale,
-                                     angle0], 1)
-        for b in range(len(grey)):
-            mine = keys["image"][key] == b
-            frames[b].append(octave_frames[mine])
-            descriptors[b].append(described[mine])
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        described = _octaves(grey if differentiable else grey.detach())
+        if detect_on is None:
+            pairs = ((o, levels.detach(), levels) for o, levels in described)
+        else:
+            detect_on = detect_on.reshape(grey.shape).detach().to(torch.float32)
+            pairs = ((o, found_in, levels) for (o, found_in), (_, levels) in zip(_octaves(detect_on), described))
+        for o, found_in, levels in pairs:
+            if min(levels.shape[-2:]) < 3:
+                break
+            dog = found_in[:, 1:] - found_in[:, :-1]
+            found = _extrema(dog)
+            keys = _refine(dog, found, o) if len(found) else {}
+            if not len(keys.get("x", ())):
+                continue
+            modulus, angle = _gradients(levels)
+            found_gradients = (modulus.detach(), angle.detach()) if detect_on is None else _gradients(found_in)
+            key, angle0 = _orientations(*found_gradients, keys)
+            values = _descriptors(modulus, angle, keys, key, angle0)
+            scale = 2.0 ** o
+            octave_frames = torch.stack([keys["x"][key] * scale, keys["y"][key] * scale,
+                                         keys["sigma"][key] * scale, angle0], 1)
+            for b in range(len(grey)):
+                mine = keys["image"][key] == b
+                frames[b].append(octave_frames[mine])
+                descriptors[b].append(values[mine])
     empty_frames = grey.new_zeros(0, 4, dtype=torch.float64)
     empty_descriptors = grey.new_zeros(0, DESCRIPTOR_SIZE)
     return [Keypoints(torch.cat(f) if f else empty_frames, torch.cat(d) if d else empty_descriptors)
@@ -402,6 +419,8 @@ class SIFT(Representation):
 
     Args:
         cell_size: cell side in pixels (D&B: 4).
+        surrogate: ``False`` for Φ itself (no gradient); ``True`` for :meth:`surrogate`'s stand-in: the same
+            features, with the gradient the descriptors have when every frame is held where it was found.
 
     Shape:
         - Input: :math:`(B, 3, H, W)` RGB or :math:`(B, 1, H, W)` grey, in ``[0, 1]``.
@@ -414,15 +433,19 @@ class SIFT(Representation):
     """
 
     grey = True
-    differentiable = False
 
-    def __init__(self, cell_size: int = 4) -> None:
+    def __init__(self, cell_size: int = 4, surrogate: bool = False) -> None:
         if isinstance(cell_size, bool) or not isinstance(cell_size, int) or cell_size < 1:
             raise ValueError(f"sift: cell_size must be a positive integer, got {cell_size!r}")
         super().__init__(cell_size=cell_size)
-        self.cell_size = cell_size
+        self.cell_size, self.is_surrogate = cell_size, bool(surrogate)
         self.min_size = (max(cell_size, 3), max(cell_size, 3))
         self.spec = "sift"
+
+    @property
+    def differentiable(self) -> bool:  # type: ignore[override]
+        """Only the surrogate has a gradient."""
+        return self.is_surrogate
 
     @property
     def grid_step(self) -> int:
@@ -432,10 +455,16 @@ class SIFT(Representation):
     def output_shape(self, height: int, width: int) -> tuple[int, int, int]:
         return MAP_CHANNELS, -(-height // self.cell_size), -(-width // self.cell_size)
 
+    def surrogate(self) -> "SIFT":
+        """The same features to the bit; the descriptors differentiated with every keypoint's frame (position,
+        σ, orientation) held fixed where it was found, in place of Φ's gradient, which is zero or undefined
+        (keypoints appear, move and vanish in jumps). The frame channels carry no gradient."""
+        return SIFT(self.cell_size, surrogate=True)
+
     def keypoints(self, x: torch.Tensor) -> list[Keypoints]:
         """The keypoint list of each image of ``x`` (``(B, 3|1, H, W)`` in ``[0, 1]``)."""
         self.check_input(x)
-        return sift_keypoints(255 * to_grey(x))
+        return sift_keypoints(255 * to_grey(x), differentiable=self.is_surrogate)
 
     @float32_and_finite
     def forward(self, x: torch.Tensor) -> torch.Tensor:
