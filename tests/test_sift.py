@@ -5,10 +5,13 @@ import ctypes
 import pytest
 import torch
 
+import preimage
+
 from preimage.images import to_grey
 from preimage.photos import TEST_PHOTOS, load_photo
 from preimage.representations import build_representation
-from preimage.representations.sift import SIFT, Keypoints, keypoint_map, num_octaves, sift_keypoints
+from preimage.representations.sift import (SIFT, Keypoints, _frames_in_map, descriptors_at, keypoint_map, num_octaves,
+                                           sift_keypoints)
 
 from vlfeat_sift import cells_by_hand, match_cells, vlfeat_sift
 
@@ -88,10 +91,12 @@ def test_grid_rules_by_hand() -> None:
     assert out[:, [0, 1, 2, 2, 1], [1, 0, 0, 1, 2]].abs().sum() == 0
 
 
-def test_flat_image_has_no_keypoints() -> None:
+def test_flat_image_has_no_keypoints_and_gd_says_so_in_one_line() -> None:
     flat = torch.full((1, 3, 64, 64), 0.4)
     assert len(sift_keypoints(255 * to_grey(flat))[0].frames) == 0
     assert SIFT()(flat).abs().sum() == 0
+    with pytest.raises(ValueError, match="all zero"):
+        preimage.invert(flat, "sift")
 
 
 def test_octaves_as_vlfeat_counts_them() -> None:
@@ -137,3 +142,41 @@ def test_surrogate_gradient_is_the_descriptors_derivative_at_fixed_frames() -> N
     numeric = float(((plus.descriptors - minus.descriptors) * weights).sum()) / (2 * step)
     assert abs(analytic) > 1e-3
     assert abs(numeric - analytic) <= 0.05 * abs(analytic)
+
+
+def test_descriptors_at_given_frames_are_vlfeats_where_the_level_agrees() -> None:
+    """``descriptors_at`` reads each frame at the octave and level ``vl_sift_keypoint_init`` gives its σ; for the
+    detected frames that is, for most, where they were found (not where the refined level crossed a boundary), and
+    there the descriptors are the same."""
+    grey = 255 * to_grey(load_photo("coins")[None])
+    keypoints = sift_keypoints(grey)[0]
+    again = descriptors_at(grey, [keypoints.frames])[0]
+    same = (again - keypoints.descriptors).abs().max(1).values <= 1e-6
+    assert len(same) > 200 and same.float().mean() >= 0.85  # coins: 277 of 309
+
+
+def test_surrogate_steered_by_the_target_frames() -> None:
+    """With ``target`` (as GD's data term passes Φ0) the values are still Φ(x); the gradient is that of x's
+    descriptors at Φ0's frames, checked by finite differences of :func:`descriptors_at` (frames fixed)."""
+    generator = torch.Generator().manual_seed(1)
+    photo = to_grey(load_photo("chelsea")[None, :, 40:104, 100:164])
+    target = SIFT()(photo)
+    x = (photo + 0.1 * torch.randn(photo.shape, generator=generator)).clamp(0, 1)
+    steered = SIFT().surrogate()
+    assert steered.steered_by_target and not SIFT().steered_by_target
+    pixels = x.clone().requires_grad_(True)
+    features = steered(pixels, target=target)
+    assert torch.equal(features, SIFT()(x))
+    weights = torch.randn(target.shape, generator=generator)
+    (features * weights).sum().backward()
+    occupied = target[0, 132] == 1
+    frames = [_frames_in_map(target[0], 4)]
+    rows, cols = occupied.nonzero().unbind(1)
+    cell_weights = weights[0, :128, rows, cols].T  # (K, 128), cells in the order _frames_in_map lists them
+    direction = torch.randn(x.shape, generator=generator)
+    step = 1e-3
+    plus = descriptors_at(255 * (x + step * direction), frames)[0]
+    minus = descriptors_at(255 * (x - step * direction), frames)[0]
+    numeric = float(((plus - minus) * cell_weights).sum()) / (2 * step)
+    analytic = float((pixels.grad * direction).sum())
+    assert abs(analytic) > 1e-3 and abs(numeric - analytic) <= 0.05 * abs(analytic)

@@ -140,7 +140,10 @@ class FeatureReconstruction(Objective):
         self.tensors = () if per_row_mask or self.mask is None else ("mask",)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.representation(images)
+        if getattr(self.representation, "steered_by_target", False):  # a surrogate whose gradient reads Φ0
+            features = self.representation(images, target=self.target)
+        else:
+            features = self.representation(images)
         if self.mask is not None:
             features = features * self.mask
         return (features - self.target).flatten(1).square().sum(1) / self.norm

@@ -10,22 +10,22 @@ from torch import nn
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def float32_and_finite(forward: Callable[[Any, torch.Tensor], torch.Tensor]) -> Callable[[Any, torch.Tensor], torch.Tensor]:
+def float32_and_finite(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """Decorator of a hand-written Φ's ``forward``: half-precision input is computed in float32 and the features
     returned in the input's dtype (HOG's squared 0–255 gradients overflow float16: NaN features otherwise); an
     image with a NaN or infinite pixel gets NaN features, as a network's would, instead of an index error from
     the binning (GD then notes that image as diverged). Jobs refuse such images before Φ sees them."""
 
     @functools.wraps(forward)
-    def wrapped(self: Any, x: torch.Tensor) -> torch.Tensor:
+    def wrapped(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):  # check_input names what it is
-            return forward(self, x)
+            return forward(self, x, *args, **kwargs)
         if x.dtype in _LOW_PRECISION:
-            return wrapped(self, x.float()).to(x.dtype)
+            return wrapped(self, x.float(), *args, **kwargs).to(x.dtype)
         bad = ~torch.isfinite(x).flatten(1).all(1) if x.is_floating_point() else None
         if bad is None or not bool(bad.any()):
-            return forward(self, x)
-        features = forward(self, torch.where(bad.view(-1, 1, 1, 1), torch.zeros_like(x), x))
+            return forward(self, x, *args, **kwargs)
+        features = forward(self, torch.where(bad.view(-1, 1, 1, 1), torch.zeros_like(x), x), *args, **kwargs)
         return features.masked_fill(bad.view(-1, *[1] * (features.dim() - 1)), float("nan"))
 
     return wrapped

@@ -14,7 +14,7 @@ are VLFeat's to the last bits.
 :func:`sift_keypoints` gives the keypoint list per image; :func:`keypoint_map` lays a list on D&B's grid (see
 :class:`SIFT`); :class:`SIFT` is the registered representation. The features are piecewise constant in the
 pixels where they are not discontinuous (keypoints appear and vanish): Φ has no gradient, and
-:meth:`SIFT.surrogate` differentiates the descriptors with the frames held fixed.
+:meth:`SIFT.surrogate` differentiates the descriptors with the frames held fixed (the target's, in GD).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from .base import Representation, float32_and_finite
 from .registry import register_representation
 from .vlfeat_math import EPS_F, fast_atan2, fast_expn, fast_sqrt, mod_2pi
 
-__all__ = ["DESCRIPTOR_SIZE", "MAP_CHANNELS", "SIFT", "Keypoints", "keypoint_map", "sift_keypoints"]
+__all__ = ["DESCRIPTOR_SIZE", "MAP_CHANNELS", "SIFT", "Keypoints", "descriptors_at", "keypoint_map", "sift_keypoints"]
 
 LEVELS = 3  # levels per octave
 _S_MIN, _S_MAX = -1, LEVELS + 1  # Gaussian levels kept per octave
@@ -385,6 +385,38 @@ def sift_keypoints(grey: torch.Tensor, differentiable: bool = False, detect_on: 
             for f, d in zip(frames, descriptors)]
 
 
+def _frames_in_map(features: torch.Tensor, cell_size: int) -> torch.Tensor:
+    """The frames ``(K, 4)`` float64 (x, y, σ, angle) a map ``(133, rows, cols)`` holds, cell by cell."""
+    row, col = (features[MAP_CHANNELS - 1] == 1).nonzero().unbind(1)
+    held = features[DESCRIPTOR_SIZE:, row, col].to(torch.float64)
+    return torch.stack([(col + held[0]) * cell_size, (row + held[1]) * cell_size, held[2], held[3]], 1)
+
+
+def descriptors_at(grey: torch.Tensor, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+    """SIFT descriptors ``(K_b, 128)`` of each image of ``grey (B, 1, H, W)`` (0–255) at the frames ``frames[b]``
+    ``(K_b, 4)`` (x, y, σ in pixels, angle), differentiable in ``grey``. Each frame is read at the octave and
+    level ``vl_sift_keypoint_init`` assigns to its σ (the largest octave whose levels reach it)."""
+    frames = [f.to(torch.float64) for f in frames]
+    height, width = grey.shape[-2:]
+    octaves = num_octaves(height, width)
+    image = torch.cat([torch.full((len(f),), b, dtype=torch.long, device=grey.device) for b, f in enumerate(frames)])
+    x, y, sigma, angle0 = torch.cat(frames).unbind(1) if len(image) else grey.new_zeros(4, 0, dtype=torch.float64)
+    phi = torch.log2((sigma + 2.220446049250313e-16) / _SIGMA_0)
+    octave = (phi - (_S_MIN + 0.5) / LEVELS).floor().long().clamp(0, octaves - 1)
+    level = (LEVELS * (phi - octave) + 0.5).long().clamp(_S_MIN + 1, _S_MAX - 2)
+    out = grey.new_zeros(len(image), DESCRIPTOR_SIZE)
+    for o, levels in _octaves(grey.to(torch.float32)):
+        here = (octave == o).nonzero()[:, 0]
+        if min(levels.shape[-2:]) < 3 or not len(here):
+            continue
+        scale = 2.0 ** o
+        keys = {"image": image[here], "level": level[here], "x": x[here] / scale, "y": y[here] / scale,
+                "sigma": sigma[here] / scale}
+        modulus, angle = _gradients(levels)
+        out = out.index_copy(0, here, _descriptors(modulus, angle, keys, torch.arange(len(here)), angle0[here]))
+    return list(out.split([len(f) for f in frames]))
+
+
 def keypoint_map(keypoints: Keypoints, height: int, width: int, cell_size: int = 4) -> torch.Tensor:
     """D&B's sparse SIFT map ``(133, ⌈H/c⌉, ⌈W/c⌉)`` of one image's keypoints.
 
@@ -448,6 +480,12 @@ class SIFT(Representation):
         return self.is_surrogate
 
     @property
+    def steered_by_target(self) -> bool:
+        """GD's data term passes Φ0 to the surrogate (``forward(x, target=...)``), whose gradient then reads the
+        target's frames."""
+        return self.is_surrogate
+
+    @property
     def grid_step(self) -> int:
         """Cell ``(r, c)`` holds the keypoints centred in pixels ``[r·c, (r+1)·c)``."""
         return self.cell_size
@@ -456,9 +494,10 @@ class SIFT(Representation):
         return MAP_CHANNELS, -(-height // self.cell_size), -(-width // self.cell_size)
 
     def surrogate(self) -> "SIFT":
-        """The same features to the bit; the descriptors differentiated with every keypoint's frame (position,
-        σ, orientation) held fixed where it was found, in place of Φ's gradient, which is zero or undefined
-        (keypoints appear, move and vanish in jumps). The frame channels carry no gradient."""
+        """The same features to the bit, with a gradient where Φ's is zero or undefined (keypoints appear, move
+        and vanish in jumps): that of the descriptors at frames held fixed — the target's, where GD's data term
+        passes it (``forward(x, target=Φ0)``: x's descriptors at Φ0's keypoints are drawn to Φ0's, wherever x's
+        own keypoints are), else ``x``'s own. The frame channels carry no gradient."""
         return SIFT(self.cell_size, surrogate=True)
 
     def keypoints(self, x: torch.Tensor) -> list[Keypoints]:
@@ -467,9 +506,23 @@ class SIFT(Representation):
         return sift_keypoints(255 * to_grey(x), differentiable=self.is_surrogate)
 
     @float32_and_finite
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Φ(x); for the surrogate with ``target`` (a map per image of ``x``, as GD's data term passes it), the
+        gradient is that of ``x``'s descriptors at the frames ``target`` holds (the values are still Φ(x))."""
         h, w = x.shape[-2:]
-        return torch.stack([keypoint_map(k, h, w, self.cell_size) for k in self.keypoints(x)])
+        if target is None or not self.is_surrogate:
+            return torch.stack([keypoint_map(k, h, w, self.cell_size) for k in self.keypoints(x)])
+        with torch.no_grad():
+            features = torch.stack([keypoint_map(k, h, w, self.cell_size) for k in SIFT(self.cell_size).keypoints(x)])
+        frames = [_frames_in_map(t, self.cell_size) for t in target]
+        rows, cols = features.shape[-2:]
+        steered = []
+        for f, d in zip(frames, descriptors_at(255 * to_grey(x), frames)):
+            cell = (f[:, 1] / self.cell_size).floor().long() * cols + (f[:, 0] / self.cell_size).floor().long()
+            values = torch.cat([d.T, d.new_zeros(MAP_CHANNELS - DESCRIPTOR_SIZE, len(d))])  # frames: no gradient
+            steered.append(d.new_zeros(MAP_CHANNELS, rows * cols).index_copy(1, cell, values).view(-1, rows, cols))
+        steered_map = torch.stack(steered)
+        return features + (steered_map - steered_map.detach())
 
 
 @register_representation("sift")
