@@ -19,7 +19,7 @@ from preimage.photos import TEST_PHOTOS, load_photo
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 #: spec → (colour?, the test photos' side: the CNN bundles at D&B's 224 px)
-SHIPPED = {"hog": (False, 128), "hogb": (False, 128), "dsift": (False, 128),
+SHIPPED = {"hog": (False, 128), "hogb": (False, 128), "dsift": (False, 128), "lbp": (False, 128),
            **{f"efficientnet_lite0:{layer}": (True, 224) for layer in ("stem", "stage1", "stage2", "stage3", "stage4",
                                                                           "stage5", "stage6", "stage7", "head", "pool",
                                                                           "logits", "prob")}}
@@ -53,8 +53,8 @@ def test_every_shipped_bundle_is_tested_and_all_fit_the_budget() -> None:
     assert sum(f.stat().st_size for f in files) <= BUDGET
 
 
-@pytest.mark.parametrize("spec", [s for s, (colour, _) in SHIPPED.items() if colour])
-def test_network_bundle_round_trip(spec: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("spec", [s for s, (colour, _) in SHIPPED.items() if colour or s in ("lbp", "sift")])
+def test_bundle_round_trip(spec: str, tmp_path: Path) -> None:
     """Loaded, saved again and reloaded: the same manifest, weights and reconstructions."""
     inverter = LearnedInverter.from_bundle(bundle_file(spec))
     half = inverter.manifest.get("weights_dtype") == "float16"  # stored at half size, loaded as float32
@@ -63,7 +63,7 @@ def test_network_bundle_round_trip(spec: str, tmp_path: Path) -> None:
     original_manifest, original_state = load_bundle(bundle_file(spec), spec)
     assert manifest == original_manifest and state.keys() == original_state.keys()
     assert all(torch.equal(state[k], original_state[k]) for k in state)
-    x = photos(True, 96)[:2]
+    x = photos(SHIPPED[spec][0], 96)[:2]
     with torch.no_grad():
         assert torch.equal(LearnedInverter.from_bundle(again)(x), inverter(x))
 
@@ -71,6 +71,7 @@ def test_network_bundle_round_trip(spec: str, tmp_path: Path) -> None:
 #: known shortfalls, kept visible: strict, so a test fails the day a retrained bundle meets the bar
 #: (test-photo figures at 224 px; the bar is 0.8 × 0.549, each photo's own mean colour: checkpoints/README.md)
 SHORTFALLS = {
+    "lbp": "image_error 0.621 against 0.616 for each photo's own mean grey: 1200 CPU steps; LBP keeps no brightness",
     "efficientnet_lite0:stage6": "image_error 0.50: 600 CPU steps on 128-px crops (4×4 maps) teach a stride-32 map little",
     "efficientnet_lite0:stage7": "image_error 0.59: as stage6, from a 320-channel 4×4 map",
     "efficientnet_lite0:head": "image_error 0.70: as stage6, from a 1280-channel 4×4 map",
