@@ -19,7 +19,7 @@ from preimage.photos import TEST_PHOTOS, load_photo
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 #: spec → (colour?, the test photos' side: the CNN bundles at D&B's 224 px)
-SHIPPED = {"hog": (False, 128), "hogb": (False, 128), "dsift": (False, 128), "lbp": (False, 128),
+SHIPPED = {"hog": (False, 128), "hogb": (False, 128), "dsift": (False, 128), "lbp": (False, 128), "sift": (False, 128),
            **{f"efficientnet_lite0:{layer}": (True, 224) for layer in ("stem", "stage1", "stage2", "stage3", "stage4",
                                                                           "stage5", "stage6", "stage7", "head", "pool",
                                                                           "logits", "prob")}}
