@@ -351,34 +351,39 @@ def sift_keypoints(grey: torch.Tensor, differentiable: bool = False, detect_on: 
     if grey.dim() == 2:
         grey = grey[None, None]
     grey = grey.to(torch.float32)
-    frames: list[list[torch.Tensor]] = [[] for _ in range(len(grey))]
-    descriptors: list[list[torch.Tensor]] = [[] for _ in range(len(grey))]
     with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
         described = _octaves(grey if differentiable else grey.detach())
         if detect_on is None:
-            pairs = ((o, levels.detach(), levels) for o, levels in described)
-        else:
-            detect_on = detect_on.reshape(grey.shape).detach().to(torch.float32)
-            pairs = ((o, found_in, levels) for (o, found_in), (_, levels) in zip(_octaves(detect_on), described))
-        for o, found_in, levels in pairs:
-            if min(levels.shape[-2:]) < 3:
-                break
-            dog = found_in[:, 1:] - found_in[:, :-1]
-            found = _extrema(dog)
-            keys = _refine(dog, found, o) if len(found) else {}
-            if not len(keys.get("x", ())):
-                continue
-            modulus, angle = _gradients(levels)
-            found_gradients = (modulus.detach(), angle.detach()) if detect_on is None else _gradients(found_in)
-            key, angle0 = _orientations(*found_gradients, keys)
-            values = _descriptors(modulus, angle, keys, key, angle0)
-            scale = 2.0 ** o
-            octave_frames = torch.stack([keys["x"][key] * scale, keys["y"][key] * scale,
-                                         keys["sigma"][key] * scale, angle0], 1)
-            for b in range(len(grey)):
-                mine = keys["image"][key] == b
-                frames[b].append(octave_frames[mine])
-                descriptors[b].append(values[mine])
+            return _keypoints(((o, levels.detach(), levels) for o, levels in described), grey, own_frames=True)
+        detect_on = detect_on.reshape(grey.shape).detach().to(torch.float32)
+        pairs = ((o, found_in, levels) for (o, found_in), (_, levels) in zip(_octaves(detect_on), described))
+        return _keypoints(pairs, grey, own_frames=False)
+
+
+def _keypoints(pairs, grey: torch.Tensor, own_frames: bool) -> list[Keypoints]:
+    """:func:`sift_keypoints` from ``(o, levels to detect in, levels to describe)`` per octave (the same
+    levels, detached, where ``own_frames``)."""
+    frames: list[list[torch.Tensor]] = [[] for _ in range(len(grey))]
+    descriptors: list[list[torch.Tensor]] = [[] for _ in range(len(grey))]
+    for o, found_in, levels in pairs:
+        if min(levels.shape[-2:]) < 3:
+            break
+        dog = found_in[:, 1:] - found_in[:, :-1]
+        found = _extrema(dog)
+        keys = _refine(dog, found, o) if len(found) else {}
+        if not len(keys.get("x", ())):
+            continue
+        modulus, angle = _gradients(levels)
+        found_gradients = (modulus.detach(), angle.detach()) if own_frames else _gradients(found_in)
+        key, angle0 = _orientations(*found_gradients, keys)
+        values = _descriptors(modulus, angle, keys, key, angle0)
+        scale = 2.0 ** o
+        octave_frames = torch.stack([keys["x"][key] * scale, keys["y"][key] * scale,
+                                     keys["sigma"][key] * scale, angle0], 1)
+        for b in range(len(grey)):
+            mine = keys["image"][key] == b
+            frames[b].append(octave_frames[mine])
+            descriptors[b].append(values[mine])
     empty_frames = grey.new_zeros(0, 4, dtype=torch.float64)
     empty_descriptors = grey.new_zeros(0, DESCRIPTOR_SIZE)
     return [Keypoints(torch.cat(f) if f else empty_frames, torch.cat(d) if d else empty_descriptors)
@@ -392,10 +397,12 @@ def _frames_in_map(features: torch.Tensor, cell_size: int) -> torch.Tensor:
     return torch.stack([(col + held[0]) * cell_size, (row + held[1]) * cell_size, held[2], held[3]], 1)
 
 
-def descriptors_at(grey: torch.Tensor, frames: list[torch.Tensor]) -> list[torch.Tensor]:
+def descriptors_at(grey: torch.Tensor, frames: list[torch.Tensor],
+                   pyramid: list[tuple[int, torch.Tensor]] | None = None) -> list[torch.Tensor]:
     """SIFT descriptors ``(K_b, 128)`` of each image of ``grey (B, 1, H, W)`` (0–255) at the frames ``frames[b]``
     ``(K_b, 4)`` (x, y, σ in pixels, angle), differentiable in ``grey``. Each frame is read at the octave and
-    level ``vl_sift_keypoint_init`` assigns to its σ (the largest octave whose levels reach it)."""
+    level ``vl_sift_keypoint_init`` assigns to its σ (the largest octave whose levels reach it). ``pyramid``:
+    ``grey``'s octaves ``[(o, levels)]`` where the caller has built them already."""
     frames = [f.to(torch.float64) for f in frames]
     height, width = grey.shape[-2:]
     octaves = num_octaves(height, width)
@@ -405,7 +412,7 @@ def descriptors_at(grey: torch.Tensor, frames: list[torch.Tensor]) -> list[torch
     octave = (phi - (_S_MIN + 0.5) / LEVELS).floor().long().clamp(0, octaves - 1)
     level = (LEVELS * (phi - octave) + 0.5).long().clamp(_S_MIN + 1, _S_MAX - 2)
     out = grey.new_zeros(len(image), DESCRIPTOR_SIZE)
-    for o, levels in _octaves(grey.to(torch.float32)):
+    for o, levels in pyramid if pyramid is not None else _octaves(grey.to(torch.float32)):
         here = (octave == o).nonzero()[:, 0]
         if min(levels.shape[-2:]) < 3 or not len(here):
             continue
@@ -512,12 +519,16 @@ class SIFT(Representation):
         h, w = x.shape[-2:]
         if target is None or not self.is_surrogate:
             return torch.stack([keypoint_map(k, h, w, self.cell_size) for k in self.keypoints(x)])
+        self.check_input(x)
+        grey = 255 * to_grey(x)
+        pyramid = list(_octaves(grey))  # one pyramid, with autograd: detected in detached, described with it
         with torch.no_grad():
-            features = torch.stack([keypoint_map(k, h, w, self.cell_size) for k in SIFT(self.cell_size).keypoints(x)])
+            own = _keypoints(((o, levels.detach(), levels.detach()) for o, levels in pyramid), grey, own_frames=True)
+            features = torch.stack([keypoint_map(k, h, w, self.cell_size) for k in own])
         frames = [_frames_in_map(t, self.cell_size) for t in target]
         rows, cols = features.shape[-2:]
         steered = []
-        for f, d in zip(frames, descriptors_at(255 * to_grey(x), frames)):
+        for f, d in zip(frames, descriptors_at(grey, frames, pyramid)):
             cell = (f[:, 1] / self.cell_size).floor().long() * cols + (f[:, 0] / self.cell_size).floor().long()
             values = torch.cat([d.T, d.new_zeros(MAP_CHANNELS - DESCRIPTOR_SIZE, len(d))])  # frames: no gradient
             steered.append(d.new_zeros(MAP_CHANNELS, rows * cols).index_copy(1, cell, values).view(-1, rows, cols))
