@@ -21,7 +21,8 @@ from vlfeat_sift import cells_by_hand, match_cells, vlfeat_sift  # noqa: E402
 
 from preimage.images import to_grey  # noqa: E402
 from preimage.photos import TEST_PHOTOS, load_photo  # noqa: E402
-from preimage.representations.sift import keypoint_map, sift_keypoints  # noqa: E402
+from preimage.representations.sift import keypoint_map  # noqa: E402
+from preimage.representations.sift_detector import sift_keypoints  # noqa: E402
 
 
 def main() -> None:

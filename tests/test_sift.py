@@ -10,8 +10,8 @@ import preimage
 from preimage.images import to_grey
 from preimage.photos import TEST_PHOTOS, load_photo
 from preimage.representations import build_representation
-from preimage.representations.sift import (SIFT, Keypoints, _frames_in_map, descriptors_at, keypoint_map, num_octaves,
-                                           sift_keypoints)
+from preimage.representations.sift import SIFT, _frames_in_map, keypoint_map
+from preimage.representations.sift_detector import Keypoints, descriptors_at, num_octaves, sift_keypoints
 
 from vlfeat_sift import cells_by_hand, match_cells, vlfeat_sift
 
