@@ -79,6 +79,39 @@ def test_descend_matches_naive_adam_loop() -> None:
     torch.testing.assert_close(x.flatten(), ref)
 
 
+def test_glide_and_relative_step_against_a_naive_adam_loop() -> None:
+    """``glide``: the rate falls geometrically within a phase to the next phase's (the last phase holds its rate);
+    ``contrast_reference``: each row's Adam step times its own std (at least 1) over the reference, at every step.
+    Two rows of very different contrast; the loop is written out by hand."""
+    a = torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.1, 0.0, 0.2, -0.1]])
+    x0 = torch.tensor([[30.0, -20.0, 5.0, 0.0], [0.5, 0.2, -0.3, 0.1]]).view(2, 1, 1, 4)
+    schedule = [(8.0, 4), (1.0, 2)]
+
+    def energy(x):
+        e = ((x.flatten(1) - a) ** 2).sum(1)
+        return e, e
+
+    x, _, _ = descend(x0, energy, schedule, momentum=0.0, step_scale=1.0, optimizer="adam", adam_betas=(0.9, 0.9),
+                      glide=True, contrast_reference=20.0, progress=False)
+
+    rates = [8.0 * (1.0 / 8.0) ** (i / 4) for i in range(4)] + [1.0, 1.0]
+    ref, m, v = x0.flatten(1).clone(), torch.zeros(2, 4), torch.zeros(2, 4)
+    for k, lr in enumerate(rates, start=1):
+        grad = 2 * (ref - a)
+        m, v = 0.9 * m + 0.1 * grad, 0.9 * v + 0.1 * grad**2
+        contrast = torch.tensor([[max(float(row.std()), 1.0) / 20.0] for row in ref])
+        ref = ref - lr * contrast * (m / (1 - 0.9**k)) / ((v / (1 - 0.9**k)).sqrt() + 1e-8)
+    torch.testing.assert_close(x.flatten(1), ref)
+
+
+def test_relative_step_needs_adam_in_pixel_space() -> None:
+    with pytest.raises(ValueError, match="relative_step needs optimizer adam"):
+        tiny_config(relative_step=True)
+    with pytest.raises(ValueError, match="relative_step needs optimizer adam"):
+        tiny_config(relative_step=True, optimizer="adam", parametrization="fourier")
+    assert tiny_config(relative_step=True, optimizer="adam").relative_step
+
+
 def test_loss_falls() -> None:
     img = load_photo("camera")[None, :, 100:132, 200:232]
     res = invert_gd(BlurDown(), img, tiny_config(schedule=[(0.004, 30)]), device="cpu", progress=False)
@@ -185,11 +218,15 @@ def test_mv2015_lambda_tv_by_depth_is_deep_goggles_table() -> None:
 
 
 def test_preset_inheritance() -> None:
-    """``fast`` keeps mv2015's energy (weights, priors, σ0) and changes only how it is descended."""
-    how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate")
-    for spec, iterations in (("hog", 80), ("hogb", 180), ("dsift", 160)):
+    """``fast`` keeps mv2015's energy (weights, priors, σ0) for HOG, HOGb and DSIFT and tuned's for every network
+    layer (their λTV by depth and per layer included), and changes only how it is descended."""
+    how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate", "relative_step", "glide")
+    for spec, iterations in (("hog", 100), ("hogb", 180), ("dsift", 180)):
         fast, mv = resolve_preset("fast", spec), resolve_preset("mv2015", spec)
         cfg = config_from_dict(fast)
         assert cfg.clamp and cfg.surrogate and cfg.optimizer == "adam" and cfg.iterations == iterations
         assert {k: v for k, v in fast.items() if k not in how} == {k: v for k, v in mv.items() if k not in how}
-    assert resolve_preset("fast", "caffenet:conv5") == resolve_preset("mv2015", "caffenet:conv5")
+    for spec in ("caffenet:conv5", "efficientnet_lite0:stem", "efficientnet_lite0:head", "efficientnet_lite0:prob"):
+        fast, tuned = resolve_preset("fast", spec), resolve_preset("tuned", spec)
+        assert config_from_dict(fast).optimizer == "adam"
+        assert {k: v for k, v in fast.items() if k not in how} == {k: v for k, v in tuned.items() if k not in how}

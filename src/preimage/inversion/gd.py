@@ -74,6 +74,7 @@ class DivergedError(ValueError):
 def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
             schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
             optimizer: str = "momentum", adam_betas: tuple[float, float] = ADAM_BETAS,
+            glide: bool = False, contrast_reference: float | None = None,
             bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
             callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
             progress: bool = True, stop_on_divergence: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,6 +88,10 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
         step_scale: multiplies the gradient (σ0² in M&V's units).
         optimizer: ``momentum`` as above, or ``adam``: ``x ← x − lr · m̂ / (√v̂ + ε)`` (β = ``adam_betas``;
             ε 1e-8; ``momentum`` and ``step_scale`` unused; the moments run on across the phases).
+        glide: within each phase the rate falls geometrically from the phase's to the next phase's (the last
+            phase's stays constant).
+        contrast_reference: Adam only: each row's rate is multiplied by its own contrast (the standard deviation of
+            its variables, at least 1) over this, at every step; ``None``: not.
         bounds: optional ``(low, high)`` broadcastable to x: the pixels are clamped after each step.
         callback: called as ``callback(t, x, total)`` after each step (for logging).
         progress: show a progress bar over iterations.
@@ -101,15 +106,19 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
     data = x.new_empty(iterations, x.shape[0])
     velocity = torch.zeros_like(x)
     second = torch.zeros_like(x) if optimizer == "adam" else None
+    denominator = torch.empty_like(x) if optimizer == "adam" else None  # Adam's √v̂ + ε, rewritten in place
     if bounds is not None and bounds[0].numel() == bounds[1].numel() == 1:
         bounds = (float(bounds[0]), float(bounds[1]))  # one range for all: clamped in a single vectorised pass
     x = x.detach().clone()
+    row_shape = (-1,) + (1,) * (x.dim() - 1)
     t = 0
     with tqdm(total=iterations, disable=not progress, desc="gd", unit="it", leave=False) as bar:
-        for lr, steps in schedule:
+        for phase, (phase_lr, steps) in enumerate(schedule):
             if second is None:
                 velocity.zero_()
-            for _ in range(steps):
+            ratio = (schedule[phase + 1][0] / phase_lr) ** (1 / steps) if glide and phase + 1 < len(schedule) else 1.0
+            for step in range(steps):
+                lr = phase_lr * ratio**step
                 x.requires_grad_(True)
                 total, data_term = energy(x)
                 if stop_on_divergence and not bool(torch.isfinite(total).all()):
@@ -124,7 +133,10 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                         (b1, b2), k = adam_betas, t + 1
                         velocity.mul_(b1).add_(grad, alpha=1 - b1)
                         second.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                        denominator = second.sqrt().div_(math.sqrt(1 - b2**k)).add_(_ADAM_EPS)
+                        torch.sqrt(second, out=denominator).div_(math.sqrt(1 - b2**k)).add_(_ADAM_EPS)
+                        if contrast_reference is not None:  # each row's step times its contrast over the reference
+                            contrast = x.detach().flatten(1).std(dim=1).clamp_min_(1.0).div_(contrast_reference)
+                            denominator.div_(contrast.view(row_shape))
                         x = x.detach().addcdiv_(velocity, denominator, value=-lr / (1 - b1**k))
                     if bounds is not None:
                         x.clamp_(bounds[0], bounds[1])
@@ -272,7 +284,8 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
     try:
         x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum,
                                   step_scale=setup.step_scale, optimizer=config.optimizer,
-                                  adam_betas=config.adam_betas,
+                                  adam_betas=config.adam_betas, glide=config.glide,
+                                  contrast_reference=setup.sigma0 / math.sqrt(c * h * w) if config.relative_step else None,
                                   bounds=bounds, callback=callback, progress=progress,
                                   stop_on_divergence=stop_on_divergence)
     except DivergedError as err:

@@ -23,7 +23,10 @@ class GDConfig:
     """Hyper-parameters of one GD inversion (a preset fills these; every field is overridable).
 
     Attributes:
-        schedule: ``[(learning_rate, iterations), ...]`` piecewise-constant learning rate.
+        schedule: ``[(learning_rate, iterations), ...]`` piecewise-constant learning rate (see ``glide``).
+        glide: the learning rate falls geometrically within each phase, from its own rate to the next phase's
+            (the last phase keeps its rate), instead of staying constant: ``[[48, 180], [1, 1]]`` descends
+            from 48 to 1 in 180 steps.
         momentum: momentum coefficient.
         alpha, lambda_alpha: α-norm exponent and weight.
         tv_beta, lambda_tv: TV^β exponent and weight.
@@ -40,6 +43,10 @@ class GDConfig:
         optimizer: ``momentum`` (M&V; step ``lr · σ0² · ∇E`` in pixel space, ``lr · ∇E`` in Fourier space)
             or ``adam`` (step ``lr`` per variable at most; its moments are kept across the schedule's phases).
         adam_betas: Adam's ``(β1, β2)``, the decay rates of its gradient's mean and mean square.
+        relative_step: Adam in pixel space only: each image's step is the learning rate times its reconstruction's
+            contrast (the standard deviation of its pixels, at least 1 grey level) over that of the random start
+            (σ0 per value, about 69 grey levels), updated at every step: a flat, low-contrast image is descended
+            in proportionally finer steps.
         surrogate: inversion only: descend through Φ's stand-in (``Representation.surrogate``): Φ's features with
             surrogate gradients (HOG: bilinear orientation binning's in place of hard binning's; HOG, HOGb and
             DSIFT: the clamp at 0.2 passing its gradient through). The energy is unchanged; only its gradient
@@ -66,6 +73,8 @@ class GDConfig:
     decay: float = 1.0
     optimizer: str = "momentum"
     adam_betas: tuple[float, float] = ADAM_BETAS
+    relative_step: bool = False
+    glide: bool = False
     surrogate: bool = False
     clamp: bool = False
     restarts: int = 1
@@ -87,7 +96,7 @@ class GDConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
                 raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
             setattr(self, name, kind(value))
-        for name in ("grey", "clamp", "surrogate"):
+        for name in ("grey", "clamp", "surrogate", "relative_step", "glide"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GD setting {name} must be true or false, got {getattr(self, name)!r}")
         numbers = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -112,6 +121,8 @@ class GDConfig:
         for name, valid in (("parametrization", PARAMETRIZATIONS), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"GD setting {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        if self.relative_step and (self.optimizer != "adam" or self.parametrization != "pixel"):
+            raise ValueError("GD setting relative_step needs optimizer adam and parametrization pixel")
 
     @property
     def iterations(self) -> int:
