@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,8 @@ from PIL import Image
 from preimage.photos import TEST_PHOTOS, TRAIN_PHOTOS
 from preimage.training.dead_leaves import dead_leaves, leaf_radii, power_law_radii
 from preimage.training.sources import (
-    VAL_PHOTOS, BuiltinPhotos, DeadLeaves, ImageFolder, Mixture, UnreadableImageWarning, builtin_split, split_of,
+    VAL_PHOTOS, BuiltinPhotos, DeadLeaves, ImageFolder, Mixture, UnreadableImageWarning, builtin_split, scan_images,
+    split_of,
 )
 
 
@@ -217,6 +219,31 @@ def test_folder_split_by_file(tmp_path) -> None:
         ImageFolder(tmp_path, "val", fractions=(1.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="not a folder"):
         ImageFolder(tmp_path / "missing")
+
+
+def test_folder_list_scanned_once_and_cached(tmp_path, monkeypatch) -> None:
+    """With a listing file the splits and a later run share one scan: a file added afterwards is not seen until
+    the listing is deleted; a listing of another folder is not used."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(12):
+        _image((8, 8), "RGB", i).save(root / f"img{i:02d}.png")
+    listing = tmp_path / "run" / "images.txt"
+    scans = []
+    real_rglob = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: scans.append(self) or real_rglob(self, pattern))
+    parts = {s: set(ImageFolder(root, s, crop=8, fractions=(0.5, 0.5, 0.0), listing=listing).sources)
+             for s in ("train", "val")}
+    assert len(scans) == 1 and parts["train"] | parts["val"] == {f"img{i:02d}.png" for i in range(12)}
+    assert listing.read_text().splitlines()[1:] == sorted(f"img{i:02d}.png" for i in range(12))
+    _image((8, 8), "RGB", 99).save(root / "img99.png")
+    assert "img99.png" not in scan_images(root, listing) and len(scans) == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    _image((8, 8), "RGB", 7).save(other / "x.png")
+    assert scan_images(other, listing) == ["x.png"] and len(scans) == 2  # the listing names another folder
+    listing.unlink()
+    assert "img99.png" in scan_images(root, listing)
 
 
 def test_split_of_fractions() -> None:

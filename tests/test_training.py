@@ -164,6 +164,25 @@ def test_every_train_config_builds(path: Path, tmp_path: Path, monkeypatch: pyte
         assert module.model_step(x)["recon"].shape == x.shape
 
 
+def test_channels_last_training_option(tmp_path: Path) -> None:
+    """``channels_last=true``: the decoder's convolution weights are channels-last and a training step gives the
+    loss and gradients of the default layout (within float32 rounding)."""
+    outputs = []
+    for layout in (False, True):
+        torch.manual_seed(0)
+        _, _, module = build(resolve_config(tiny(tmp_path / "run", f"channels_last={str(layout).lower()}")))
+        weights = [p for p in module.decoder.parameters() if p.dim() == 4]
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last) == layout for p in weights
+                               if p.shape[-1] > 1 or p.shape[-2] > 1)
+        x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        loss = module.model_step(x)["loss"]
+        loss.backward()
+        outputs.append((loss.detach(), [p.grad.clone() for p in weights]))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(outputs[0][1], outputs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_feature_term_backpropagates_through_the_representation() -> None:
     representation = build_representation("hog")
     decoder = build_decoder(representation.output_shape(32, 32), (32, 32), width=8, pre_convs=1, min_width=4,

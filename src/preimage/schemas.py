@@ -146,6 +146,8 @@ class TrainConfig:
     image_log_count: int = 8
     progress: bool = True         # a tqdm progress bar
     bundle_float16: bool = False  # store the bundle's weights in float16 (half the file; loaded as float32)
+    channels_last: bool = False   # train the decoder channels-last (faster convolutions on CUDA and with oneDNN on
+    #                               CPU; with trainer.precision=bf16-mixed, bf16 autocast on CUDA)
     trainer: Dict[str, Any] = field(default_factory=dict)    # pl.Trainer arguments: max_steps, val_check_interval, ...
     layers: List[str] = field(default_factory=list)  # one inverter per layer: [stem, stage1, ...] (a layer of
     #                               `representation`'s network, or a whole spec), each in run_dir/<spec>; a finished one

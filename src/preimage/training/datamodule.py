@@ -12,8 +12,10 @@ Batches are float32 ``(B, 3, S, S)`` in ``[0, 1]`` (``(B, 1, S, S)`` with ``grey
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +75,11 @@ class SideJitter:
         return batch[..., : batch.shape[-2] - int(cut[0]), : batch.shape[-1] - int(cut[1])]
 
 
+def _path_hash(root: str) -> str:
+    """12 hex digits of the folder's absolute path: the name of its cached file list."""
+    return hashlib.sha1(str(Path(root).resolve()).encode("utf-8")).hexdigest()[:12]
+
+
 def _check_sources(sources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The ``sources`` config as plain dicts, with kinds, weights and per-source arguments checked."""
     checked = []
@@ -126,6 +133,10 @@ class ImageDataModule(pl.LightningDataModule):
         colour: then move each channel's mean of every *training* item by up to this much, on its own, within
             the range that keeps that channel in ``[0, 1]``; 0, the default, is off. Val and test items keep
             their own contrast, brightness and colour.
+        listing_dir: a folder where each ``folder`` source's list of images is cached (one file per folder,
+            ``images-<hash of its path>.txt``; :func:`~preimage.training.sources.scan_images`), so that the splits
+            and a resumed run share one scan; ``None``: every split scans its folders. ``preimage train`` sets it
+            to the run directory.
         side_jitter: cut every *training* batch to sides ``crop − i`` by ``crop − j``, ``i``, ``j`` uniform in
             ``0 … side_jitter`` per batch (:class:`SideJitter`): a decoder then meets the padding of every input
             size (EfficientNet's "SAME" padding changes with the side's remainder by its stride). 0, the
@@ -152,6 +163,7 @@ class ImageDataModule(pl.LightningDataModule):
         brightness: float = 0.0,
         colour: float = 0.0,
         side_jitter: int = 0,
+        listing_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -174,6 +186,8 @@ class ImageDataModule(pl.LightningDataModule):
         parts, weights = [], []
         for s in (s for s in self.source_configs if split in s["splits"]):
             kwargs = {k: v for k, v in s.items() if k not in ("kind", "weight", "splits")}
+            if s["kind"] == "folder" and hp.listing_dir is not None and "listing" not in kwargs:
+                kwargs["listing"] = Path(hp.listing_dir) / f"images-{_path_hash(kwargs['root'])}.txt"
             parts.append(KINDS[s["kind"]](split=split, crop=hp.crop, length=length, seed=seed, grey=hp.grey, **kwargs))
             weights.append(float(s.get("weight", 1.0)))
         if not parts:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..files import atomic_path
 from ..images import ImageError, PathLike, load_image, to_grey
 from ..photos import TEST_PHOTOS, TRAIN_PHOTOS, load_photo
 from .dead_leaves import check_leaves, dead_leaves
@@ -207,11 +208,25 @@ class BuiltinPhotos(_PhotoSet):
         return self._photos[i]
 
 
-def scan_images(root: PathLike) -> list[str]:
-    """Relative POSIX paths of the files under ``root`` (recursive) ending in :data:`IMAGE_EXTENSIONS`, sorted."""
+def scan_images(root: PathLike, listing: PathLike | None = None) -> list[str]:
+    """Relative POSIX paths of the files under ``root`` (recursive) ending in :data:`IMAGE_EXTENSIONS`, sorted.
+
+    ``listing``: a text file caching the list (one path per line, after a first line naming the folder): read if
+    it exists and names this folder, else written after the scan (atomically). Delete it to scan again.
+    """
     root = Path(root)
+    header = f"# files of {root.resolve()}"
+    if listing is not None and Path(listing).is_file():
+        lines = Path(listing).read_text(encoding="utf-8").split("\n")
+        if lines[0] == header:
+            return [line for line in lines[1:] if line]
     found = (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    return sorted(p.relative_to(root).as_posix() for p in found)
+    files = sorted(p.relative_to(root).as_posix() for p in found)
+    if listing is not None:
+        Path(listing).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(listing)) as temporary:
+            temporary.write_text("\n".join([header, *files]) + "\n", encoding="utf-8")
+    return files
 
 
 def split_of(relpath: str, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> str:
@@ -231,6 +246,8 @@ class ImageFolder(_PhotoSet):
         validate: decode every file of the split once, up front, drop the unreadable ones and say how many
             in one :class:`UnreadableImageWarning`. Costs a few ms per file, so a start time that grows with the
             folder: off by default (unreadable files are then skipped and counted as they are met).
+        listing: a file caching the folder's list of images (:func:`scan_images`): the splits of a run, and the
+            run when it resumes, share one scan. ``preimage train`` keeps it in the run directory.
         crop, length, seed, grey, scale, flip: as :class:`BuiltinPhotos`.
 
     Files are listed at construction. A file that fails to load later (``validate=False``, or changed on
@@ -245,7 +262,8 @@ class ImageFolder(_PhotoSet):
 
     def __init__(self, root: PathLike, split: str = "train", crop: int = 64, length: int = 1000, seed: int = 0,
                  grey: bool = False, scale: Sequence[float] = (0.25, 1.0), flip: bool = True,
-                 fractions: Sequence[float] = (0.8, 0.1, 0.1), validate: bool = False) -> None:
+                 fractions: Sequence[float] = (0.8, 0.1, 0.1), validate: bool = False,
+                 listing: PathLike | None = None) -> None:
         self.root = Path(root)
         fractions = tuple(float(f) for f in fractions)
         if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
@@ -253,7 +271,7 @@ class ImageFolder(_PhotoSet):
         if not self.root.is_dir():
             raise ValueError(f"ImageFolder: {self.root} is not a folder")
         _split_code(split)
-        files = scan_images(self.root)
+        files = scan_images(self.root, listing)
         names = [f for f in files if split_of(f, fractions) == split]
         if validate:
             bad: dict[str, str] = {}

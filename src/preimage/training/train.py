@@ -6,6 +6,7 @@ A run directory (``run_dir``, default ``runs/<name>``) holds::
     tensorboard/          the TensorBoard run (events, hparams.yaml)
     checkpoints/          best-step<N>.ckpt (lowest val/feature_error) and last.ckpt (Lightning checkpoints)
     bundle.pt             the decoder of the best checkpoint, as an inverter bundle (see inversion/learned.py)
+    images-<hash>.txt     the file list of each folder source, scanned once (delete it to scan the folder again)
 
 ``resume=true`` continues from ``checkpoints/last.ckpt`` with the global step, optimizer and schedule
 intact; without it, a run directory that already holds checkpoints is refused rather than overwritten.
@@ -134,14 +135,15 @@ def _initial_decoder(c: dict[str, Any], representation: Representation) -> Decod
     return bundle.decoder
 
 
-def build(c: dict[str, Any]) -> tuple[Representation, ImageDataModule, InverterModule]:
+def build(c: dict[str, Any], listing_dir: Path | None = None) -> tuple[Representation, ImageDataModule, InverterModule]:
     """Φ, the data and the module (with its decoder) of a resolved config; ``decoder.input_scale: auto`` and
     ``decoder.cell: auto`` are replaced by their values in ``c``. The decoder's initial weights come from
     torch's global RNG (seed it first), or from the bundle ``init`` (whose decoder config then replaces
-    ``c["decoder"]``)."""
+    ``c["decoder"]``). ``listing_dir``: where folder sources cache their file lists, unless ``data.listing_dir``
+    says."""
     representation = build_representation(c["representation"], **c["representation_options"])
     try:
-        datamodule = ImageDataModule(**c["data"])
+        datamodule = ImageDataModule(**{"listing_dir": None if listing_dir is None else str(listing_dir), **c["data"]})
     except TypeError as err:  # a key ImageDataModule does not take
         raise ValueError(f"data: {err}".replace("ImageDataModule.__init__() ", "")) from None
     crop = int(datamodule.hparams.crop)
@@ -154,6 +156,8 @@ def build(c: dict[str, Any]) -> tuple[Representation, ImageDataModule, InverterM
     decoder = build_decoder(representation.output_shape(crop, crop), (crop, crop), **c["decoder"])
     if start is not None:
         decoder.load_state_dict(start.state_dict())
+    if c["channels_last"]:
+        decoder = decoder.to(memory_format=torch.channels_last)
     module = InverterModule(representation, decoder, optimizer=c["optim"], scheduler=c["scheduler"],
                             lambda_feat=c["lambda_feat"], grey=c["grey"], image_log_every=c["image_log_every"],
                             image_log_count=c["image_log_count"])
@@ -223,7 +227,7 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
         raise ValueError(f"{run_dir} already holds checkpoints: add resume=true to continue it, or set another run_dir")
 
     pl.seed_everything(c["seed"], workers=True, verbose=False)
-    representation, datamodule, module = build(c)
+    representation, datamodule, module = build(c, listing_dir=run_dir)
     resume_step = _check_resumable(last, module) if c["resume"] else None
 
     # Lightning's save_last only refreshes last.ckpt when the best one changes: a second callback keeps it current.
