@@ -9,6 +9,10 @@ Table 3's error is "rarely above 20 %", 8.5 % at fc8 with the best regularizer).
 rows are photos, columns are layers, the original first).
 
     .venv/bin/python scripts/reproduce_table3.py [--presets mv2015] [--size 224] [--layers stem stage4 ...]
+        [--images FOLDER | FILE ...]   (other photos instead of the built-in test photos, prepared alike)
+
+With several presets the table also has, per later preset, its seconds per image over the first preset's at
+each layer (measured in the same run).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from pathlib import Path
 import torch
 
 from preimage import build_representation, list_representations
-from preimage.imagesets import prepare_image
+from preimage.imagesets import load_image_set, prepare_image
 from preimage.metrics import mean_std, normalized_loss
 from preimage.images import grid, save_png
 from preimage.inversion.gd import invert_gd
@@ -45,6 +49,10 @@ def format_table(rows: list[dict], presets: list[str], layers: list[str], wall: 
     lines = [f"| preset | {' | '.join(layers)} |", f"|---|{'---|' * len(layers)}"]
     for preset in presets:
         lines.append(f"| {preset} | {' | '.join(_cell(r) for r in rows if r['preset'] == preset)} |")
+    first = [r["seconds_per_image"] for r in rows if r["preset"] == presets[0]]
+    for preset in presets[1:]:
+        ratios = [r["seconds_per_image"] / base for r, base in zip((r for r in rows if r["preset"] == preset), first)]
+        lines.append(f"| {preset}: × {presets[0]}'s time | {' | '.join(f'{q:.2f}' for q in ratios)} |")
     lines.append(f"\nnormalized error % (mean ± std over those of the {len(rows[0]['per_image'])} photos whose descent "
                  f"stayed finite); paper: {PAPER}. Wall time {wall:.0f} s on {rows[0]['device']}.")
     return "\n".join(lines)
@@ -59,15 +67,24 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--weights", default="imagenet")
     parser.add_argument("--out", default="reports/table3", help="folder for the JSON, table and figures (not committed)")
+    parser.add_argument("--images", nargs="+", default=None,
+                        help="a folder or image files instead of the built-in test photos (e.g. photos no setting was "
+                             "chosen on)")
     args = parser.parse_args()
 
     layers = args.layers or [s.split(":", 1)[1] for s in list_representations() if s.startswith(f"{args.network}:")]
     if not layers:
         raise SystemExit(f"no layers for network {args.network!r}")
-    images = torch.stack([prepare_image(load_photo(n), size=args.size, grey=False) for n in TEST_PHOTOS])
+    if args.images is None:
+        names = list(TEST_PHOTOS)
+        images = torch.stack([prepare_image(load_photo(n), size=args.size, grey=False) for n in names])
+    else:
+        _, paths, prepared = load_image_set(args.images[0] if len(args.images) == 1 else args.images, size=args.size,
+                                            grey=False)
+        names, images = [p.stem for p in paths], torch.stack(prepared)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"{len(TEST_PHOTOS)} photos ({', '.join(TEST_PHOTOS)}), colour, {args.size}×{args.size}; "
+    print(f"{len(names)} photos ({', '.join(names)}), colour, {args.size}×{args.size}; "
           f"{args.network} weights={args.weights}", flush=True)
     rows, tic = [], time.perf_counter()
     for preset in args.presets:
@@ -85,14 +102,14 @@ def main() -> None:
             mean, std = mean_std(finite) if len(finite) else (math.nan, math.nan)
             rows.append({"preset": preset, "layer": layer, "spec": spec, "normalized_error_mean": mean,
                          "normalized_error_std": std, "diverged": len(errors) - len(finite),
-                         "per_image": dict(zip(TEST_PHOTOS, errors.tolist())),
+                         "per_image": dict(zip(names, errors.tolist())),
                          "lambda_tv": cfg.lambda_tv, "iterations": cfg.iterations,
-                         "seconds_per_image": res.seconds / len(TEST_PHOTOS), "device": res.device})
+                         "seconds_per_image": res.seconds / len(names), "device": res.device})
             columns.append(list(recon))
             print(f"{preset:>8} {spec:>26}: {_cell(rows[-1])} %  λTV {cfg.lambda_tv:g}  {cfg.iterations} it  "
-                  f"{res.seconds / len(TEST_PHOTOS):.2f} s/image on {res.device}", flush=True)
-        figure = grid([[col[i] for col in columns] for i in range(len(TEST_PHOTOS))],
-                      col_labels=["original", *layers], row_labels=list(TEST_PHOTOS))
+                  f"{res.seconds / len(names):.2f} s/image on {res.device}", flush=True)
+        figure = grid([[col[i] for col in columns] for i in range(len(names))],
+                      col_labels=["original", *layers], row_labels=names)
         save_png(figure, out / f"fig6_{preset}.png")
     wall = time.perf_counter() - tic
     table = format_table(rows, args.presets, layers, wall)
