@@ -24,12 +24,11 @@ import torch
 from omegaconf import OmegaConf
 
 from preimage import build_representation
-from preimage.imagesets import grey_square, load_image_set
+from preimage.imagesets import load_image_set
 from preimage.jobs.report import MV2015_TABLE1
 from preimage.metrics import feature_error, image_error, mean_std
 from preimage.inversion.gd import invert_gd
 from preimage.inversion.presets import gd_config
-from preimage.photos import TEST_PHOTOS
 
 OPTIONS = {"hog": {"texture": False}, "hogb": {"texture": False}, "dsift": {}}
 
@@ -53,12 +52,9 @@ def main() -> None:
     runs = [(p, p, {}) for p in args.presets] + ([(f"{args.presets[-1]}+set", args.presets[-1], overrides)]
                                                  if overrides else [])
 
-    if args.images is None:
-        names = list(TEST_PHOTOS)
-        images = torch.stack([grey_square(n, args.size) for n in names])
-    else:
-        _, paths, prepared = load_image_set(args.images[0] if len(args.images) == 1 else args.images, size=args.size)
-        names, images = [p.stem for p in paths], torch.stack(prepared)
+    chosen = "builtin" if args.images is None else args.images[0] if len(args.images) == 1 else args.images
+    _, paths, prepared = load_image_set(chosen, size=args.size)  # grey
+    names, images = [p.stem for p in paths], torch.stack(prepared)
     print(f"{len(names)} photos ({', '.join(names)}), grey, {args.size}×{args.size}")
     reps = {spec: build_representation(spec, **OPTIONS[spec]) for spec in args.representations}
     with torch.no_grad():  # the originals' scored features, once per representation

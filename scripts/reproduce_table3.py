@@ -25,12 +25,11 @@ from pathlib import Path
 import torch
 
 from preimage import build_representation, list_representations
-from preimage.imagesets import load_image_set, prepare_image
+from preimage.imagesets import load_image_set
 from preimage.metrics import mean_std, normalized_loss
 from preimage.images import grid, save_png
 from preimage.inversion.gd import invert_gd
 from preimage.inversion.presets import gd_config
-from preimage.photos import TEST_PHOTOS, load_photo
 
 #: what M&V (CVPR 2015, Table 3 and §4.2) report for CaffeNet, quoted as a summary (not per layer)
 PAPER = "CaffeNet (M&V Table 3): rarely above 20 %; fc8 8.5 %"
@@ -75,13 +74,9 @@ def main() -> None:
     layers = args.layers or [s.split(":", 1)[1] for s in list_representations() if s.startswith(f"{args.network}:")]
     if not layers:
         raise SystemExit(f"no layers for network {args.network!r}")
-    if args.images is None:
-        names = list(TEST_PHOTOS)
-        images = torch.stack([prepare_image(load_photo(n), size=args.size, grey=False) for n in names])
-    else:
-        _, paths, prepared = load_image_set(args.images[0] if len(args.images) == 1 else args.images, size=args.size,
-                                            grey=False)
-        names, images = [p.stem for p in paths], torch.stack(prepared)
+    chosen = "builtin" if args.images is None else args.images[0] if len(args.images) == 1 else args.images
+    _, paths, prepared = load_image_set(chosen, size=args.size, grey=False)
+    names, images = [p.stem for p in paths], torch.stack(prepared)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{len(names)} photos ({', '.join(names)}), colour, {args.size}×{args.size}; "
