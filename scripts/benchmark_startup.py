@@ -1,8 +1,8 @@
-"""Start-up time of the command line: `preimage --help` and `preimage list`, as whole processes.
+"""Start-up time of the command line: `preimage --help`, `preimage config invert` and `preimage list`, as whole processes.
 
 Each command runs --runs times after one warm-up (which fills the file cache), in alternation with a bare
 `python -c pass` as the floor of any Python process here; the median wall time of each is printed, and which
-heavy packages each command imported (Lightning, torchmetrics, scipy, torchvision must wait until used).
+heavy packages each command imported (torch, Lightning, torchmetrics, scipy, torchvision must wait until used).
 
     .venv/bin/python scripts/benchmark_startup.py [--runs 7]
 """
@@ -15,8 +15,9 @@ import sys
 import time
 
 #: imported only where a job needs them
-HEAVY = ("pytorch_lightning", "torchmetrics", "scipy", "torchvision", "tensorboard")
+HEAVY = ("torch", "pytorch_lightning", "torchmetrics", "scipy", "torchvision", "tensorboard")
 COMMANDS = {"python -c pass": ["-c", "pass"], "preimage --help": ["-m", "preimage.cli", "--help"],
+            "preimage config invert": ["-m", "preimage.cli", "config", "invert"],
             "preimage list": ["-m", "preimage.cli", "list"]}
 
 

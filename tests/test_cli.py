@@ -214,8 +214,8 @@ def test_invert_scores_only_the_metrics_asked(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["config", "invert"], ["config", "compare", "limit=3"], ["invert"],
-                                  ["compare", "--nope"]])
-def test_help_config_and_argument_errors_import_no_torch(argv: list[str]) -> None:
+                                  ["compare", "--nope"], ["list"]])
+def test_help_config_list_and_argument_errors_import_no_torch(argv: list[str]) -> None:
     """The command line answers these at once: torch (seconds to import) is loaded only by the jobs."""
     code = ("import sys, runpy; sys.argv = ['preimage', *sys.argv[1:]]\n"
             "try:\n    runpy.run_module('preimage.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"

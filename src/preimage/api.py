@@ -22,7 +22,7 @@ from torch import nn
 from .devices import resolve_device
 from .images import to_grey
 from .imagesets import prepare_image
-from .inversion.bundles import PathLike, list_inverters
+from .catalogue import PathLike, list_inverters
 from .inversion.gd import optimize_gd
 from .inversion.learned import LearnedInverter
 from .inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, hybrid_steps, reconstruct

@@ -101,15 +101,14 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .inversion.bundles import list_inverters
-    from .inversion.presets import list_presets
-    from .representations import list_families, list_representations
+    from .catalogue import OPEN_FAMILIES, builtin_specs, list_inverters
+    from .config import list_presets
 
     if args.model:
         return _list_nodes(args.model)
-    print("representations:", " ".join(list_representations()))
-    print("families:", " ".join(f"{f}:<model>:<node>" for f in list_families()),
-          f"(models: `preimage list {list_families()[0]}:`; nodes: `preimage list {list_families()[0]}:<model>`)")
+    print("representations:", " ".join(builtin_specs()))
+    print("families:", " ".join(f"{f}:<model>:<node>" for f in OPEN_FAMILIES),
+          f"(models: `preimage list {OPEN_FAMILIES[0]}:`; nodes: `preimage list {OPEN_FAMILIES[0]}:<model>`)")
     print("presets:", " ".join(list_presets()))
     print("inverters (learned, shipped; --checkpoint NAME, bundle=NAME):")
     for inverter in list_inverters():
@@ -121,11 +120,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _list_nodes(name: str) -> int:
-    from .representations.model_zoo import FAMILIES, ZooModel, node_shapes
+    from .catalogue import OPEN_FAMILIES
+    from .representations.model_zoo import ZooModel, node_shapes
 
     family, _, model = name.partition(":")
-    if family not in FAMILIES or ":" in model:
-        raise ValueError(f"list: {name!r} is not FAMILY:MODEL (FAMILY is {' or '.join(FAMILIES)}), "
+    if family not in OPEN_FAMILIES or ":" in model:
+        raise ValueError(f"list: {name!r} is not FAMILY:MODEL (FAMILY is {' or '.join(OPEN_FAMILIES)}), "
                          "e.g. torchvision:resnet50")
     if not model:
         print(" ".join(ZooModel(family).models()))

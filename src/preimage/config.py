@@ -28,6 +28,11 @@ def config_dir() -> Path:
     return path
 
 
+def list_presets() -> list[str]:
+    """Names of the GD presets shipped in ``configs/presets``."""
+    return sorted(p.stem for p in (config_dir() / "presets").glob("*.yaml"))
+
+
 def load_yaml(path: str | Path) -> DictConfig:
     """Load one YAML file as a DictConfig, with a clear error if it is missing or malformed."""
     path = Path(path)

@@ -17,87 +17,38 @@ The manifest records what the decoder inverts and how it was trained:
 
 The shipped bundles live in the package's ``checkpoints/`` folder, named after the spec they invert
 (``efficientnet_lite0:stage4`` → ``efficientnet_lite0_stage4.pt``). :func:`bundle_file` is the one resolver
-every caller uses (the CLI, ``compare``, the Python API): a shipped name, else a path.
+every caller uses (the CLI, ``compare``, the Python API): a shipped name, else a path. The format's constants,
+the manifest's fields and the listing of the shipped bundles are read without torch in :mod:`preimage.catalogue`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import os
 import pickle
 import re
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 
+from ..catalogue import (BUNDLE_FORMAT, BUNDLE_VERSION, BundleError, PathLike, check_manifest, plain_value,
+                         shipped_bundles)
 from ..config import package_root
 from ..files import atomic_path, not_a_file
-from ..representations import is_representation
 from .networks import Decoder, DecoderConfig
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "bundle_file", "list_inverters", "load_bundle",
-           "read_manifest", "save_bundle", "shipped_name"]
+__all__ = ["BundleError", "bundle_file", "load_bundle", "meta_decoder", "save_bundle"]
 
-PathLike = Union[str, os.PathLike]
-BUNDLE_FORMAT, BUNDLE_VERSION = "preimage-bundle", 1
-_FIELDS: dict[str, tuple[Any, str]] = {  # manifest key: (type, what it must be)
-    "spec": (str, "a string"), "params": (dict, "a dict"), "data": ((str, dict), "a string or a dict"),
-    "steps": (int, "an integer"), "metrics": (dict, "a dict of numbers"),
-    "image_size": (list, "[H, W] (positive integers)"), "feature_shape": (list, "[C, h, w], [N, D] or [D] (positive integers)"),
-    "decoder": (dict, "a decoder config dict"), "package_version": (str, "a string"),
-}
 _LIGHTNING_MARK = "pytorch-lightning_version"
 
 
-class BundleError(ValueError):
-    """A file that is not a valid inverter bundle (or not the one asked for); the message says why."""
-
-
-def plain_value(value: Any, where: str) -> Any:
-    """``value`` as plain JSON-like Python (tuples → lists, number subclasses → int/float), or ``ValueError``."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:  # e.g. a torchmetrics result
-        value = value.item()
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [plain_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise ValueError(f"{where} has a key that is not a string")
-        return {k: plain_value(v, f"{where}[{k!r}]") for k, v in value.items()}
-    raise ValueError(f"{where} is a {type(value).__name__}, not a plain str/int/float/bool/None/list/dict")
-
-
 def _check_manifest(manifest: Any) -> tuple[dict[str, Any], DecoderConfig]:
-    """The manifest as plain values and its decoder config; ``ValueError`` naming the first bad field."""
-    if not isinstance(manifest, dict):
-        raise ValueError(f"the manifest is a {type(manifest).__name__}, not a dict")
-    manifest = plain_value(manifest, "manifest")
-    missing = [k for k in _FIELDS if k not in manifest]
-    if missing:
-        raise ValueError(f"the manifest lacks {', '.join(missing)}")
-    for key, (kind, expected) in _FIELDS.items():
-        value = manifest[key]
-        ok = isinstance(value, kind) and not isinstance(value, bool)
-        if ok and key == "metrics":
-            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())
-        if ok and key in ("image_size", "feature_shape"):
-            ok = len(value) in ((2,) if key == "image_size" else (1, 2, 3)) and all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-        if not ok:
-            raise ValueError(f"manifest['{key}'] is {value!r}, expected {expected}")
+    """The manifest as plain values (:func:`~preimage.catalogue.check_manifest`) and its decoder config;
+    ``ValueError`` naming the first bad field."""
+    manifest = check_manifest(manifest)
     try:
         config = DecoderConfig(**manifest["decoder"])
     except TypeError as err:  # an unknown or missing field
@@ -196,14 +147,13 @@ def _lightning_error(name: str) -> BundleError:
                        "export a bundle from the training run with `preimage train` and load that")
 
 
-def _read(path: Path, mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` with every failure turned into a one-line :class:`BundleError`;
-    ``mmap``: the tensors are mapped, not read (a manifest alone costs no tensor bytes)."""
+def _read(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` with every failure turned into a one-line :class:`BundleError`."""
     name = f"bundle {str(path)!r}"
     if not_a_file(path):
         raise BundleError(f"{name}: {not_a_file(path)}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))  # the weights-only reader refused a class or function
         if found is None:
@@ -222,11 +172,11 @@ def _read(path: Path, mmap: bool = False) -> Any:
         raise BundleError(f"{name} is truncated or corrupt (torch.load: {detail})") from None
 
 
-def _open(path: Path, mmap: bool = False) -> tuple[dict[str, Any], dict[str, Any], DecoderConfig]:
+def _open(path: Path) -> tuple[dict[str, Any], dict[str, Any], DecoderConfig]:
     """The bundle dict, its checked manifest and decoder config (format, version and keys checked; not the
     weights or the checksum)."""
     name = f"bundle {str(path)!r}"
-    bundle = _read(path, mmap)
+    bundle = _read(path)
     if not isinstance(bundle, dict) or "format" not in bundle:
         if isinstance(bundle, dict) and (_LIGHTNING_MARK in bundle or {"state_dict", "epoch"} <= bundle.keys()):
             raise _lightning_error(name)
@@ -245,12 +195,6 @@ def _open(path: Path, mmap: bool = False) -> tuple[dict[str, Any], dict[str, Any
     except ValueError as err:
         raise BundleError(f"{name} is tampered or invalid: {err}") from None
     return bundle, manifest, config
-
-
-def read_manifest(path: PathLike) -> dict[str, Any]:
-    """A bundle's checked manifest without reading its weights (mapped, not loaded) or checking its checksum:
-    what it inverts and how it was trained, quickly; :func:`load_bundle` checks the whole file."""
-    return _open(Path(path), mmap=True)[1]
 
 
 def load_bundle(
@@ -307,24 +251,6 @@ def load_bundle(
 # ------------------------------------------------------------------------------------------ shipped bundles
 
 
-def shipped_dir() -> Path:
-    """The package's ``checkpoints/`` folder (the repository's top-level ``checkpoints`` links to it)."""
-    return package_root() / "checkpoints"
-
-
-def shipped_name(path: PathLike) -> str:
-    """The name a shipped bundle file answers to: the spec it is named after, its last ``_`` read as ``:`` where
-    that makes a spec (``efficientnet_lite0_stage4.pt`` → ``efficientnet_lite0:stage4``), else its stem (``hog``)."""
-    stem = Path(path).stem
-    family, _, layer = stem.rpartition("_")
-    return f"{family}:{layer}" if family and layer and is_representation(f"{family}:{layer}") else stem
-
-
-def _shipped() -> dict[str, Path]:
-    """Every shipped bundle by name, sorted by file name."""
-    return {shipped_name(p): p for p in sorted(shipped_dir().glob("*.pt"))}
-
-
 def bundle_file(bundle: PathLike) -> Path:
     """The bundle file ``bundle`` names: a shipped name (``"hog"``, ``"efficientnet_lite0:stage4"``, see
     :func:`list_inverters`), else a path, from the working folder; a relative path that exists only inside the
@@ -335,7 +261,7 @@ def bundle_file(bundle: PathLike) -> Path:
     """
     if not isinstance(bundle, (str, os.PathLike)) or not os.fspath(bundle):
         raise BundleError(f"a bundle is a shipped name or a path, got {bundle!r}")
-    shipped = _shipped()
+    shipped = shipped_bundles()
     if isinstance(bundle, str) and bundle in shipped:
         return shipped[bundle]
     path = Path(os.fspath(bundle))
@@ -348,18 +274,3 @@ def bundle_file(bundle: PathLike) -> Path:
         raise BundleError(f"no bundle {str(bundle)!r}: no such file, and not a shipped name ({', '.join(shipped)}); "
                           "train one with `preimage train` and give its bundle.pt")
     return path
-
-
-def list_inverters() -> list[dict[str, Any]]:
-    """The shipped inverters: per bundle its ``name`` (what :func:`bundle_file` takes), ``path``, ``spec``,
-    ``params``, ``image_size`` ``[H, W]`` it was trained at, ``grey``, training ``data`` and ``steps``, and
-    ``validation`` (its validation scores: ``image_error``, ``feature_error`` % ...), read from the manifests
-    (:func:`read_manifest`: the weights are checked when a bundle is loaded)."""
-    out = []
-    for name, path in _shipped().items():
-        manifest = read_manifest(path)
-        out.append({"name": name, "path": str(path), "spec": manifest["spec"], "params": manifest["params"],
-                    "image_size": manifest["image_size"], "grey": manifest["decoder"].get("out_channels") == 1,
-                    "data": manifest["data"], "steps": manifest["steps"],
-                    "validation": {k.removeprefix("val/"): v for k, v in manifest["metrics"].items()}})
-    return out

@@ -9,7 +9,8 @@ from torch import nn
 
 from ..images import to_grey
 from ..representations import Representation, build_representation, is_representation, list_representations
-from .bundles import BundleError, PathLike, bundle_file, load_bundle, meta_decoder, plain_value
+from ..catalogue import PathLike, plain_value
+from .bundles import BundleError, bundle_file, load_bundle, meta_decoder
 from .networks import Decoder, DecoderConfig
 
 __all__ = ["LearnedInverter"]

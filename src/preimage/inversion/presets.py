@@ -19,16 +19,11 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import config_dir, load_yaml
+from ..config import config_dir, list_presets, load_yaml
 from ..representations import Representation, layer_depth
 from .settings import GDConfig, config_from_dict
 
 __all__ = ["gd_config", "list_presets", "resolve_preset"]
-
-
-def list_presets() -> list[str]:
-    """Names of the presets shipped in ``configs/presets``."""
-    return sorted(p.stem for p in (config_dir() / "presets").glob("*.yaml"))
 
 
 def _sections(spec: str) -> list[str]:

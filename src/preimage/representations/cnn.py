@@ -30,19 +30,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..catalogue import ALEXNET_LAYERS, CAFFENET_LAYERS
 from .base import Representation
 from .network import NetworkLayer, WeightsArg, check_state_dict, hub_cache_file, read_state_dict
 from .registry import register_representation
 
 __all__ = ["ALEXNET_LAYERS", "CAFFENET_LAYERS", "CNNRepresentation", "cnn_network"]
 
-ALEXNET_LAYERS: tuple[str, ...] = tuple(
-    "conv1 relu1 pool1 conv2 relu2 pool2 conv3 relu3 conv4 relu4 conv5 relu5 pool5 fc6 relu6 fc7 relu7 fc8".split()
-)
-CAFFENET_LAYERS: tuple[str, ...] = tuple(
-    "conv1 relu1 pool1 norm1 conv2 relu2 pool2 norm2 conv3 relu3 conv4 relu4 conv5 relu5 pool5 "
-    "fc6 relu6 fc7 relu7 fc8".split()
-)
 _LAYERS = {"alexnet": ALEXNET_LAYERS, "caffenet": CAFFENET_LAYERS}
 
 # torchvision's AlexNet parameter prefixes -> our layer names (dropouts and activations have no parameters).

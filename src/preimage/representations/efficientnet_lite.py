@@ -44,17 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..catalogue import EFFICIENTNET_LITE0_LAYERS, EFFICIENTNET_LITE0_OUTPUTS
 from .network import NetworkLayer, WeightsArg, check_state_dict, read_state_dict, seeded
 from .registry import register_representation
 
 __all__ = ["EFFICIENTNET_LITE0_LAYERS", "EFFICIENTNET_LITE0_OUTPUTS", "efficientnet_lite0_network", "weights_file"]
 
-#: the network's named layers, in order
-EFFICIENTNET_LITE0_LAYERS: tuple[str, ...] = (
-    "stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7", "head", "pool", "logits",
-)
-#: every output a spec may name: the layers and the class probabilities (softmax of logits)
-EFFICIENTNET_LITE0_OUTPUTS: tuple[str, ...] = (*EFFICIENTNET_LITE0_LAYERS, "prob")
 #: (expand ratio, kernel, first stride, output channels, blocks) of stages 1..7 (EfficientNet-B0's table)
 _STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
            (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))

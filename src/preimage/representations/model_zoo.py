@@ -32,13 +32,12 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from ..catalogue import OPEN_FAMILIES
 from .network import NetworkLayer, WeightsArg, check_state_dict, hub_cache_file, read_state_dict, seeded
 from .registry import register_family
 
-__all__ = ["FAMILIES", "NodeOutput", "ZooModel", "graph_nodes", "list_nodes", "no_inplace", "node_depth", "node_shapes",
+__all__ = ["NodeOutput", "ZooModel", "graph_nodes", "list_nodes", "no_inplace", "node_depth", "node_shapes",
            "returned_nodes", "zoo_model"]
-
-FAMILIES = ("torchvision", "timm")
 
 
 class NodeOutput(nn.Module):
@@ -87,8 +86,8 @@ class ZooModel:
     """How one model zoo (torchvision, timm) names, builds, normalizes and traces its models."""
 
     def __init__(self, family: str) -> None:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
+        if family not in OPEN_FAMILIES:
+            raise ValueError(f"unknown model family {family!r}; valid: {', '.join(OPEN_FAMILIES)}")
         if family == "timm" and importlib.util.find_spec("timm") is None:
             raise ValueError("timm: the timm package is not installed (pip install timm, or preimage[timm])")
         self.family = family
@@ -264,5 +263,5 @@ def _depth(family: str) -> Callable[[str], float | None]:
     return depth
 
 
-for _family in FAMILIES:
+for _family in OPEN_FAMILIES:
     register_family(_family, lambda rest, _f=_family, **kw: zoo_model(_f, rest, **kw), depth=_depth(_family))

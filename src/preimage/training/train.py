@@ -32,7 +32,8 @@ from ..runlock import launching_process, run_dir_lock
 from ..config import check_finite
 from ..files import atomic_path
 from ..schemas import TrainConfig, merged, plain
-from ..inversion.bundles import BundleError, plain_value, save_bundle
+from ..catalogue import BundleError, plain_value
+from ..inversion.bundles import save_bundle
 from ..inversion.learned import LearnedInverter
 from ..inversion.networks import Decoder, build_decoder
 from ..representations import Representation, build_representation
