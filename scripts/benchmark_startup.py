@@ -1,4 +1,4 @@
-"""Start-up time of the command line: `preimage --help`, `preimage config invert` and `preimage list`, as whole processes.
+"""Start-up time of `preimage --help`, `preimage config invert` and `preimage list`, as whole processes.
 
 Each command runs --runs times after one warm-up (which fills the file cache), in alternation with a bare
 `python -c pass` as the floor of any Python process here; the median wall time of each is printed, and which
