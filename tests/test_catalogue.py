@@ -1,6 +1,8 @@
 """The torch-free catalogue: the same specs as the registry, the same manifests as torch.load, hostile files refused."""
 import os
 import pickle
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -27,6 +29,13 @@ def test_manifests_equal_torch_load() -> None:
         assert read_manifest(path) == reference, name
         assert is_representation(reference["spec"]) and name == shipped_name(path)
     assert [i["name"] for i in list_inverters()] == list(bundles)
+
+
+def test_python_listing_imports_no_torch() -> None:
+    code = ("import sys, preimage\nnames = [i['name'] for i in preimage.list_inverters()]\n"
+            "assert 'hog' in names and 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 class _Exploit:

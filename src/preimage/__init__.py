@@ -20,7 +20,7 @@ except _PackageNotFoundError:  # running from a source tree without install
 
 #: each public name → the module that defines it
 _HOME = {
-    "InversionResult": "api", "caricature": "api", "invert": "api", "list_inverters": "api", "load_inverter": "api",
+    "InversionResult": "api", "caricature": "api", "invert": "api", "list_inverters": "catalogue", "load_inverter": "api",
     "maximize": "api", "LearnedInverter": "inversion.learned", "Representation": "representations",
     "build_representation": "representations", "from_module": "representations", "list_representations": "representations",
 }

@@ -22,7 +22,7 @@ from torch import nn
 from .devices import resolve_device
 from .images import to_grey
 from .imagesets import prepare_image
-from .catalogue import PathLike, list_inverters
+from .catalogue import PathLike
 from .inversion.gd import optimize_gd
 from .inversion.learned import LearnedInverter
 from .inversion.methods import GDMethod, HybridMethod, LearnedMethod, Method, hybrid_steps, reconstruct
@@ -33,7 +33,7 @@ from .photos import load_photo
 from .representations import Representation, build_representation, from_module
 from .schemas import HybridConfig
 
-__all__ = ["InversionResult", "caricature", "invert", "list_inverters", "load_inverter", "maximize"]
+__all__ = ["InversionResult", "caricature", "invert", "load_inverter", "maximize"]
 
 METHODS = ("gd", "learned", "hybrid")
 #: the photo whose strongest response sets a maximized channel's scale (``activation 1`` = that photo's best)
@@ -94,7 +94,7 @@ def _batch(images: torch.Tensor) -> torch.Tensor:
 
 def load_inverter(bundle: PathLike, *, representation: Representation | None = None,
                   device: str | torch.device | None = None) -> LearnedInverter:
-    """A learned inverter from a shipped name (``"hog"``, ``"efficientnet_lite0:stage4"``; :func:`list_inverters`)
+    """A learned inverter from a shipped name (``"hog"``, ``"efficientnet_lite0:stage4"``; :func:`~preimage.catalogue.list_inverters`)
     or a bundle file (a ``bundle.pt`` of ``preimage train``), in eval mode.
 
     Args:
