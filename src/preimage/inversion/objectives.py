@@ -34,8 +34,8 @@ def check_gradient(representation: Features) -> None:
             remedy = "only inversion can descend its surrogate (gd.surrogate=true)"
         else:
             remedy = "it has no surrogate either: invert it with a learned inverter (--method learned)"
-        raise ValueError(f"{spec}: its features are piecewise constant in the pixels, so GD has no gradient to "
-                         f"follow; {remedy}")
+        raise ValueError(f"{spec}: its features have no gradient GD can follow (piecewise constant in the pixels, "
+                         f"or jumping where keypoints appear and vanish); {remedy}")
 
 
 class Objective:
