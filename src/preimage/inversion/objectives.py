@@ -140,7 +140,7 @@ class FeatureReconstruction(Objective):
         self.tensors = () if per_row_mask or self.mask is None else ("mask",)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if getattr(self.representation, "steered_by_target", False):  # a surrogate whose gradient reads Φ0
+        if getattr(self.representation, "steered_by_target", False):  # Representation.steered_by_target
             features = self.representation(images, target=self.target)
         else:
             features = self.representation(images)

@@ -65,6 +65,9 @@ class Representation(nn.Module):
             it to put each cell's pixels where they belong (:class:`~preimage.inversion.networks.DecoderConfig`
             ``cell``).
         differentiable: whether Φ has a gradient GD can follow (LBP has none: it descends :meth:`surrogate`).
+        steered_by_target: whether GD's data term calls ``forward(x, target=Φ0)`` rather than ``forward(x)``: a
+            surrogate whose gradient reads the target's features (SIFT's: the target's keypoint frames). The
+            features it returns are Φ(x) either way.
     """
 
     spec: str = ""
@@ -72,6 +75,7 @@ class Representation(nn.Module):
     grey: bool = False
     grid_step: int | None = None
     differentiable: bool = True
+    steered_by_target: bool = False
 
     def __init__(self, **params: Any) -> None:
         super().__init__()

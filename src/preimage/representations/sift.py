@@ -92,9 +92,8 @@ class SIFT(Representation):
         return self.is_surrogate
 
     @property
-    def steered_by_target(self) -> bool:
-        """GD's data term passes Φ0 to the surrogate (``forward(x, target=...)``), whose gradient then reads the
-        target's frames."""
+    def steered_by_target(self) -> bool:  # type: ignore[override]
+        """The surrogate's gradient reads the target's frames (``forward(x, target=Φ0)``)."""
         return self.is_surrogate
 
     @property
