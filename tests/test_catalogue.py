@@ -55,8 +55,12 @@ def test_hostile_files_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="format version 2"):
         read_manifest(tmp_path / "v2.pt")
     torch.save({"format": "preimage-bundle", "version": 1, "manifest": {"spec": "hog"}}, tmp_path / "bare.pt")
-    with pytest.raises(BundleError, match="lacks params"):
+    with pytest.raises(BundleError, match="lacks state_dict, sha256"):
         read_manifest(tmp_path / "bare.pt")
+    torch.save({"format": "preimage-bundle", "version": 1, "manifest": {"spec": "hog"}, "state_dict": {},
+                "sha256": ""}, tmp_path / "thin.pt")
+    with pytest.raises(BundleError, match="the manifest lacks params"):
+        read_manifest(tmp_path / "thin.pt")
     (tmp_path / "text.pt").write_text("not a zip")
     with pytest.raises(BundleError, match="unreadable"):
         read_manifest(tmp_path / "text.pt")

@@ -22,7 +22,7 @@ from .files import not_a_file
 
 __all__ = ["ALEXNET_LAYERS", "BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "CAFFENET_LAYERS",
            "EFFICIENTNET_LITE0_LAYERS", "EFFICIENTNET_LITE0_OUTPUTS", "OPEN_FAMILIES", "PLAIN_SPECS",
-           "builtin_specs", "check_manifest", "list_inverters", "plain_value", "read_manifest", "shipped_bundles",
+           "builtin_specs", "bundle_manifest", "check_manifest", "list_inverters", "plain_value", "read_manifest", "shipped_bundles",
            "shipped_dir", "shipped_name"]
 
 PathLike = Union[str, os.PathLike]
@@ -160,12 +160,23 @@ def read_manifest(path: PathLike) -> dict[str, Any]:
             raise
         first = (str(err).splitlines() or [""])[0]
         raise BundleError(f"{name} is unreadable ({type(err).__name__}: {first})") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{name} is not an inverter bundle (no format {BUNDLE_FORMAT!r})")
+    if not isinstance(bundle, dict) or "format" not in bundle:
+        raise BundleError(f"{name} is not an inverter bundle: it holds no format '{BUNDLE_FORMAT}'")
+    return bundle_manifest(bundle, name)
+
+
+def bundle_manifest(bundle: dict[str, Any], name: str) -> dict[str, Any]:
+    """The checked manifest of an unpickled bundle dict that has a ``format``: its format and version, its keys
+    and its manifest's fields (:func:`check_manifest`); ``BundleError`` naming ``name`` and the problem."""
+    if not isinstance(bundle["format"], str) or bundle["format"] != BUNDLE_FORMAT:
+        raise BundleError(f"{name} has format {bundle['format']!r}, not {BUNDLE_FORMAT!r}")
     if type(bundle.get("version")) is not int or bundle["version"] != BUNDLE_VERSION:
         raise BundleError(f"{name} is format version {bundle.get('version')!r}; this preimage reads {BUNDLE_VERSION}")
+    missing = [k for k in ("manifest", "state_dict", "sha256") if k not in bundle]
+    if missing:
+        raise BundleError(f"{name} is tampered or incomplete: it lacks {', '.join(missing)}")
     try:
-        return check_manifest(bundle.get("manifest"))
+        return check_manifest(bundle["manifest"])
     except ValueError as err:
         raise BundleError(f"{name} is tampered or invalid: {err}") from None
 

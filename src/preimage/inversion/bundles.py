@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from ..catalogue import (BUNDLE_FORMAT, BUNDLE_VERSION, BundleError, PathLike, check_manifest, plain_value,
-                         shipped_bundles)
+from ..catalogue import (BUNDLE_FORMAT, BUNDLE_VERSION, BundleError, PathLike, bundle_manifest, check_manifest,
+                         plain_value, shipped_bundles)
 from ..config import package_root
 from ..files import atomic_path, not_a_file
 from .networks import Decoder, DecoderConfig
@@ -183,16 +183,11 @@ def _open(path: Path) -> tuple[dict[str, Any], dict[str, Any], DecoderConfig]:
         held = "a bare state_dict" if isinstance(bundle, dict) and bundle and all(
             isinstance(v, torch.Tensor) for v in bundle.values()) else f"a {type(bundle).__name__}"
         raise BundleError(f"{name} is not an inverter bundle: it holds {held}, with no format '{BUNDLE_FORMAT}'")
-    if not isinstance(bundle["format"], str) or bundle["format"] != BUNDLE_FORMAT:
-        raise BundleError(f"{name} has format {bundle['format']!r}, not {BUNDLE_FORMAT!r}")
-    if type(bundle.get("version")) is not int or bundle["version"] != BUNDLE_VERSION:
-        raise BundleError(f"{name} is format version {bundle.get('version')!r}; this preimage reads {BUNDLE_VERSION}")
-    missing = [k for k in ("manifest", "state_dict", "sha256") if k not in bundle]
-    if missing:
-        raise BundleError(f"{name} is tampered or incomplete: it lacks {', '.join(missing)}")
     try:
-        manifest, config = _check_manifest(bundle["manifest"])
-    except ValueError as err:
+        manifest, config = _check_manifest(bundle_manifest(bundle, name))
+    except BundleError:
+        raise
+    except ValueError as err:  # the decoder config
         raise BundleError(f"{name} is tampered or invalid: {err}") from None
     return bundle, manifest, config
 
