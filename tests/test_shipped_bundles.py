@@ -73,7 +73,7 @@ def test_bundle_round_trip(spec: str, tmp_path: Path) -> None:
 SHORTFALLS = {
     "lbp": "image_error 0.621 against 0.616 for each photo's own mean grey: 1200 CPU steps; LBP keeps no brightness",
     "efficientnet_lite0:stage6": "image_error 0.50: 600 CPU steps on 128-px crops (4×4 maps) teach a stride-32 map little",
-    "efficientnet_lite0:stage7": "image_error 0.59: as stage6, from a 320-channel 4×4 map",
+    "efficientnet_lite0:stage7": "image_error 0.554 (own mean colour 0.549): 1000 CPU steps on 224-px crops",
     "efficientnet_lite0:head": "image_error 0.562 (own mean colour 0.549): 1500 CPU steps on 224-px crops",
     "efficientnet_lite0:pool": "image_error 0.655 (GD: 0.662): a 1280-d vector with no layout needs far more photos",
     "efficientnet_lite0:logits": "image_error 0.68: a 1000-d vector with no layout, trained on a few hundred photos",
