@@ -14,7 +14,8 @@ Every candidate is ``fast`` with its Adam schedule replaced: ``SPEC=N`` (``cnn=N
 phases of N/10 iterations with the per-pixel step falling geometrically from ``hi`` (48) to ``lo`` (0.5) grey
 levels; with the word ``glide`` the step glides from ``hi`` to ``lo`` in N − 10 iterations and stays at ``lo`` for 10
 (``gd.glide``); ``relative`` or ``absolute`` sets ``gd.relative_step`` (steps in units of the reconstruction's own
-contrast); any other ``KEY=VALUE`` sets that GD setting (``parametrization=fourier``, ``clamp=false``). The reference — mv2015 for HOG, HOGb and DSIFT, tuned for network layers, the presets fast must match —
+contrast); any other ``KEY=VALUE`` sets that GD setting (``parametrization=fourier``, ``clamp=false``). The
+reference — mv2015 for HOG, HOGb and DSIFT, tuned for network layers, the presets fast must match —
 is run once per representation and size (cached in ``--out``). Printed per candidate: the set's mean error (%; M&V's
 feature_error for HOG, HOGb and DSIFT, the normalized error ‖Φ(x*) − Φ(x0)‖² / ‖Φ(x0)‖² for network layers) beside
 the reference's, the share of images where it is at most the reference's, and its seconds over the reference's.
@@ -97,7 +98,8 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=40)
     parser.add_argument("--textures", type=int, default=8)
     parser.add_argument("--variants", nargs="+", default=["fast"],
-                        help="'fast' (the preset as it is) or 'SPEC=N [hi=H] [lo=L] [KEY=VALUE ...]' (N iterations for SPEC)")
+                        help="'fast' (the preset as it is) or 'SPEC=N [hi=H] [lo=L] [KEY=VALUE ...]' "
+                             "(N iterations for SPEC)")
     parser.add_argument("--out", default="reports/fast_choice", help="the references' cached results (not committed)")
     args = parser.parse_args()
     out = Path(args.out)

@@ -4,7 +4,7 @@ representation specs, and the shipped inverter bundles with their manifests.
 The layer tables here are the ones the representations register (``representations/cnn.py``,
 ``representations/efficientnet_lite.py``); the suite checks that :func:`builtin_specs` equals the registry.
 A bundle's manifest is read from the ``torch.save`` archive by a restricted unpickler that knows only plain
-values, ``OrderedDict`` and tensor placeholders (no tensor bytes are read, no code from the file runs).
+values and ``OrderedDict`` (tensors read as ``None``: no tensor bytes are read, no code from the file runs).
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from .files import not_a_file
 
 __all__ = ["ALEXNET_LAYERS", "BUNDLE_FORMAT", "BUNDLE_VERSION", "BundleError", "CAFFENET_LAYERS",
            "EFFICIENTNET_LITE0_LAYERS", "EFFICIENTNET_LITE0_OUTPUTS", "OPEN_FAMILIES", "PLAIN_SPECS",
-           "builtin_specs", "bundle_manifest", "check_manifest", "list_inverters", "plain_value", "read_manifest", "shipped_bundles",
-           "shipped_dir", "shipped_name"]
+           "builtin_specs", "bundle_manifest", "check_manifest", "list_inverters", "plain_value", "read_manifest",
+           "shipped_bundles", "shipped_dir", "shipped_name"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -58,6 +58,9 @@ def builtin_specs() -> list[str]:
     """Every built-in fixed spec, in the registry's order (plain ones, then each network's layers in order)."""
     layers = {"alexnet": ALEXNET_LAYERS, "caffenet": CAFFENET_LAYERS, "efficientnet_lite0": EFFICIENTNET_LITE0_OUTPUTS}
     return [*PLAIN_SPECS, *(f"{family}:{layer}" for family, names in layers.items() for layer in names)]
+
+
+_BUILTIN_SPECS = frozenset(builtin_specs())
 
 
 class BundleError(ValueError):
@@ -111,25 +114,20 @@ def check_manifest(manifest: Any) -> dict[str, Any]:
     return manifest
 
 
-class _Tensor:
-    """Where a tensor stood in the pickle: its shape only."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = tuple(shape)
-
-
-def _tensor_placeholder(storage: Any, offset: Any, shape: Any, *rest: Any) -> _Tensor:
-    return _Tensor(shape)
+def _no_tensor(*args: Any) -> None:
+    """What a tensor of the state_dict becomes: nothing (the manifest holds none)."""
+    return None
 
 
 class _ManifestUnpickler(pickle.Unpickler):
-    """Plain values and tensor placeholders; any other class or function is refused, never imported."""
+    """Plain values, with tensors and their storages read as ``None``; any other class or function is refused,
+    never imported."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _tensor_placeholder
+            return _no_tensor
         if module == "torch" and name.endswith("Storage"):
             return name
         raise pickle.UnpicklingError(f"GLOBAL {module}.{name} refused")
@@ -152,12 +150,8 @@ def read_manifest(path: PathLike) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as archive:
             pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-            if len(pickles) != 1:
-                raise BundleError(f"{name} is not a torch.save archive (no data.pkl)")
-            bundle = _ManifestUnpickler(io.BytesIO(archive.read(pickles[0]))).load()
+            bundle = _ManifestUnpickler(io.BytesIO(archive.read(pickles[0]))).load() if len(pickles) == 1 else None
     except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        if isinstance(err, BundleError):
-            raise
         first = (str(err).splitlines() or [""])[0]
         raise BundleError(f"{name} is unreadable ({type(err).__name__}: {first})") from None
     if not isinstance(bundle, dict) or "format" not in bundle:
@@ -192,7 +186,7 @@ def shipped_name(path: PathLike) -> str:
     stem = Path(path).stem
     family, _, layer = stem.rpartition("_")
     spec = f"{family}:{layer}"
-    return spec if family and layer and (spec in builtin_specs() or family in OPEN_FAMILIES) else stem
+    return spec if family and layer and (spec in _BUILTIN_SPECS or family in OPEN_FAMILIES) else stem
 
 
 def shipped_bundles() -> dict[str, Path]:

@@ -45,17 +45,6 @@ __all__ = ["BundleError", "bundle_file", "load_bundle", "meta_decoder", "save_bu
 _LIGHTNING_MARK = "pytorch-lightning_version"
 
 
-def _check_manifest(manifest: Any) -> tuple[dict[str, Any], DecoderConfig]:
-    """The manifest as plain values (:func:`~preimage.catalogue.check_manifest`) and its decoder config;
-    ``ValueError`` naming the first bad field."""
-    manifest = check_manifest(manifest)
-    try:
-        config = DecoderConfig(**manifest["decoder"])
-    except TypeError as err:  # an unknown or missing field
-        raise ValueError(f"manifest['decoder'] is not a decoder config: {err}") from None
-    return manifest, config
-
-
 def _checksum(manifest: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the manifest (as sorted JSON) and of every tensor's name, dtype, shape and bytes."""
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode())
@@ -120,7 +109,7 @@ def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any], *, f
     full.pop("weights_dtype", None)  # the stored weights' own, set below (absent: float32)
     if float16:
         full["weights_dtype"] = "float16"
-    full, _ = _check_manifest(full)
+    full = check_manifest(full)  # the decoder entry is its own config's asdict: valid by construction
     state = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
     if float16:  # half the file; read back as float32 (load_bundle)
         state = {k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}
@@ -183,12 +172,12 @@ def _open(path: Path) -> tuple[dict[str, Any], dict[str, Any], DecoderConfig]:
         held = "a bare state_dict" if isinstance(bundle, dict) and bundle and all(
             isinstance(v, torch.Tensor) for v in bundle.values()) else f"a {type(bundle).__name__}"
         raise BundleError(f"{name} is not an inverter bundle: it holds {held}, with no format '{BUNDLE_FORMAT}'")
+    manifest = bundle_manifest(bundle, name)
     try:
-        manifest, config = _check_manifest(bundle_manifest(bundle, name))
-    except BundleError:
-        raise
-    except ValueError as err:  # the decoder config
-        raise BundleError(f"{name} is tampered or invalid: {err}") from None
+        config = DecoderConfig(**manifest["decoder"])
+    except (TypeError, ValueError) as err:  # an unknown, missing or invalid field
+        raise BundleError(f"{name} is tampered or invalid: manifest['decoder'] is not a decoder config: {err}"
+                          ) from None
     return bundle, manifest, config
 
 
