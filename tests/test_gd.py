@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from preimage import build_representation
 from preimage.inversion.gd import GDConfig, config_from_dict, descend, invert_gd
 from preimage.inversion.objectives import FeatureReconstruction
+from preimage.inversion.parametrization import PixelSpace, PyramidSpace
 from preimage.inversion.presets import list_presets, resolve_preset
 from preimage.photos import load_photo
 from preimage.representations import Representation
@@ -112,6 +113,54 @@ def test_relative_step_needs_adam_in_pixel_space() -> None:
     assert tiny_config(relative_step=True, optimizer="adam").relative_step
 
 
+def test_pyramid_space_by_the_formula() -> None:
+    """A 4×4 image from three levels (4×4, 2×2, 1×1): bilinear upsampling with half-pixel centres written out."""
+    space = PyramidSpace(1, 4, 4, levels=5, step=0.5, pixel=PixelSpace(mean=(10.0,), scale=100.0))
+    assert space.sides == [(4, 4), (2, 2), (1, 1)] and space.variable_shape(2) == (2, 1, 21)
+    fine, middle, coarse = torch.randn(4, 4), torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.tensor([[7.0]])
+    z = torch.cat([fine.flatten(), middle.flatten(), coarse.flatten()])[None, None]
+    # output pixel i samples the 2-pixel level at i/2 - 1/4, clamped to [0, 1]
+    up = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
+    pixels = fine + 0.5 * up @ middle @ up.T + 0.25 * 7.0
+    torch.testing.assert_close(space.pixels(z)[0, 0], pixels)
+    torch.testing.assert_close(space.to_image(z)[0, 0], (pixels + 10.0) / 100.0)
+
+
+def test_pyramid_space_round_trip_and_sides() -> None:
+    space = PyramidSpace(3, 17, 22)
+    assert space.sides == [(17, 22), (9, 11), (5, 6), (3, 3), (2, 2), (1, 1)]
+    assert PyramidSpace(3, 64, 64, levels=3).sides == [(64, 64), (32, 32), (16, 16)]
+    image = torch.rand(2, 3, 17, 22)
+    z = space.from_image(image)
+    assert z.shape == space.variable_shape(2)
+    torch.testing.assert_close(space.to_image(z), image, atol=1e-6, rtol=0)
+    inside = space.clamp(z.clone())
+    torch.testing.assert_close(inside, z)  # an image inside [0, 1] is left as it is
+    z[:, :, 17 * 22:] += torch.randn(2, 3, z.shape[-1] - 17 * 22) * 100  # coarse levels far out of range
+    outside = space.to_image(z)
+    clamped = space.clamp(z.clone())
+    torch.testing.assert_close(space.to_image(clamped), outside.clamp(0, 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(clamped[:, :, 17 * 22:], z[:, :, 17 * 22:])  # only the finest level moved
+
+
+def test_pyramid_needs_adam_and_levels() -> None:
+    with pytest.raises(ValueError, match="pyramid needs optimizer adam"):
+        tiny_config(parametrization="pyramid")
+    for bad in ({"levels": 0}, {"level_step": 0.0}, {"levels": 2.5}):
+        with pytest.raises(ValueError):
+            tiny_config(parametrization="pyramid", optimizer="adam", **bad)
+
+
+def test_pyramid_descent_lowers_the_loss_and_starts_as_pixels_do() -> None:
+    """From the same seeded start as pixel space (the noise in the finest level), Adam on the levels lowers Φ's loss."""
+    img = load_photo("camera")[None, :, 100:132, 200:232]
+    cfg = tiny_config(parametrization="pyramid", optimizer="adam", schedule=[(8.0, 30)])
+    res = invert_gd(BlurDown(), img, cfg, device="cpu", progress=False)
+    assert res.data_loss[-1, 0, 0] < 0.5 * res.data_loss[0, 0, 0]
+    first = invert_gd(BlurDown(), img, tiny_config(optimizer="adam", schedule=[(8.0, 1)]), device="cpu", progress=False)
+    torch.testing.assert_close(res.data_loss[0], first.data_loss[0])
+
+
 def test_loss_falls() -> None:
     img = load_photo("camera")[None, :, 100:132, 200:232]
     res = invert_gd(BlurDown(), img, tiny_config(schedule=[(0.004, 30)]), device="cpu", progress=False)
@@ -120,13 +169,14 @@ def test_loss_falls() -> None:
     assert 0 <= res.images.min() and res.images.max() <= 1
 
 
-@pytest.mark.parametrize("jitter", [0, 2])
-def test_alone_equals_in_batch_of_four(jitter: int) -> None:
+@pytest.mark.parametrize("settings", [{"jitter": 0}, {"jitter": 2},
+                                      {"parametrization": "pyramid", "optimizer": "adam", "schedule": [(8.0, 15)]}])
+def test_alone_equals_in_batch_of_four(settings: dict) -> None:
     """A reconstruction does not depend on the rest of the batch (same seed): real HOG, 1e-4."""
     hog = build_representation("hog")
     crops = torch.stack([load_photo(n)[:, 40:88, 60:108].mean(0, keepdim=True)
                          for n in ("camera", "coins", "moon", "astronaut")])
-    cfg = tiny_config(jitter=jitter)
+    cfg = tiny_config(**settings)
     batch = invert_gd(hog, crops, cfg, device="cpu", progress=False)
     alone = invert_gd(hog, crops[2:3], cfg, device="cpu", progress=False)
     torch.testing.assert_close(alone.images[0], batch.images[2], atol=1e-4, rtol=0)

@@ -6,7 +6,7 @@ Minimizes, independently for every image of a batch,
 
 by momentum gradient descent on the pixels x with a piecewise-constant learning rate; the step is
 ``lr · σ0² · ∇E`` (M&V's released code) and the momentum is reset whenever the learning rate changes.
-Alternatives, all in :class:`GDConfig`: a Fourier parametrization (:mod:`.parametrization`), Adam in place of
+Alternatives, all in :class:`GDConfig`: a Fourier or pyramid parametrization (:mod:`.parametrization`), Adam in place of
 momentum, and random scalings and rotations of the image before Φ at every step (:mod:`.transforms`).
 
 :func:`optimize_gd` is the engine with any objective (:mod:`.objectives`, composable: ``a + 0.1 * b``) in
@@ -28,7 +28,7 @@ from ..devices import resolve_device, synchronize
 from ..images import max_pixels, to_grey
 from ..representations import Representation
 from .objectives import FeatureReconstruction, Objective
-from .parametrization import FourierSpace, PixelSpace
+from .parametrization import FourierSpace, PixelSpace, PyramidSpace
 from .regularizers import ImagePrior
 from .settings import ADAM_BETAS, SIGMA0_227, GDConfig, config_from_dict
 from .transforms import random_affine
@@ -75,7 +75,7 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
             schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
             optimizer: str = "momentum", adam_betas: tuple[float, float] = ADAM_BETAS,
             glide: bool = False, contrast_reference: float | None = None,
-            bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+            project: Callable[[torch.Tensor], torch.Tensor] | None = None,
             callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
             progress: bool = True, stop_on_divergence: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Momentum gradient descent (or Adam) with a piecewise-constant learning rate and momentum resets.
@@ -92,7 +92,8 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
             phase's stays constant).
         contrast_reference: Adam only: each row's rate is multiplied by its own contrast (the standard deviation of
             its variables, at least 1) over this, at every step; ``None``: not.
-        bounds: optional ``(low, high)`` broadcastable to x: the pixels are clamped after each step.
+        project: optional, applied to the variables after each step (e.g. a space's ``clamp``: the pixels kept in
+            the valid range); it may work in place.
         callback: called as ``callback(t, x, total)`` after each step (for logging).
         progress: show a progress bar over iterations.
         stop_on_divergence: raise :class:`DivergedError` at the first step whose energy is not finite (one
@@ -107,8 +108,6 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
     velocity = torch.zeros_like(x)
     second = torch.zeros_like(x) if optimizer == "adam" else None
     denominator = torch.empty_like(x) if optimizer == "adam" else None  # Adam's √v̂ + ε, rewritten in place
-    if bounds is not None and bounds[0].numel() == bounds[1].numel() == 1:
-        bounds = (float(bounds[0]), float(bounds[1]))  # one range for all: clamped in a single vectorised pass
     x = x.detach().clone()
     row_shape = (-1,) + (1,) * (x.dim() - 1)
     t = 0
@@ -138,8 +137,8 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                             contrast = x.detach().flatten(1).std(dim=1).clamp_min_(1.0).div_(contrast_reference)
                             denominator.div_(contrast.view(row_shape))
                         x = x.detach().addcdiv_(velocity, denominator, value=-lr / (1 - b1**k))
-                    if bounds is not None:
-                        x.clamp_(bounds[0], bounds[1])
+                    if project is not None:
+                        x = project(x)
                     totals[t] = total.detach()
                     data[t] = data_term.detach()
                 if callback is not None:
@@ -164,18 +163,19 @@ class GDSetup:
     """What every GD problem of a config shares (see :func:`gd_setup`).
 
     Attributes:
-        space: the parametrization (:class:`PixelSpace`: mean-subtracted 0–255 pixels, or :class:`FourierSpace`).
+        space: the parametrization (:class:`PixelSpace`: mean-subtracted 0–255 pixels, :class:`FourierSpace` or
+            :class:`PyramidSpace`).
         sigma0: σ0 for this image size, scaling the priors.
         step_scale: what the momentum step multiplies the gradient by: σ0² in pixel space (M&V's units), 1 in
             Fourier space.
         generators: one per row ``i·R + r``, seeded ``seed + r``: the random start (if drawn), then the jitter
             and the random transforms.
-        starts: random starts ``(N·R, ...)`` in the space's variables (CPU): pixels of L2 norm σ0 per image, or
-            a random spectrum (:meth:`FourierSpace.random`); ``None`` if not drawn.
+        starts: random starts ``(N·R, ...)`` in the space's variables (CPU): pixels of L2 norm σ0 per image (in
+            a pyramid's finest level), or a random spectrum (:meth:`FourierSpace.random`); ``None`` if not drawn.
         prior: the image prior ``(N·R,)``, on pixels.
     """
 
-    space: PixelSpace | FourierSpace
+    space: PixelSpace | FourierSpace | PyramidSpace
     sigma0: float
     step_scale: float
     generators: list[torch.Generator]
@@ -193,15 +193,19 @@ def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width:
     sigma0 = config.sigma0(channels, height, width)
     generators = [torch.Generator().manual_seed(config.seed + k)
                   for _ in range(problems) for k in range(config.restarts)]
-    space: PixelSpace | FourierSpace = pixels
+    space: PixelSpace | FourierSpace | PyramidSpace = pixels
     if config.parametrization == "fourier":
         space = FourierSpace(channels, height, width, decay=config.decay, pixel=pixels)
+    elif config.parametrization == "pyramid":
+        space = PyramidSpace(channels, height, width, levels=config.levels, step=config.level_step, pixel=pixels)
     starts = None
     if random_starts and isinstance(space, FourierSpace):
         starts = torch.stack([space.random(g) for g in generators])
     elif random_starts:
         starts = torch.stack([torch.randn(channels, height, width, generator=g) for g in generators])
         starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
+        if isinstance(space, PyramidSpace):
+            starts = space.from_image(pixels.to_image(starts))
     prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
                        tv_beta=config.tv_beta, sigma0=sigma0)
     step_scale = sigma0**2 if isinstance(space, PixelSpace) else 1.0
@@ -278,7 +282,6 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
         return data + setup.prior(space.prior_pixels(x, plain)), data
 
     x0 = x0.to(dev)
-    bounds = space.bounds(x0) if config.clamp else None
     synchronize(dev)
     tic = time.perf_counter()
     try:
@@ -286,7 +289,7 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
                                   step_scale=setup.step_scale, optimizer=config.optimizer,
                                   adam_betas=config.adam_betas, glide=config.glide,
                                   contrast_reference=setup.sigma0 / math.sqrt(c * h * w) if config.relative_step else None,
-                                  bounds=bounds, callback=callback, progress=progress,
+                                  project=space.clamp if config.clamp else None, callback=callback, progress=progress,
                                   stop_on_divergence=stop_on_divergence)
     except DivergedError as err:
         err.problem = err.row // r

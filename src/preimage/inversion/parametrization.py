@@ -4,17 +4,23 @@
 - :class:`FourierSpace` (Olah et al., Distill 2017, "Feature Visualization"; lucid / lucent): a spectrum
   scaled by ``1 / frequency^decay``, colours decorrelated by ImageNet's colour covariance, squashed by a
   sigmoid; gradient steps on it favour low frequencies and natural colours.
+- :class:`PyramidSpace`: the pixels as a sum of levels of halving resolution, each upsampled to the image; Adam's
+  step of a few grey levels per variable moves a coarse level's whole block at once, so the layout and the
+  colours settle in a few steps while the finest level adds the detail.
 
 Both give :meth:`to_image` (variables → images in ``[0, 1]``), :meth:`from_image`, :meth:`prior_pixels` (what the
-α-norm and TV priors act on: mean-subtracted 0–255 pixels) and :meth:`bounds` (for clamping, or ``None``).
+α-norm and TV priors act on: mean-subtracted 0–255 pixels) and :meth:`clamp` (the variables whose image is the
+nearest inside ``[0, 1]``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["COLOR_CORRELATION_SQRT", "FourierSpace", "PixelSpace"]
+__all__ = ["COLOR_CORRELATION_SQRT", "FourierSpace", "PixelSpace", "PyramidSpace"]
 
 #: Square root of ImageNet's RGB covariance (its SVD factors), as lucid publishes it.
 COLOR_CORRELATION_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
@@ -55,10 +61,12 @@ class PixelSpace:
         """The pixels the priors act on: the variables themselves (``image = to_image(x)`` unused)."""
         return x
 
-    def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lower and upper pixel values ``(1, C, 1, 1)`` that map to 0 and 1."""
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """The pixels clamped, in place, to the values that map to ``[0, 1]``."""
+        if len(self.mean) == 1:  # one range for all: a single vectorised pass
+            return x.clamp_(-self.mean[0], self.scale - self.mean[0])
         m = self._mean(x)
-        return -m, self.scale - m
+        return x.clamp_(-m, self.scale - m)
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,76 @@ class FourierSpace:
         """``image = to_image(z)`` in the pixel units of ``pixel`` (mean-subtracted 0–255), for the priors."""
         return self.pixel.from_image(image)
 
-    def bounds(self, z: torch.Tensor) -> None:
-        """No clamping: the sigmoid keeps every image inside ``(0, 1)``."""
-        return None
+    def clamp(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` itself: the sigmoid keeps every image inside ``(0, 1)``."""
+        return z
+
+
+@dataclass(frozen=True)
+class PyramidSpace:
+    r"""The pixels of ``(C, H, W)`` images as a sum of levels of halving resolution (a Laplacian pyramid).
+
+    ``pixels = Σ_k step^k · up(u_k)``, ``u_k`` of side ``⌈H / 2^k⌉ × ⌈W / 2^k⌉`` (k = 0 … levels − 1, fewer when
+    the image runs out of halvings), ``up`` bilinear to ``H × W`` (half-pixel centres, as
+    ``F.interpolate(..., align_corners=False)``); ``pixels`` are :class:`PixelSpace`'s (mean-subtracted 0–255). For
+    Adam, whose step is at most the learning rate per variable whatever the gradient's scale: a step of ``lr`` grey
+    levels moves level k's ``2^k × 2^k`` block by about ``lr · step^k``.
+
+    Shape:
+        Variables ``(B, C, Σ_k h_k · w_k)`` (the levels flattened, finest first); images ``(B, C, H, W)``.
+
+    Args:
+        channels, height, width: the image shape.
+        levels: the most levels (1: the pixels themselves).
+        step: each coarser level's weight over the finer one's.
+        pixel: the pixel units (mean and scale).
+    """
+
+    channels: int
+    height: int
+    width: int
+    levels: int = 8
+    step: float = 0.85
+    pixel: PixelSpace = PixelSpace()
+
+    @property
+    def sides(self) -> list[tuple[int, int]]:
+        """``(h_k, w_k)`` of every level, finest first; the coarsest is the first of side 1×1 or level ``levels − 1``."""
+        sides = [(self.height, self.width)]
+        while len(sides) < self.levels and sides[-1] != (1, 1):
+            sides.append(tuple(math.ceil(n / 2) for n in sides[-1]))  # type: ignore[misc]
+        return sides
+
+    def variable_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.channels, sum(h * w for h, w in self.sides))
+
+    def pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """Variables ``(B, C, N)`` → pixels ``(B, C, H, W)`` (mean-subtracted 0–255)."""
+        out, start = None, 0
+        for k, (h, w) in enumerate(self.sides):
+            level = z[:, :, start:start + h * w].reshape(z.shape[0], z.shape[1], h, w) * self.step**k
+            start += h * w
+            if k:
+                level = F.interpolate(level, size=(self.height, self.width), mode="bilinear", align_corners=False)
+            out = level if out is None else out + level
+        return out
+
+    def to_image(self, z: torch.Tensor) -> torch.Tensor:
+        """Variables ``(B, C, N)`` → images ``(B, C, H, W)`` in ``[0, 1]`` units (not clamped)."""
+        return self.pixel.to_image(self.pixels(z))
+
+    def from_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, C, H, W)`` in ``[0, 1]`` → variables: the pixels in the finest level, the others 0."""
+        fine = self.pixel.from_image(image).flatten(2)
+        return torch.cat([fine, fine.new_zeros(*fine.shape[:2], self.variable_shape(1)[-1] - fine.shape[-1])], dim=2)
+
+    def prior_pixels(self, z: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """``image = to_image(z)`` in the pixel units (mean-subtracted 0–255), for the priors."""
+        return self.pixel.from_image(image)
+
+    def clamp(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` with its finest level changed, in place, so that its image is the old one clamped to ``[0, 1]``."""
+        pixels = self.pixels(z)
+        excess = pixels - self.pixel.clamp(pixels.clone())
+        z[:, :, :self.height * self.width] -= excess.flatten(2)
+        return z

@@ -10,7 +10,7 @@ __all__ = ["ADAM_BETAS", "GDConfig", "MAX_ITERATIONS", "MAX_RESTARTS", "OPTIMIZE
 
 #: σ0 of M&V's code for a 227×227×3 image (≈ 68.9 per value); scaled with the square root of the value count.
 SIGMA0_227 = 27098.1
-PARAMETRIZATIONS = ("pixel", "fourier")
+PARAMETRIZATIONS = ("pixel", "fourier", "pyramid")
 OPTIMIZERS = ("momentum", "adam")
 #: Adam's default (β1, β2), Kingma & Ba's
 ADAM_BETAS = (0.9, 0.999)
@@ -38,8 +38,10 @@ class GDConfig:
         scale: ``(low, high)``: the image is also scaled about its centre by a factor log-uniform in this
             range before Φ at every step ((1, 1): never).
         rotate: ... and rotated by an angle uniform in ``[−rotate, rotate]`` degrees (0: never).
-        parametrization: ``pixel`` (M&V: the pixels themselves) or ``fourier`` (a decorrelated, scaled
-            spectrum through a sigmoid, lucid's; ``decay`` its power law). The priors act on the pixels either way.
+        parametrization: ``pixel`` (M&V: the pixels themselves), ``fourier`` (a decorrelated, scaled
+            spectrum through a sigmoid, lucid's; ``decay`` its power law) or ``pyramid`` (a sum of ``levels``
+            levels of halving resolution, level k weighted ``level_step^k``; Adam only). The priors act on the
+            pixels in every case.
         optimizer: ``momentum`` (M&V; step ``lr · σ0² · ∇E`` in pixel space, ``lr · ∇E`` in Fourier space)
             or ``adam`` (step ``lr`` per variable at most; its moments are kept across the schedule's phases).
         adam_betas: Adam's ``(β1, β2)``, the decay rates of its gradient's mean and mean square.
@@ -51,8 +53,8 @@ class GDConfig:
             surrogate gradients (HOG: bilinear orientation binning's in place of hard binning's; HOG, HOGb and
             DSIFT: the clamp at 0.2 passing its gradient through). The energy is unchanged; only its gradient
             differs. No effect on CNN layers.
-        clamp: keep the pixels inside the valid range after every step (M&V 2015: no; pixel space only,
-            the Fourier image is always inside it).
+        clamp: keep the pixels inside the valid range after every step (M&V 2015: no; in a pyramid the finest
+            level takes the correction; the Fourier image is always inside it).
         restarts: reconstructions per image, each from its own random start.
         seed: seed of the random starts and jitter; image i's restart r uses ``seed + r`` whatever the batch.
     """
@@ -71,6 +73,8 @@ class GDConfig:
     rotate: float = 0.0
     parametrization: str = "pixel"
     decay: float = 1.0
+    levels: int = 8
+    level_step: float = 0.85
     optimizer: str = "momentum"
     adam_betas: tuple[float, float] = ADAM_BETAS
     relative_step: bool = False
@@ -91,7 +95,7 @@ class GDConfig:
                              "scale [low, high] and adam_betas [beta1, beta2]") from None
         for name, kind in (("momentum", float), ("alpha", float), ("lambda_alpha", float), ("tv_beta", float),
                            ("lambda_tv", float), ("sigma0_227", float), ("jitter", int), ("restarts", int), ("seed", int),
-                           ("rotate", float), ("decay", float)):
+                           ("rotate", float), ("decay", float), ("levels", int), ("level_step", float)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
                 raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
@@ -123,6 +127,11 @@ class GDConfig:
                 raise ValueError(f"GD setting {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
         if self.relative_step and (self.optimizer != "adam" or self.parametrization != "pixel"):
             raise ValueError("GD setting relative_step needs optimizer adam and parametrization pixel")
+        if self.parametrization == "pyramid" and self.optimizer != "adam":
+            raise ValueError("GD setting parametrization pyramid needs optimizer adam (a momentum step would scale "
+                             "each coarse level by the pixels it spans)")
+        if self.levels < 1 or self.level_step <= 0:
+            raise ValueError(f"need levels >= 1 and level_step > 0, got {self.levels} and {self.level_step}")
 
     @property
     def iterations(self) -> int:
