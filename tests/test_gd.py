@@ -270,7 +270,7 @@ def test_mv2015_lambda_tv_by_depth_is_deep_goggles_table() -> None:
 def test_preset_inheritance() -> None:
     """``fast`` keeps mv2015's energy (weights, priors, σ0) for HOG, HOGb and DSIFT and tuned's for every network
     layer (their λTV by depth and per layer included), and changes only how it is descended."""
-    how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate", "relative_step", "glide")
+    how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate", "relative_step", "glide", "parametrization")
     for spec, iterations in (("hog", 100), ("hogb", 180), ("dsift", 180)):
         fast, mv = resolve_preset("fast", spec), resolve_preset("mv2015", spec)
         cfg = config_from_dict(fast)
@@ -279,4 +279,5 @@ def test_preset_inheritance() -> None:
     for spec in ("caffenet:conv5", "efficientnet_lite0:stem", "efficientnet_lite0:head", "efficientnet_lite0:prob"):
         fast, tuned = resolve_preset("fast", spec), resolve_preset("tuned", spec)
         assert config_from_dict(fast).optimizer == "adam"
+        assert config_from_dict(fast).parametrization == ("pixel" if spec.endswith("prob") else "pyramid")
         assert {k: v for k, v in fast.items() if k not in how} == {k: v for k, v in tuned.items() if k not in how}
