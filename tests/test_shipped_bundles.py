@@ -73,8 +73,8 @@ def test_bundle_round_trip(spec: str, tmp_path: Path) -> None:
 SHORTFALLS = {
     "lbp": "image_error 0.587 against 0.8 x 0.616 for each photo's own mean grey: LBP keeps no brightness",
     "efficientnet_lite0:stage6": "image_error 0.50: 600 CPU steps on 128-px crops (4×4 maps) teach a stride-32 map little",
-    "efficientnet_lite0:stage7": "image_error 0.554 (own mean colour 0.549): 1000 CPU steps on 224-px crops",
-    "efficientnet_lite0:head": "image_error 0.562 (own mean colour 0.549): 1500 CPU steps on 224-px crops",
+    "efficientnet_lite0:stage7": "image_error 0.537 (own mean colour 0.549; the bar 0.8 x it): 1400 CPU steps on 224-px crops",
+    "efficientnet_lite0:head": "image_error 0.570 (own mean colour 0.549): 2400 CPU steps on 224-px crops",
     "efficientnet_lite0:pool": "image_error 0.655 (GD: 0.662): a 1280-d vector with no layout needs far more photos",
     "efficientnet_lite0:logits": "image_error 0.68: a 1000-d vector with no layout, trained on a few hundred photos",
     "efficientnet_lite0:prob": "image_error 0.75: as logits; the decoder paints a near-uniform brownish grey",
@@ -93,6 +93,22 @@ def test_bundle_beats_the_best_constant_image_on_unseen_photos(spec: str) -> Non
     flat = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
     learned, constant = image_error(reconstructions, images).mean(), image_error(flat, images).mean()
     assert learned < 0.8 * constant, f"{spec}: image_error {learned:.3f} vs {constant:.3f} for a flat image"
+
+
+HEAD_SHORTFALL = pytest.mark.xfail(strict=True, reason="image_error 0.570 against 0.549: fine-tunes chosen by "
+                                   "validation did not lower it")
+
+
+@pytest.mark.parametrize("spec", [pytest.param(s, marks=HEAD_SHORTFALL) if s.endswith(":head") else s for s in SPATIAL])
+def test_spatial_network_bundle_beats_each_photos_own_mean_colour(spec: str) -> None:
+    """The whole-network study's bar for the layers with a grid, looser than the one above: at 224 px the learned
+    reconstruction is closer to each photo than a flat image of that photo's own mean colour."""
+    images = photos(True, 224)
+    with torch.no_grad():
+        reconstructions = LearnedInverter.from_bundle(bundle_file(spec))(images)
+    flat = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+    learned, constant = image_error(reconstructions, images).mean(), image_error(flat, images).mean()
+    assert learned < constant, f"{spec}: image_error {learned:.3f} vs {constant:.3f} for each own mean colour"
 
 
 @pytest.mark.parametrize("side", [128, 192, 227])
