@@ -113,15 +113,27 @@ def test_relative_step_needs_adam_in_pixel_space() -> None:
     assert tiny_config(relative_step=True, optimizer="adam").relative_step
 
 
+def _bilinear_doubling(n: int) -> torch.Tensor:
+    """(2n, n): output pixel i samples the n-pixel line at i/2 - 1/4 (half-pixel centres), clamped to [0, n - 1]."""
+    matrix = torch.zeros(2 * n, n)
+    for i in range(2 * n):
+        x = min(max(i / 2 - 0.25, 0.0), n - 1.0)
+        left = min(int(x), n - 2) if n > 1 else 0
+        matrix[i, left] += 1 - (x - left)
+        if n > 1:
+            matrix[i, left + 1] += x - left
+    return matrix
+
+
 def test_pyramid_space_by_the_formula() -> None:
-    """A 4×4 image from three levels (4×4, 2×2, 1×1): bilinear upsampling with half-pixel centres written out."""
-    space = PyramidSpace(1, 4, 4, levels=5, step=0.5, pixel=PixelSpace(mean=(10.0,), scale=100.0))
-    assert space.sides == [(4, 4), (2, 2), (1, 1)] and space.variable_shape(2) == (2, 1, 21)
-    fine, middle, coarse = torch.randn(4, 4), torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.tensor([[7.0]])
-    z = torch.cat([fine.flatten(), middle.flatten(), coarse.flatten()])[None, None]
-    # output pixel i samples the 2-pixel level at i/2 - 1/4, clamped to [0, 1]
-    up = torch.tensor([[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]])
-    pixels = fine + 0.5 * up @ middle @ up.T + 0.25 * 7.0
+    """An 8×8 image from four levels (8×8, 4×4, 2×2, 1×1), collapsed coarsest first: pixels =
+    fine + s·U(middle + s·U(coarse + s·U(top))), U a bilinear doubling written out as a matrix."""
+    space = PyramidSpace(1, 8, 8, levels=6, step=0.5, pixel=PixelSpace(mean=(10.0,), scale=100.0))
+    assert space.sides == [(8, 8), (4, 4), (2, 2), (1, 1)] and space.variable_shape(2) == (2, 1, 85)
+    fine, middle, coarse, top = torch.randn(8, 8), torch.randn(4, 4), torch.tensor([[1.0, 2.0], [3.0, 5.0]]), 7.0
+    z = torch.cat([fine.flatten(), middle.flatten(), coarse.flatten(), torch.tensor([top])])[None, None]
+    u2, u4 = _bilinear_doubling(2), _bilinear_doubling(4)
+    pixels = fine + 0.5 * u4 @ (middle + 0.5 * u2 @ (coarse + 0.5 * top) @ u2.T) @ u4.T
     torch.testing.assert_close(space.pixels(z)[0, 0], pixels)
     torch.testing.assert_close(space.to_image(z)[0, 0], (pixels + 10.0) / 100.0)
 

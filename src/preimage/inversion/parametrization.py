@@ -14,6 +14,7 @@ nearest inside ``[0, 1]``).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -142,9 +143,11 @@ class FourierSpace:
 class PyramidSpace:
     r"""The pixels of ``(C, H, W)`` images as a sum of levels of halving resolution (a Laplacian pyramid).
 
-    ``pixels = Σ_k step^k · up(u_k)``, ``u_k`` of side ``⌈H / 2^k⌉ × ⌈W / 2^k⌉`` (k = 0 … levels − 1, fewer when
-    the image runs out of halvings), ``up`` bilinear to ``H × W`` (half-pixel centres, as
-    ``F.interpolate(..., align_corners=False)``); ``pixels`` are :class:`PixelSpace`'s (mean-subtracted 0–255). For
+    ``pixels = Σ_k step^k · up^k(u_k)``, ``u_k`` of side ``⌈H / 2^k⌉ × ⌈W / 2^k⌉`` (k = 0 … levels − 1, fewer when
+    the image runs out of halvings), ``up`` bilinear from one level's side to the next finer one's (half-pixel
+    centres, as ``F.interpolate(..., align_corners=False)``), so the image is collapsed coarsest first, as a
+    Laplacian pyramid is: about 4/3 of an image's worth of upsampling, where upsampling every level straight to
+    ``H × W`` costs one image's worth per level. ``pixels`` are :class:`PixelSpace`'s (mean-subtracted 0–255). For
     Adam, whose step is at most the learning rate per variable whatever the gradient's scale: a step of ``lr`` grey
     levels moves level k's ``2^k × 2^k`` block by about ``lr · step^k``.
 
@@ -178,13 +181,15 @@ class PyramidSpace:
 
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         """Variables ``(B, C, N)`` → pixels ``(B, C, H, W)`` (mean-subtracted 0–255)."""
-        out, start = None, 0
-        for k, (h, w) in enumerate(self.sides):
-            level = z[:, :, start:start + h * w].reshape(z.shape[0], z.shape[1], h, w) * self.step**k
-            start += h * w
-            if k:
-                level = F.interpolate(level, size=(self.height, self.width), mode="bilinear", align_corners=False)
-            out = level if out is None else out + level
+        sides = self.sides
+        ends = list(itertools.accumulate(h * w for h, w in sides))
+        out = None
+        for k in reversed(range(len(sides))):
+            h, w = sides[k]
+            level = z[:, :, ends[k] - h * w:ends[k]].reshape(z.shape[0], z.shape[1], h, w) * self.step**k
+            if out is not None:
+                level = level + F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+            out = level
         return out
 
     def to_image(self, z: torch.Tensor) -> torch.Tensor:
