@@ -38,6 +38,16 @@ def photos(colour: bool, side: int) -> torch.Tensor:
     return torch.stack([prepare_image(load_photo(name), size=side, grey=not colour) for name in TEST_PHOTOS])
 
 
+def errors_against_own_mean(spec: str, colour: bool, side: int) -> tuple[float, float]:
+    """Mean image_error on the test photos of ``spec``'s bundle and of a flat image of each photo's own mean."""
+    images = photos(colour, side)
+    with torch.no_grad():
+        reconstructions = LearnedInverter.from_bundle(bundle_file(spec))(images)
+    assert reconstructions.shape == images.shape
+    flat = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+    return float(image_error(reconstructions, images).mean()), float(image_error(flat, images).mean())
+
+
 @pytest.mark.parametrize("spec", SHIPPED)
 def test_bundle_loads_within_budget_and_says_what_it_inverts(spec: str) -> None:
     path = bundle_file(spec)
@@ -84,14 +94,7 @@ SHORTFALLS = {
 @pytest.mark.parametrize("spec", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=SHORTFALLS[s]))
                                   if s in SHORTFALLS else s for s in SHIPPED])
 def test_bundle_beats_the_best_constant_image_on_unseen_photos(spec: str) -> None:
-    colour, side = SHIPPED[spec]
-    images = photos(colour, side)
-    inverter = LearnedInverter.from_bundle(bundle_file(spec))
-    with torch.no_grad():
-        reconstructions = inverter(images)
-    assert reconstructions.shape == images.shape
-    flat = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
-    learned, constant = image_error(reconstructions, images).mean(), image_error(flat, images).mean()
+    learned, constant = errors_against_own_mean(spec, *SHIPPED[spec])
     assert learned < 0.8 * constant, f"{spec}: image_error {learned:.3f} vs {constant:.3f} for a flat image"
 
 
@@ -103,11 +106,7 @@ HEAD_SHORTFALL = pytest.mark.xfail(strict=True, reason="image_error 0.570 agains
 def test_spatial_network_bundle_beats_each_photos_own_mean_colour(spec: str) -> None:
     """The whole-network study's bar for the layers with a grid, looser than the one above: at 224 px the learned
     reconstruction is closer to each photo than a flat image of that photo's own mean colour."""
-    images = photos(True, 224)
-    with torch.no_grad():
-        reconstructions = LearnedInverter.from_bundle(bundle_file(spec))(images)
-    flat = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
-    learned, constant = image_error(reconstructions, images).mean(), image_error(flat, images).mean()
+    learned, constant = errors_against_own_mean(spec, True, 224)
     assert learned < constant, f"{spec}: image_error {learned:.3f} vs {constant:.3f} for each own mean colour"
 
 
@@ -115,11 +114,7 @@ def test_spatial_network_bundle_beats_each_photos_own_mean_colour(spec: str) -> 
 def test_lbp_bundle_beats_each_photos_own_mean_grey(side: int) -> None:
     """LBP keeps no brightness; a flat image of each photo's own mean grey knows it. The learned reconstruction must
     still be closer to the photo than that flat image, at three sides (the suite's 0.8 bar above it misses)."""
-    images = photos(False, side)
-    with torch.no_grad():
-        reconstructions = LearnedInverter.from_bundle(bundle_file("lbp"))(images)
-    flat = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
-    learned, constant = image_error(reconstructions, images).mean(), image_error(flat, images).mean()
+    learned, constant = errors_against_own_mean("lbp", False, side)
     assert learned < constant, f"lbp at {side} px: image_error {learned:.3f} vs {constant:.3f} for each own mean grey"
 
 

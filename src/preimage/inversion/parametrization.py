@@ -14,7 +14,6 @@ nearest inside ``[0, 1]``).
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -182,14 +181,12 @@ class PyramidSpace:
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         """Variables ``(B, C, N)`` → pixels ``(B, C, H, W)`` (mean-subtracted 0–255)."""
         sides = self.sides
-        ends = list(itertools.accumulate(h * w for h, w in sides))
+        levels = z.split([h * w for h, w in sides], dim=2)
         out = None
         for k in reversed(range(len(sides))):
-            h, w = sides[k]
-            level = z[:, :, ends[k] - h * w:ends[k]].reshape(z.shape[0], z.shape[1], h, w) * self.step**k
-            if out is not None:
-                level = level + F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
-            out = level
+            level = levels[k].unflatten(2, sides[k]) * self.step**k
+            out = level if out is None else level + F.interpolate(out, size=sides[k], mode="bilinear",
+                                                                    align_corners=False)
         return out
 
     def to_image(self, z: torch.Tensor) -> torch.Tensor:
