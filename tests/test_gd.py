@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from preimage import build_representation
-from preimage.inversion.gd import GDConfig, config_from_dict, descend, invert_gd
+from preimage.inversion.gd import GDConfig, config_from_dict, descend, gd_setup, invert_gd, optimize_gd
 from preimage.inversion.objectives import FeatureReconstruction
 from preimage.inversion.parametrization import PixelSpace, PyramidSpace
 from preimage.inversion.presets import list_presets, resolve_preset
@@ -82,7 +82,7 @@ def test_descend_matches_naive_adam_loop() -> None:
 
 def test_glide_and_relative_step_against_a_naive_adam_loop() -> None:
     """``glide``: the rate falls geometrically within a phase to the next phase's (the last phase holds its rate);
-    ``contrast_reference``: each row's Adam step times its own std (at least 1) over the reference, at every step.
+    ``contrast``: each row's Adam step times contrast(x) (here its own std, at least 1, over 20), at every step.
     Two rows of very different contrast; the loop is written out by hand."""
     a = torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.1, 0.0, 0.2, -0.1]])
     x0 = torch.tensor([[30.0, -20.0, 5.0, 0.0], [0.5, 0.2, -0.3, 0.1]]).view(2, 1, 1, 4)
@@ -93,7 +93,7 @@ def test_glide_and_relative_step_against_a_naive_adam_loop() -> None:
         return e, e
 
     x, _, _ = descend(x0, energy, schedule, momentum=0.0, step_scale=1.0, optimizer="adam", adam_betas=(0.9, 0.9),
-                      glide=True, contrast_reference=20.0, progress=False)
+                      glide=True, contrast=lambda x: x.flatten(1).std(dim=1).clamp_min(1.0) / 20.0, progress=False)
 
     rates = [8.0 * (1.0 / 8.0) ** (i / 4) for i in range(4)] + [1.0, 1.0]
     ref, m, v = x0.flatten(1).clone(), torch.zeros(2, 4), torch.zeros(2, 4)
@@ -105,12 +105,59 @@ def test_glide_and_relative_step_against_a_naive_adam_loop() -> None:
     torch.testing.assert_close(x.flatten(1), ref)
 
 
-def test_relative_step_needs_adam_in_pixel_space() -> None:
+def test_relative_step_needs_adam_in_pixel_or_pyramid_space() -> None:
     with pytest.raises(ValueError, match="relative_step needs optimizer adam"):
         tiny_config(relative_step=True)
     with pytest.raises(ValueError, match="relative_step needs optimizer adam"):
         tiny_config(relative_step=True, optimizer="adam", parametrization="fourier")
     assert tiny_config(relative_step=True, optimizer="adam").relative_step
+    assert tiny_config(relative_step=True, optimizer="adam", parametrization="pyramid").relative_step
+
+
+def test_relative_step_on_a_pyramid_by_a_naive_loop() -> None:
+    """relative_step on a pyramid from a flat start: each row's Adam step times the std of its collapsed image (grey
+    levels, at least 1) over the random start's σ0 / sqrt(C·H·W). A 4×4 grey image from levels 4×4, 2×2, 1×1 (weights
+    1, 0.5, 0.25); the collapse written out with bilinear-doubling matrices, the Adam loop by hand."""
+    u2 = _bilinear_doubling(2)
+
+    def collapse(z: torch.Tensor) -> torch.Tensor:  # (N, 21) -> (N, 4, 4) mean-subtracted pixels
+        fine, middle, top = z[:, :16].view(-1, 4, 4), z[:, 16:20].view(-1, 2, 2), z[:, 20:]
+        return fine + 0.5 * u2 @ (middle + 0.5 * top.view(-1, 1, 1)) @ u2.T
+
+    originals = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    originals[1] = 0.5 + 0.05 * (originals[1] - 0.5)  # a low-contrast one
+    phi = BlurDown()
+    with torch.no_grad():
+        target = phi(originals)
+    objective = FeatureReconstruction(phi, target)
+    config = tiny_config(parametrization="pyramid", levels=3, level_step=0.5, optimizer="adam", adam_betas=(0.9, 0.9),
+                         relative_step=True, start_scale=0.0, lambda_tv=0.0, lambda_alpha=0.0, sigma0_227=300.0,
+                         schedule=[(4.0, 6)])
+    result = optimize_gd(objective, (2, 1, 4, 4), config, device="cpu", progress=False)
+
+    start_contrast = 300.0 * (16 / (227 * 227 * 3)) ** 0.5 / 4
+    ref, m, v = torch.zeros(2, 21), torch.zeros(2, 21), torch.zeros(2, 21)
+    for k in range(1, 7):
+        variables = ref.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(objective(((collapse(variables) + 128) / 255)[:, None]).sum(), variables)
+        m, v = 0.9 * m + 0.1 * grad, 0.9 * v + 0.1 * grad**2
+        contrast = torch.tensor([[max(float(image.std()), 1.0) / start_contrast] for image in collapse(ref)])
+        ref = ref - 4.0 * contrast * (m / (1 - 0.9**k)) / ((v / (1 - 0.9**k)).sqrt() + 1e-8)
+    torch.testing.assert_close(result.images[:, 0, 0], ((collapse(ref) + 128) / 255).clamp(0, 1))
+
+
+def test_start_scale_sizes_the_random_start() -> None:
+    """Pixels of L2 norm start_scale · σ0, σ0 = 0.25 · sqrt(C·H·W / (227·227·3)) written out; 0: flat pixel_mean."""
+    config = tiny_config(grey=False, sigma0_227=0.25, start_scale=0.5, restarts=2)
+    starts = gd_setup(config, 1, 3, 20, 30).starts
+    sigma0 = 0.25 * (3 * 20 * 30 / (227 * 227 * 3)) ** 0.5
+    torch.testing.assert_close(starts.flatten(1).norm(dim=1), torch.full((2,), 0.5 * sigma0))
+    flat = gd_setup(tiny_config(start_scale=0.0, optimizer="adam", parametrization="pyramid"), 1, 1, 20, 30)
+    torch.testing.assert_close(flat.space.to_image(flat.starts), torch.full((1, 1, 20, 30), 128 / 255))
+    with pytest.raises(ValueError, match="start_scale"):
+        tiny_config(start_scale=0.0, restarts=2)
+    with pytest.raises(ValueError, match="start_scale"):
+        tiny_config(start_scale=-1.0)
 
 
 def _bilinear_doubling(n: int) -> torch.Tensor:

@@ -74,7 +74,7 @@ class DivergedError(ValueError):
 def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
             schedule: Sequence[tuple[float, int]], *, momentum: float, step_scale: float,
             optimizer: str = "momentum", adam_betas: tuple[float, float] = ADAM_BETAS,
-            glide: bool = False, contrast_reference: float | None = None,
+            glide: bool = False, contrast: Callable[[torch.Tensor], torch.Tensor] | None = None,
             project: Callable[[torch.Tensor], torch.Tensor] | None = None,
             callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
             progress: bool = True, stop_on_divergence: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,8 +90,8 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
             ε 1e-8; ``momentum`` and ``step_scale`` unused; the moments run on across the phases).
         glide: within each phase the rate falls geometrically from the phase's to the next phase's (the last
             phase's stays constant).
-        contrast_reference: Adam only: each row's rate is multiplied by its own contrast (the standard deviation of
-            its variables, at least 1) over this, at every step; ``None``: not.
+        contrast: Adam only: ``x -> (N,)``, called at every step after the energy at ``x``: each row's rate is
+            multiplied by it (e.g. the image's contrast over a reference); ``None``: not.
         project: optional, applied to the variables after each step (e.g. a space's ``clamp``: the pixels kept in
             the valid range); it may work in place.
         callback: called as ``callback(t, x, total)`` after each step (for logging).
@@ -133,9 +133,8 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                         velocity.mul_(b1).add_(grad, alpha=1 - b1)
                         second.mul_(b2).addcmul_(grad, grad, value=1 - b2)
                         torch.sqrt(second, out=denominator).div_(math.sqrt(1 - b2**k)).add_(_ADAM_EPS)
-                        if contrast_reference is not None:  # each row's step times its contrast over the reference
-                            contrast = x.detach().flatten(1).std(dim=1).clamp_min_(1.0).div_(contrast_reference)
-                            denominator.div_(contrast.view(row_shape))
+                        if contrast is not None:
+                            denominator.div_(contrast(x.detach()).view(row_shape))
                         x = x.detach().addcdiv_(velocity, denominator, value=-lr / (1 - b1**k))
                     if project is not None:
                         x = project(x)
@@ -171,7 +170,8 @@ class GDSetup:
         generators: one per row ``i·R + r``, seeded ``seed + r``: the random start (if drawn), then the jitter
             and the random transforms.
         starts: random starts ``(N·R, ...)`` in the space's variables (CPU): pixels of L2 norm σ0 per image (in
-            a pyramid's finest level), or a random spectrum (:meth:`FourierSpace.random`); ``None`` if not drawn.
+            a pyramid's finest level), or a random spectrum (:meth:`FourierSpace.random`), each times
+            ``config.start_scale``; ``None`` if not drawn.
         prior: the image prior ``(N·R,)``, on pixels.
     """
 
@@ -200,10 +200,10 @@ def gd_setup(config: GDConfig, problems: int, channels: int, height: int, width:
         space = PyramidSpace(channels, height, width, levels=config.levels, step=config.level_step, pixel=pixels)
     starts = None
     if random_starts and isinstance(space, FourierSpace):
-        starts = torch.stack([space.random(g) for g in generators])
+        starts = torch.stack([space.random(g) for g in generators]) * config.start_scale
     elif random_starts:
         starts = torch.stack([torch.randn(channels, height, width, generator=g) for g in generators])
-        starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * sigma0
+        starts = starts / starts.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * (sigma0 * config.start_scale)
         if isinstance(space, PyramidSpace):
             starts = space.from_image(pixels.to_image(starts))
     prior = ImagePrior(lambda_alpha=config.lambda_alpha, alpha=config.alpha, lambda_tv=config.lambda_tv,
@@ -271,15 +271,25 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
     rows = objective.to(dev).expand(r)
     space = setup.space
     warp = config.scale != (1.0, 1.0) or config.rotate > 0
+    seen: dict[str, torch.Tensor] = {}  # the image of the last energy evaluated, for relative_contrast
 
     def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images = plain = space.to_image(x)
+        images = plain = seen["image"] = space.to_image(x)
         if config.jitter:
             images = jitter_images(images, config.jitter, setup.generators)
         if warp:
             images = random_affine(images, setup.generators, scale=config.scale, rotate=config.rotate)
         data = rows(images)
         return data + setup.prior(space.prior_pixels(x, plain)), data
+
+    grey_levels = (space if isinstance(space, PixelSpace) else space.pixel).scale
+    start_contrast = setup.sigma0 / math.sqrt(c * h * w)  # of M&V's random start, in grey levels
+
+    def relative_contrast(x: torch.Tensor) -> torch.Tensor:
+        """Each row's contrast (its image's std, in grey levels, at least 1) over the random start's.
+
+        descend calls it right after the energy at ``x``, so the image just seen is ``x``'s (no second collapse)."""
+        return seen["image"].detach().flatten(1).std(dim=1).mul_(grey_levels).clamp_min_(1.0).div_(start_contrast)
 
     x0 = x0.to(dev)
     synchronize(dev)
@@ -288,7 +298,7 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
         x, totals, data = descend(x0, energy, config.schedule, momentum=config.momentum,
                                   step_scale=setup.step_scale, optimizer=config.optimizer,
                                   adam_betas=config.adam_betas, glide=config.glide,
-                                  contrast_reference=setup.sigma0 / math.sqrt(c * h * w) if config.relative_step else None,
+                                  contrast=relative_contrast if config.relative_step else None,
                                   project=space.clamp if config.clamp else None, callback=callback, progress=progress,
                                   stop_on_divergence=stop_on_divergence)
     except DivergedError as err:

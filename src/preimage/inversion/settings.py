@@ -45,10 +45,10 @@ class GDConfig:
         optimizer: ``momentum`` (M&V; step ``lr · σ0² · ∇E`` in pixel space, ``lr · ∇E`` in Fourier space)
             or ``adam`` (step ``lr`` per variable at most; its moments are kept across the schedule's phases).
         adam_betas: Adam's ``(β1, β2)``, the decay rates of its gradient's mean and mean square.
-        relative_step: Adam in pixel space only: each image's step is the learning rate times its reconstruction's
-            contrast (the standard deviation of its pixels, at least 1 grey level) over that of the random start
-            (σ0 per value, about 69 grey levels), updated at every step: a flat, low-contrast image is descended
-            in proportionally finer steps.
+        relative_step: Adam in pixel or pyramid space: each image's step is the learning rate times its
+            reconstruction's contrast (the standard deviation of its pixels, at least 1 grey level) over that of the
+            random start (σ0 per value, about 69 grey levels), updated at every step: a flat, low-contrast image is
+            descended in proportionally finer steps.
         surrogate: inversion only: descend through Φ's stand-in (``Representation.surrogate``): Φ's features with
             surrogate gradients (HOG: bilinear orientation binning's in place of hard binning's; HOG, HOGb and
             DSIFT: the clamp at 0.2 passing its gradient through). The energy is unchanged; only its gradient
@@ -56,6 +56,8 @@ class GDConfig:
         clamp: keep the pixels inside the valid range after every step (M&V 2015: no; in a pyramid the finest
             level takes the correction; the Fourier image is always inside it).
         restarts: reconstructions per image, each from its own random start.
+        start_scale: the random start's size over M&V's (pixels of L2 norm σ0; in Fourier space a spectrum of RMS
+            0.01, lucid's); 0: a flat image of ``pixel_mean`` (mid-grey in Fourier space), which needs one restart.
         seed: seed of the random starts and jitter; image i's restart r uses ``seed + r`` whatever the batch.
     """
 
@@ -82,6 +84,7 @@ class GDConfig:
     surrogate: bool = False
     clamp: bool = False
     restarts: int = 1
+    start_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,7 +98,8 @@ class GDConfig:
                              "scale [low, high] and adam_betas [beta1, beta2]") from None
         for name, kind in (("momentum", float), ("alpha", float), ("lambda_alpha", float), ("tv_beta", float),
                            ("lambda_tv", float), ("sigma0_227", float), ("jitter", int), ("restarts", int), ("seed", int),
-                           ("rotate", float), ("decay", float), ("levels", int), ("level_step", float)):
+                           ("rotate", float), ("decay", float), ("levels", int), ("level_step", float),
+                           ("start_scale", float)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
                 raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
@@ -114,6 +118,9 @@ class GDConfig:
             raise ValueError(f"schedule must be non-empty (learning_rate > 0, iterations > 0) pairs, got {self.schedule}")
         if self.restarts < 1 or self.jitter < 0 or not 0 <= self.momentum < 1:
             raise ValueError("need restarts >= 1, jitter >= 0 and 0 <= momentum < 1")
+        if self.start_scale < 0 or (self.start_scale == 0 and self.restarts > 1):
+            raise ValueError(f"need start_scale >= 0, and > 0 with restarts > 1 (flat starts are all alike), got "
+                             f"{self.start_scale} with {self.restarts} restart(s)")
         if self.restarts > MAX_RESTARTS or self.iterations > MAX_ITERATIONS:
             raise ValueError(f"at most {MAX_RESTARTS} restarts and {MAX_ITERATIONS:,} iterations in all, got "
                              f"{self.restarts} and {self.iterations:,}")
@@ -125,8 +132,8 @@ class GDConfig:
         for name, valid in (("parametrization", PARAMETRIZATIONS), ("optimizer", OPTIMIZERS)):
             if getattr(self, name) not in valid:
                 raise ValueError(f"GD setting {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
-        if self.relative_step and (self.optimizer != "adam" or self.parametrization != "pixel"):
-            raise ValueError("GD setting relative_step needs optimizer adam and parametrization pixel")
+        if self.relative_step and (self.optimizer != "adam" or self.parametrization == "fourier"):
+            raise ValueError("GD setting relative_step needs optimizer adam and parametrization pixel or pyramid")
         if self.parametrization == "pyramid" and self.optimizer != "adam":
             raise ValueError("GD setting parametrization pyramid needs optimizer adam (a momentum step would scale "
                              "each coarse level by the pixels it spans)")
