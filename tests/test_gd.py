@@ -329,7 +329,8 @@ def test_mv2015_lambda_tv_by_depth_is_deep_goggles_table() -> None:
 def test_preset_inheritance() -> None:
     """``fast`` keeps mv2015's energy (weights, priors, σ0) for HOG, HOGb and DSIFT and tuned's for every network
     layer (their λTV by depth and per layer included), and changes only how it is descended."""
-    how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate", "relative_step", "glide", "parametrization")
+    how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate", "relative_step", "glide", "parametrization",
+           "start_scale")
     for spec, iterations in (("hog", 100), ("hogb", 180), ("dsift", 180)):
         fast, mv = resolve_preset("fast", spec), resolve_preset("mv2015", spec)
         cfg = config_from_dict(fast)
