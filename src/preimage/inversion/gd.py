@@ -283,10 +283,10 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
         return data + setup.prior(space.prior_pixels(x, plain)), data
 
     grey_levels = (space if isinstance(space, PixelSpace) else space.pixel).scale
-    start_contrast = setup.sigma0 / math.sqrt(c * h * w)  # of M&V's random start, in grey levels
+    start_contrast = setup.sigma0 / math.sqrt(c * h * w)  # M&V's random start's (start_scale 1), in grey levels
 
     def relative_contrast(x: torch.Tensor) -> torch.Tensor:
-        """Each row's contrast (its image's std, in grey levels, at least 1) over the random start's.
+        """Each row's contrast (its image's std, in grey levels, at least 1) over M&V's random start's.
 
         descend calls it right after the energy at ``x``, so the image just seen is ``x``'s (no second collapse)."""
         return seen["image"].detach().flatten(1).std(dim=1).mul_(grey_levels).clamp_min_(1.0).div_(start_contrast)

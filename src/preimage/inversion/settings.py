@@ -46,9 +46,9 @@ class GDConfig:
             or ``adam`` (step ``lr`` per variable at most; its moments are kept across the schedule's phases).
         adam_betas: Adam's ``(β1, β2)``, the decay rates of its gradient's mean and mean square.
         relative_step: Adam in pixel or pyramid space: each image's step is the learning rate times its
-            reconstruction's contrast (the standard deviation of its pixels, at least 1 grey level) over that of the
-            random start (σ0 per value, about 69 grey levels), updated at every step: a flat, low-contrast image is
-            descended in proportionally finer steps.
+            reconstruction's contrast (the standard deviation of its pixels, at least 1 grey level) over σ0 per value
+            (M&V's random start's, about 69 grey levels, whatever ``start_scale``), updated at every step: a flat,
+            low-contrast image is descended in proportionally finer steps.
         surrogate: inversion only: descend through Φ's stand-in (``Representation.surrogate``): Φ's features with
             surrogate gradients (HOG: bilinear orientation binning's in place of hard binning's; HOG, HOGb and
             DSIFT: the clamp at 0.2 passing its gradient through). The energy is unchanged; only its gradient
