@@ -230,9 +230,22 @@ def test_paint_margin_paints_past_the_last_cell(side: int) -> None:
         assert torch.equal(painted, plain)
 
 
-def test_paint_margin_must_be_a_bool() -> None:
-    with pytest.raises(ValueError, match="paint_margin"):
-        DecoderConfig(paint_margin="yes")
+@pytest.mark.parametrize("key", ["paint_margin", "input_log"])
+def test_switches_must_be_bools(key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        DecoderConfig(**{key: "yes"})
+
+
+def test_input_log_reads_the_log_of_the_features() -> None:
+    """A decoder with ``input_log`` is the same decoder fed ``log(max(f, 1e-30))``: zeros read as log(1e-30)."""
+    probs = torch.softmax(torch.randn(3, 10, generator=torch.Generator().manual_seed(0)) * 4, dim=1)
+    probs[0, :5] = 0.0  # the dark-knowledge experiment's zeroed classes
+    logged = build_decoder((10,), (32, 32), width=8, fc_widths=(16,), input_scale=0.5, input_log=True).eval()
+    plain = build_decoder((10,), (32, 32), width=8, fc_widths=(16,), input_scale=0.5).eval()
+    plain.load_state_dict(logged.state_dict())
+    expected_input = torch.where(probs > 0, probs.log(), torch.full_like(probs, -69.07755278982137))  # ln 1e-30
+    with torch.no_grad():
+        assert torch.allclose(logged(probs, (32, 32)), plain(expected_input, (32, 32)), atol=1e-6)
 
 
 def test_offset_places_the_painted_cells_above_and_left_of_the_image() -> None:

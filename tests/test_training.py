@@ -27,7 +27,7 @@ from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import build_decoder
 from preimage.photos import load_photo
 from preimage.training.module import InverterModule, lr_factor
-from preimage.training.train import build, resolve_config, train
+from preimage.training.train import build, feature_scale, resolve_config, train
 
 SCALARS = {"train/loss", "train/lr", "train/images_per_s", "val/loss", "val/feature_error", "val/image_error",
            "val/psnr", "val/ssim"}
@@ -162,6 +162,16 @@ def test_every_train_config_builds(path: Path, tmp_path: Path, monkeypatch: pyte
     x = torch.rand(2, 1 if c["grey"] else 3, crop, crop)
     with torch.no_grad():
         assert module.model_step(x)["recon"].shape == x.shape
+
+
+def test_feature_scale_of_logged_probabilities() -> None:
+    """``input_scale: auto`` with ``input_log``: 1 / std of log(prob), as written out here (4 significant digits)."""
+    prob = build_representation("efficientnet_lite0:prob")
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    with torch.no_grad():
+        logged = torch.log(prob(torch.stack(images)).clamp_min(1e-30))
+    assert feature_scale(prob, images, log=True) == pytest.approx(1 / float(logged.std()), rel=1e-3)
+    assert feature_scale(prob, images) == pytest.approx(1 / float(torch.exp(logged).std()), rel=1e-3)
 
 
 def test_channels_last_training_option(tmp_path: Path) -> None:

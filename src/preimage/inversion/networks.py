@@ -45,6 +45,8 @@ SHORTFALL = 1.2
 #: Gain of the last layer's initial weights: the first reconstructions vary around mid-grey by a few
 #: percent of the pixel range (a gain of 1 would start them at about ±1, far outside the image range).
 LAST_GAIN = 0.1
+#: ``input_log``'s floor: a probability of 0 (or below float32's smallest) reads as log(1e-30) ≈ −69.
+LOG_FLOOR = 1e-30
 #: Image size a vector decoder reaches when none is given (D&B: 4×4 → 64×64).
 VECTOR_IMAGE_SIZE = (64, 64)
 
@@ -70,6 +72,9 @@ class DecoderConfig:
         out_channels: 3 (RGB) or 1 (grey).
         upsamplings: number of ×2 up-convolutions; ``None`` derives it from the feature and image sizes.
         input_scale: the features are multiplied by this first (e.g. 1 / std of the training features).
+        input_log: before that, replace the features by ``log(max(f, LOG_FLOOR))``: for probabilities, whose
+            small values, near 0 as they come, hold what the top classes do not (a fixed first layer; off by
+            default).
         cell: pixels per feature cell when Φ's grid is exact (``Representation.grid_step``: HOG's cell size,
             DSIFT's step); ``None`` resizes the output to the whole image (CNN layers, vectors).
         paint_margin: with ``cell``, pad the features with zero cells on the bottom and right so that the
@@ -88,6 +93,7 @@ class DecoderConfig:
     out_channels: int = 3
     upsamplings: int | None = None
     input_scale: float = 1.0
+    input_log: bool = False
     cell: int | None = None
     paint_margin: bool = False
 
@@ -103,8 +109,9 @@ class DecoderConfig:
             _check_int("upsamplings", self.upsamplings, 0)
         if self.cell is not None:
             _check_int("cell", self.cell, 1)
-        if not isinstance(self.paint_margin, bool):
-            raise ValueError(f"DecoderConfig.paint_margin must be true or false, got {self.paint_margin!r}")
+        for name in ("paint_margin", "input_log"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"DecoderConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if isinstance(self.out_channels, bool) or self.out_channels not in (1, 3):
             raise ValueError(f"DecoderConfig.out_channels must be 1 or 3, got {self.out_channels!r}")
         for name in ("leaky_slope", "input_scale"):
@@ -114,6 +121,11 @@ class DecoderConfig:
         if self.leaky_slope < 0 or self.input_scale <= 0:
             raise ValueError(f"DecoderConfig needs leaky_slope >= 0 and input_scale > 0, got "
                              f"{self.leaky_slope} and {self.input_scale}")
+
+
+    def prepare(self, features: torch.Tensor) -> torch.Tensor:
+        """What the decoder's first layer reads: the features, logged if ``input_log``, times ``input_scale``."""
+        return (torch.log(features.clamp_min(LOG_FLOOR)) if self.input_log else features) * self.input_scale
 
 
 def init_decoder_(layers: nn.Module, leaky_slope: float) -> None:
@@ -262,7 +274,7 @@ class Decoder(nn.Module):
         """Reconstruct ``output_size`` images; with ``cell``, the painted cells start ``offset`` pixels
         (rows, columns) above and left of the image (``Representation.grid_offset``; ignored without ``cell``)."""
         self.check_features(features)
-        x = features * self.config.input_scale
+        x = self.config.prepare(features)
         size = (int(output_size[0]), int(output_size[1]))
         shift = (int(offset[0]), int(offset[1]))
         if min(shift) < 0:

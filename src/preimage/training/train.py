@@ -35,7 +35,7 @@ from ..schemas import TrainConfig, merged, plain
 from ..catalogue import BundleError, plain_value
 from ..inversion.bundles import save_bundle
 from ..inversion.learned import LearnedInverter
-from ..inversion.networks import Decoder, build_decoder
+from ..inversion.networks import Decoder, DecoderConfig, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
 from .module import InverterModule
@@ -49,11 +49,14 @@ _RESERVED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_pro
 _SCALE_SAMPLES = 256
 
 
-def feature_scale(representation: Representation, dataset: torch.utils.data.Dataset, count: int = _SCALE_SAMPLES) -> float:
-    """``1 / std`` of Φ over the first ``count`` items of ``dataset`` (4 significant digits), for ``input_scale``."""
+def feature_scale(representation: Representation, dataset: torch.utils.data.Dataset, count: int = _SCALE_SAMPLES,
+                  log: bool = False) -> float:
+    """``1 / std`` of Φ over the first ``count`` items of ``dataset`` (4 significant digits), for ``input_scale``;
+    with ``log``, of ``log(max(Φ, LOG_FLOOR))`` (``input_log``)."""
     n = min(count, len(dataset))
+    unscaled = DecoderConfig(input_log=log).prepare
     with torch.no_grad():
-        values = [representation(torch.stack([dataset[k] for k in range(i, min(i + 32, n))])).flatten()
+        values = [unscaled(representation(torch.stack([dataset[k] for k in range(i, min(i + 32, n))]))).flatten()
                   for i in range(0, n, 32)]
     std = float(torch.cat(values).std()) if n > 1 else 0.0
     if not std > 0:
@@ -151,7 +154,8 @@ def build(c: dict[str, Any], listing_dir: Path | None = None) -> tuple[Represent
     start = _initial_decoder(c, representation) if c["init"] is not None else None
     if c["decoder"].get("input_scale") == "auto":
         datamodule.setup("fit")
-        c["decoder"]["input_scale"] = feature_scale(representation, datamodule.data_train)
+        c["decoder"]["input_scale"] = feature_scale(representation, datamodule.data_train,
+                                                    log=bool(c["decoder"].get("input_log", False)))
     if c["decoder"].get("cell") == "auto":
         c["decoder"]["cell"] = representation.grid_step
     decoder = build_decoder(representation.output_shape(crop, crop), (crop, crop), **c["decoder"])
