@@ -237,13 +237,15 @@ def test_switches_must_be_bools(key: str) -> None:
 
 
 def test_input_log_reads_the_log_of_the_features() -> None:
-    """A decoder with ``input_log`` is the same decoder fed ``log(max(f, 1e-30))``: zeros read as log(1e-30)."""
+    """A decoder with ``input_log`` is the same decoder fed ``log(max(f, 1e-30))`` less each row's mean: zeros
+    read as log(1e-30)."""
     probs = torch.softmax(torch.randn(3, 10, generator=torch.Generator().manual_seed(0)) * 4, dim=1)
     probs[0, :5] = 0.0  # the dark-knowledge experiment's zeroed classes
     logged = build_decoder((10,), (32, 32), width=8, fc_widths=(16,), input_scale=0.5, input_log=True).eval()
     plain = build_decoder((10,), (32, 32), width=8, fc_widths=(16,), input_scale=0.5).eval()
     plain.load_state_dict(logged.state_dict())
-    expected_input = torch.where(probs > 0, probs.log(), torch.full_like(probs, -69.07755278982137))  # ln 1e-30
+    log_probs = torch.where(probs > 0, probs.log(), torch.full_like(probs, -69.07755278982137))  # ln 1e-30
+    expected_input = log_probs - log_probs.sum(dim=1, keepdim=True) / 10
     with torch.no_grad():
         assert torch.allclose(logged(probs, (32, 32)), plain(expected_input, (32, 32)), atol=1e-6)
 

@@ -72,9 +72,10 @@ class DecoderConfig:
         out_channels: 3 (RGB) or 1 (grey).
         upsamplings: number of ×2 up-convolutions; ``None`` derives it from the feature and image sizes.
         input_scale: the features are multiplied by this first (e.g. 1 / std of the training features).
-        input_log: before that, replace the features by ``log(max(f, LOG_FLOOR))``: for probabilities, whose
-            small values, near 0 as they come, hold what the top classes do not (a fixed first layer; off by
-            default).
+        input_log: before that, replace each feature vector by ``log(max(f, LOG_FLOOR))`` less its mean: for
+            class probabilities, the logits up to the shift that the softmax loses. Raw, the small
+            probabilities are all near 0, yet they hold what the top classes do not (a fixed first layer,
+            without weights; off by default).
         cell: pixels per feature cell when Φ's grid is exact (``Representation.grid_step``: HOG's cell size,
             DSIFT's step); ``None`` resizes the output to the whole image (CNN layers, vectors).
         paint_margin: with ``cell``, pad the features with zero cells on the bottom and right so that the
@@ -124,8 +125,12 @@ class DecoderConfig:
 
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
-        """What the decoder's first layer reads: the features, logged if ``input_log``, times ``input_scale``."""
-        return (torch.log(features.clamp_min(LOG_FLOOR)) if self.input_log else features) * self.input_scale
+        """What the decoder's first layer reads: the features ``(B, ...)`` (logged and centred per item if
+        ``input_log``) times ``input_scale``."""
+        if self.input_log:
+            logged = torch.log(features.clamp_min(LOG_FLOOR))
+            features = logged - logged.flatten(1).mean(dim=1).view(-1, *[1] * (logged.dim() - 1))
+        return features * self.input_scale
 
 
 def init_decoder_(layers: nn.Module, leaky_slope: float) -> None:
