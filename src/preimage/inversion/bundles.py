@@ -229,6 +229,8 @@ def load_bundle(
         raise BundleError(f"{name} is tampered: its state_dict does not fit its manifest's decoder ({problems})")
     if bundle["sha256"] != _checksum(manifest, state):
         raise BundleError(f"{name} is tampered or corrupt: its content does not match its sha256 checksum")
+    # the whole decoder config: keys added since the bundle was written take their defaults, as the decoder does
+    manifest = {**manifest, "decoder": plain_value(asdict(config), "decoder config")}
     return manifest, {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 
