@@ -23,7 +23,7 @@ from ..inversion.bundles import load_bundle
 from ..outputs import refuse_foreign, write_marker
 from ..representations import is_representation
 
-__all__ = ["layer_spec", "train_layers"]
+__all__ = ["layer_config", "layer_spec", "train_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _is_layer(representation: str, layer: str) -> bool:
         return False
 
 
-def _layer_config(c: dict[str, Any], layer: str, spec: str, run_dir: Path) -> dict[str, Any]:
+def layer_config(c: dict[str, Any], layer: str, spec: str, run_dir: Path) -> dict[str, Any]:
     """The single-layer config of ``layer``: ``c`` without the sweep's keys, ``per_layer.<layer>`` merged over it."""
     single = {k: copy.deepcopy(v) for k, v in c.items() if k not in ("layers", "per_layer", "compare")}
     own = c["per_layer"].get(layer) or c["per_layer"].get(spec) or {}
@@ -84,7 +84,7 @@ def train_layers(c: dict[str, Any], train_one: Callable[[dict[str, Any], str | N
             status = "finished before"
             log.info("%s: finished before (%s), skipped", spec, bundle)
         else:
-            single = _layer_config(c, layer, spec, folder)
+            single = layer_config(c, layer, spec, folder)
             status = "resumed" if single["resume"] else "trained"
             log.info("%s: %s in %s", spec, "resuming" if single["resume"] else "training", folder)
             train_one(single, command)

@@ -1,0 +1,82 @@
+"""Validation image_error of inverter bundles on one training config's validation set, side by side.
+
+A bundle is chosen by its run's validation image_error; bundles of different runs (other data, another
+validation split) are compared here on one set: the validation crops that ``--config`` (with its overrides, and
+``--layer``'s ``per_layer`` keys for a sweep's config) gives, and the whole validation photos those crops are cut
+from (each squared to the crop's side as the test photos are: shorter side resized, centre crop). image_error is
+normalized over each set, as the training's ``val/image_error``; beside each, the two constant baselines and each
+bundle's reconstructions replaced by flat images of their own mean colour.
+
+    .venv/bin/python scripts/validation_error.py --config configs/train/efficientnet_lite0_layers.yaml --layer pool \\
+        --bundles checkpoints/efficientnet_lite0_pool.pt runs/vec_gc/efficientnet_lite0_pool/bundle.pt [key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from preimage.images import load_image
+from preimage.imagesets import prepare_image
+from preimage.inversion.learned import LearnedInverter
+from preimage.metrics import image_error
+from preimage.photos import load_photo
+from preimage.schemas import TrainConfig, load_config
+from preimage.training.datamodule import ImageDataModule
+from preimage.training.sources import SPLITS, builtin_split, scan_images, split_of
+from preimage.training.sweep import layer_config, layer_spec
+from preimage.training.train import resolve_config
+
+
+def validation_sets(config: str, layer: str | None, overrides: list[str]) -> dict[str, torch.Tensor]:
+    """``{"crops": (N, C, S, S), "photos": (M, C, S, S)}`` in ``[0, 1]``: the validation crops of a training config,
+    and the whole validation-split photos of its sources, squared to ``S``."""
+    c = resolve_config(load_config(TrainConfig, config, overrides, where="train"))
+    if c["layers"]:
+        if layer is None:
+            raise SystemExit("--layer: the config is a sweep over layers; name the one whose data to use")
+        c = layer_config(c, layer, layer_spec(c["representation"], layer), Path(c["run_dir"]))
+    data = c["data"]
+    datamodule = ImageDataModule(**data)
+    datamodule.setup("validate")
+    photos = []
+    for source in data["sources"]:
+        if "val" not in source.get("splits", SPLITS):
+            continue
+        if source["kind"] == "builtin":
+            photos += [load_photo(name) for name in builtin_split("val")]
+        elif source["kind"] == "folder":
+            root, fractions = Path(source["root"]), source.get("fractions", (0.8, 0.1, 0.1))
+            photos += [load_image(root / f) for f in scan_images(root) if split_of(f, fractions) == "val"]
+    return {"crops": torch.cat(list(datamodule.val_dataloader())),
+            "photos": torch.stack([prepare_image(p, size=data["crop"], grey=data["grey"]) for p in photos])}
+
+
+def flat(images: torch.Tensor) -> torch.Tensor:
+    """Each image replaced by its own mean colour."""
+    return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="a training config YAML")
+    parser.add_argument("--layer", help="for a sweep's config: the layer whose data keys to use")
+    parser.add_argument("--bundles", nargs="+", required=True)
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
+    args = parser.parse_args()
+    sets = validation_sets(args.config, args.layer, args.overrides)
+    inverters = {path: LearnedInverter.from_bundle(path) for path in args.bundles}
+    for kind, images in sets.items():
+        print(f"{len(images)} validation {kind} of {args.config}" + (f" ({args.layer})" if args.layer else ""))
+        shared = images.mean(dim=(0, 2, 3), keepdim=True).expand_as(images)
+        print(f"  one flat image of the set's mean colour: {float(image_error(shared, images).mean()):.4f}")
+        print(f"  flat images of each one's own mean colour: {float(image_error(flat(images), images).mean()):.4f}")
+        for path, inverter in inverters.items():
+            with torch.no_grad():
+                recon = torch.cat([inverter(batch).clamp(0, 1) for batch in images.split(32)])
+            print(f"  {path}: image_error {float(image_error(recon, images).mean()):.4f} "
+                  f"(its own mean colour: {float(image_error(flat(recon), images).mean()):.4f})")
+
+if __name__ == "__main__":
+    main()
