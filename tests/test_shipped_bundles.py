@@ -85,9 +85,9 @@ SHORTFALLS = {
     "efficientnet_lite0:stage6": "image_error 0.50: 600 CPU steps on 128-px crops (4×4 maps) teach a stride-32 map little",
     "efficientnet_lite0:stage7": "image_error 0.537 (own mean colour 0.549; the bar 0.8 x it): 1400 CPU steps on 224-px crops",
     "efficientnet_lite0:head": "image_error 0.570 (own mean colour 0.549): 2400 CPU steps on 224-px crops",
-    "efficientnet_lite0:pool": "image_error 0.655 (GD: 0.662): a 1280-d vector with no layout needs far more photos",
-    "efficientnet_lite0:logits": "image_error 0.68: a 1000-d vector with no layout, trained on a few hundred photos",
-    "efficientnet_lite0:prob": "image_error 0.75: as logits; the decoder paints a near-uniform brownish grey",
+    "efficientnet_lite0:pool": "image_error 0.675: a 1280-d vector with no layout, ~430 photos; a near-uniform colour",
+    "efficientnet_lite0:logits": "image_error 0.677: a 1000-d vector with no layout, trained on ~430 photos",
+    "efficientnet_lite0:prob": "image_error 0.685: as logits (its decoder reads the centred log-probabilities)",
 }
 
 

@@ -72,7 +72,7 @@ class DecoderConfig:
         out_channels: 3 (RGB) or 1 (grey).
         upsamplings: number of ×2 up-convolutions; ``None`` derives it from the feature and image sizes.
         input_scale: the features are multiplied by this first (e.g. 1 / std of the training features).
-        input_log: before that, replace each feature vector by ``log(max(f, LOG_FLOOR))`` less its mean: for
+        input_log: before that, replace each item's features by ``log(max(f, LOG_FLOOR))`` less their mean: for
             class probabilities, the logits up to the shift that the softmax loses. Raw, the small
             probabilities are all near 0, yet they hold what the top classes do not (a fixed first layer,
             without weights; off by default).
@@ -122,7 +122,6 @@ class DecoderConfig:
         if self.leaky_slope < 0 or self.input_scale <= 0:
             raise ValueError(f"DecoderConfig needs leaky_slope >= 0 and input_scale > 0, got "
                              f"{self.leaky_slope} and {self.input_scale}")
-
 
     def prepare(self, features: torch.Tensor) -> torch.Tensor:
         """What the decoder's first layer reads: the features ``(B, ...)`` (logged and centred per item if

@@ -52,7 +52,7 @@ _SCALE_SAMPLES = 256
 def feature_scale(representation: Representation, dataset: torch.utils.data.Dataset, count: int = _SCALE_SAMPLES,
                   log: bool = False) -> float:
     """``1 / std`` of Φ over the first ``count`` items of ``dataset`` (4 significant digits), for ``input_scale``;
-    with ``log``, of ``log(max(Φ, LOG_FLOOR))`` (``input_log``)."""
+    with ``log``, of ``log(max(Φ, LOG_FLOOR))`` less each item's mean (``DecoderConfig.input_log``)."""
     n = min(count, len(dataset))
     unscaled = DecoderConfig(input_log=log).prepare
     with torch.no_grad():
