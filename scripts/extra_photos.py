@@ -144,6 +144,24 @@ def _opencv_photos(out: Path) -> None:
             print(f"{out / name}  (opencv-doc)")
 
 
+def _partial_folder(out: Path) -> Path | None:
+    """A fresh, empty sibling of ``out`` to write into, or None when ``out`` already holds files."""
+    if out.is_dir() and any(out.iterdir()):
+        return None
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def _complete(partial: Path, out: Path) -> None:
+    """Rename the written ``partial`` folder to ``out`` (an empty ``out`` is replaced), so that ``out`` is whole or
+    absent."""
+    if out.is_dir():
+        out.rmdir()
+    partial.rename(out)
+
+
 def _is_photo(stamp: Image.Image) -> bool:
     """A stamp that is a cut-out photograph: at least 80 px a side, and its opaque pixels of many colours."""
     rgba = np.asarray(stamp.convert("RGBA"))
@@ -157,11 +175,9 @@ def _is_photo(stamp: Image.Image) -> bool:
 def _stamp_scenes(out: Path, backgrounds: Path) -> None:
     """One scene per photographic stamp of the pinned Tux Paint package, pasted on crops of ``backgrounds``
     (written to a sibling folder first and renamed, so that ``out`` is complete or absent)."""
-    if out.is_dir() and any(out.iterdir()):
+    partial = _partial_folder(out)
+    if partial is None:
         return
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     photos = [Image.open(backgrounds / name).convert("RGB") for name in OPENCV_PHOTOS]
     rng = np.random.default_rng(0)
     with _package_files(STAMPS_PACKAGE) as tar:  # one pass over the compressed stream, in archive order
@@ -183,9 +199,7 @@ def _stamp_scenes(out: Path, backgrounds: Path) -> None:
         scene.alpha_composite(stamp, at)
         name = member_name[len(STAMPS_FOLDER):-len(".png")].replace("/", "-") + ".jpg"
         scene.convert("RGB").save(partial / name, quality=95)
-    if out.is_dir():
-        out.rmdir()
-    partial.rename(out)
+    _complete(partial, out)
     print(f"{out}: {sum(1 for _ in out.iterdir())} scenes (tuxpaint-stamps-default)")
 
 
@@ -229,11 +243,9 @@ def _qt_resources(blob: bytes) -> dict[str, bytes]:
 def _gcompris_photos(out: Path) -> None:
     """Write the photographs of :data:`GCOMPRIS_ACTIVITIES` from the pinned GCompris package into ``out`` (via a
     sibling folder, renamed when complete)."""
-    if out.is_dir() and any(out.iterdir()):
+    partial = _partial_folder(out)
+    if partial is None:
         return
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     with _package_files(GCOMPRIS_PACKAGE) as tar:
         resources = {activity: tar.extractfile(GCOMPRIS_FOLDER + activity + ".rcc").read()
                      for activity in GCOMPRIS_ACTIVITIES}
@@ -243,17 +255,17 @@ def _gcompris_photos(out: Path) -> None:
             if not path.endswith(".webp") or "/resource/" not in path:
                 continue
             image = Image.open(io.BytesIO(raw))
-            digest = hashlib.sha256(np.asarray(image.convert("RGBA")).tobytes()).hexdigest()
+            if image.mode != "RGB" or min(image.size) < 112:
+                continue
+            digest = hashlib.sha256(image.tobytes()).hexdigest()
             scale = 160 / min(image.size)  # distinct colours counted on a nearest-neighbour sample of ~160 px a side
             sample = image.resize((round(image.width * scale), round(image.height * scale)), Image.NEAREST)
-            if image.mode != "RGB" or min(image.size) < 112 or digest in seen or not _is_photo(sample):
+            if digest in seen or not _is_photo(sample):
                 continue
             seen.add(digest)
             name = activity + "-" + path.split("/resource/", 1)[1][:-len(".webp")].replace("/", "-") + ".jpg"
             image.save(partial / name, quality=95)
-    if out.is_dir():
-        out.rmdir()
-    partial.rename(out)
+    _complete(partial, out)
     print(f"{out}: {len(seen)} photos (gcompris-qt-data)")
 
 

@@ -14,14 +14,9 @@ import argparse
 import torch
 
 from preimage.imagesets import prepare_image
-from preimage.metrics import image_error
+from preimage.metrics import flat_colour, image_error
 from preimage.inversion.learned import LearnedInverter
 from preimage.photos import TEST_PHOTOS, load_photo
-
-
-def flat(images: torch.Tensor) -> torch.Tensor:
-    """Each image replaced by its mean colour."""
-    return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
 
 
 def main() -> None:
@@ -38,7 +33,7 @@ def main() -> None:
         images = torch.stack([prepare_image(load_photo(name), size=side, grey=grey) for name in TEST_PHOTOS])
         with torch.no_grad():
             recon = inverter(images)
-        errors = [float(image_error(x, images).mean()) for x in (recon, flat(recon), flat(images))]
+        errors = [float(image_error(x, images).mean()) for x in (recon, flat_colour(recon), flat_colour(images))]
         print(f"| {side} | " + " | ".join(f"{e:.3f}" for e in errors) + " |")
 
 

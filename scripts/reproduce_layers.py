@@ -25,7 +25,7 @@ import torch
 import preimage
 from preimage.images import grid, save_png
 from preimage.imagesets import load_image_set
-from preimage.metrics import image_error
+from preimage.metrics import flat_colour, image_error
 
 #: D&B 2016 on AlexNet (learned, M&V's GD), image_error, as re-quoted (approximate)
 DB_ALEXNET = {"conv5": (0.35, 0.71), "fc6": (0.51, 0.80), "fc7": (0.56, 0.82), "fc8": (0.58, 0.84)}
@@ -60,9 +60,7 @@ def main() -> None:
     images = args.images[0] if len(args.images) == 1 else args.images
     stems, _, photos = load_image_set(images, size=args.size, grey=False)
     x = torch.stack(photos)
-    own = x.mean((2, 3), keepdim=True).expand_as(x)
-    shared = x.mean((0, 2, 3), keepdim=True).expand_as(x)
-    baselines = (mean_error(shared, x), mean_error(own, x))
+    baselines = (mean_error(flat_colour(x, shared=True), x), mean_error(flat_colour(x), x))
     rows, columns, labels = [], [], []
     started = time.perf_counter()
     for spec in specs:

@@ -17,14 +17,12 @@ from pathlib import Path
 
 import torch
 
-from preimage.images import load_image
 from preimage.imagesets import prepare_image
 from preimage.inversion.learned import LearnedInverter
-from preimage.metrics import image_error
-from preimage.photos import load_photo
+from preimage.metrics import flat_colour, image_error
 from preimage.schemas import TrainConfig, load_config
 from preimage.training.datamodule import ImageDataModule
-from preimage.training.sources import SPLITS, builtin_split, scan_images, split_of
+from preimage.training.sources import BuiltinPhotos, ImageFolder, Mixture
 from preimage.training.sweep import layer_config, layer_spec
 from preimage.training.train import resolve_config
 
@@ -37,25 +35,14 @@ def validation_sets(config: str, layer: str | None, overrides: list[str]) -> dic
         if layer is None:
             raise SystemExit("--layer: the config is a sweep over layers; name the one whose data to use")
         c = layer_config(c, layer, layer_spec(c["representation"], layer), Path(c["run_dir"]))
-    data = c["data"]
-    datamodule = ImageDataModule(**data)
+    datamodule = ImageDataModule(**c["data"])
     datamodule.setup("validate")
-    photos = []
-    for source in data["sources"]:
-        if "val" not in source.get("splits", SPLITS):
-            continue
-        if source["kind"] == "builtin":
-            photos += [load_photo(name) for name in builtin_split("val")]
-        elif source["kind"] == "folder":
-            root, fractions = Path(source["root"]), source.get("fractions", (0.8, 0.1, 0.1))
-            photos += [load_image(root / f) for f in scan_images(root) if split_of(f, fractions) == "val"]
+    val = datamodule.data_val
+    parts = val.parts if isinstance(val, Mixture) else [val]
+    photos = [photo for part in parts if isinstance(part, (BuiltinPhotos, ImageFolder)) for photo in part.photos()]
+    size, grey = datamodule.hparams.crop, datamodule.hparams.grey
     return {"crops": torch.cat(list(datamodule.val_dataloader())),
-            "photos": torch.stack([prepare_image(p, size=data["crop"], grey=data["grey"]) for p in photos])}
-
-
-def flat(images: torch.Tensor) -> torch.Tensor:
-    """Each image replaced by its own mean colour."""
-    return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+            "photos": torch.stack([prepare_image(photo, size=size, grey=grey) for photo in photos])}
 
 
 def main() -> None:
@@ -69,14 +56,15 @@ def main() -> None:
     inverters = {path: LearnedInverter.from_bundle(path) for path in args.bundles}
     for kind, images in sets.items():
         print(f"{len(images)} validation {kind} of {args.config}" + (f" ({args.layer})" if args.layer else ""))
-        shared = images.mean(dim=(0, 2, 3), keepdim=True).expand_as(images)
+        shared = flat_colour(images, shared=True)
         print(f"  one flat image of the set's mean colour: {float(image_error(shared, images).mean()):.4f}")
-        print(f"  flat images of each one's own mean colour: {float(image_error(flat(images), images).mean()):.4f}")
+        print(f"  flat images of each one's own mean colour: "
+              f"{float(image_error(flat_colour(images), images).mean()):.4f}")
         for path, inverter in inverters.items():
             with torch.no_grad():
                 recon = torch.cat([inverter(batch).clamp(0, 1) for batch in images.split(32)])
             print(f"  {path}: image_error {float(image_error(recon, images).mean()):.4f} "
-                  f"(its own mean colour: {float(image_error(flat(recon), images).mean()):.4f})")
+                  f"(its own mean colour: {float(image_error(flat_colour(recon), images).mean()):.4f})")
 
 if __name__ == "__main__":
     main()

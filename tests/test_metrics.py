@@ -9,6 +9,7 @@ import torch
 
 from preimage.metrics import (
     feature_error,
+    flat_colour,
     image_error,
     mean_pairwise_sq_dist,
     mean_std,
@@ -256,3 +257,16 @@ def test_ssim_of_float32_images_is_within_1e5_of_float64() -> None:
     torch.testing.assert_close(narrow, wide, rtol=0, atol=1e-5)
     mixed = ssim([t.float() for t in y], list(x))  # one input float64: computed in float64
     assert mixed.equal(ssim(y.float().double(), x))
+
+
+def test_flat_colour_by_loops() -> None:
+    """Each image's own mean colour, and the set's, as flat images: means taken pixel by pixel in loops."""
+    x = torch.rand(3, 2, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    own, shared = flat_colour(x), flat_colour(x, shared=True)
+    for n in range(3):
+        for c in range(2):
+            mean = sum(float(x[n, c, i, j]) for i in range(4) for j in range(5)) / 20
+            assert torch.allclose(own[n, c], torch.full((4, 5), mean, dtype=torch.float64))
+    for c in range(2):
+        mean = sum(float(x[n, c, i, j]) for n in range(3) for i in range(4) for j in range(5)) / 60
+        assert torch.allclose(shared[:, c], torch.full((3, 4, 5), mean, dtype=torch.float64))

@@ -267,3 +267,17 @@ def test_mixture_weights_and_items() -> None:
         Mixture([BuiltinPhotos("train", crop=16), DeadLeaves(crop=32)], [1.0, 1.0])
     with pytest.raises(ValueError, match="weights"):
         Mixture(parts, [-1.0, 1.0])
+
+
+def test_photos_are_the_split_s_whole_images(tmp_path: Path) -> None:
+    """``photos()`` gives every readable file of the split, uncropped, as the file reads (an unreadable one skipped)."""
+    arrays = {f"{i}.png": np.random.default_rng(i).integers(0, 256, (30 + i, 40, 3), dtype=np.uint8) for i in range(4)}
+    for name, array in arrays.items():
+        Image.fromarray(array).save(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    folder = ImageFolder(tmp_path, split="train", crop=16, fractions=(1.0, 0.0, 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadableImageWarning)
+        photos = list(folder.photos())
+    expected = [torch.from_numpy(arrays[name]).permute(2, 0, 1).float() / 255 for name in sorted(arrays)]
+    assert len(photos) == 4 and all(torch.allclose(p, e) for p, e in zip(photos, expected))

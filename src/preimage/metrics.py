@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 Batch = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 __all__ = [
-    "feature_error", "normalized_loss", "image_error", "psnr", "ssim", "mean_std", "mean_pairwise_sq_dist",
+    "feature_error", "flat_colour", "normalized_loss", "image_error", "psnr", "ssim", "mean_std", "mean_pairwise_sq_dist",
     "representation_features", "same_size_batches", "score", "scored_part",
     "scoring_features",
 ]
@@ -273,6 +273,12 @@ def ssim(images: Batch, reference: Batch) -> torch.Tensor:
         index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
         vals.append(index.flatten(1).mean(dim=1).double())
     return torch.cat(vals)
+
+
+def flat_colour(images: torch.Tensor, *, shared: bool = False) -> torch.Tensor:
+    """The constant baselines: each image ``(N, C, H, W)`` replaced by a flat image of its own mean colour, or with
+    ``shared`` by one flat image of the whole set's mean colour (the best constant image in L2)."""
+    return images.mean(dim=(0, 2, 3) if shared else (2, 3), keepdim=True).expand_as(images)
 
 
 def mean_std(values: torch.Tensor | Sequence[float]) -> tuple[float, float]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -162,6 +162,13 @@ class _PhotoSet(ImageSource):
     def _load(self, i: int) -> torch.Tensor | None:
         """Photo ``i`` as ``(C, H, W)``, or None if it cannot be read."""
         raise NotImplementedError
+
+    def photos(self) -> Iterator[torch.Tensor]:
+        """Every readable photo of the set, whole (not cropped), ``(C, H, W)`` in ``[0, 1]``."""
+        for i in range(len(self.names)):
+            image = self._load(i)
+            if image is not None:
+                yield image
 
     def sample(self, k: int) -> tuple[torch.Tensor, str]:
         k, n = _index(k), len(self.names)
