@@ -140,6 +140,9 @@ class TrainConfig:
     optim: Dict[str, Any] = field(default_factory=dict)      # OptimizerConfig (AdamW)
     scheduler: Dict[str, Any] = field(default_factory=dict)  # SchedulerConfig
     lambda_feat: float = 0.0
+    fit: str = "gradient"         # gradient: the decoder trained by AdamW (Lightning); ridge: a linear decoder of
+    #                               vector features fitted in closed form (training/ridge.py), its penalty by `monitor`
+    ridge: Dict[str, Any] = field(default_factory=dict)    # RidgeConfig: lambdas, batches
     monitor: str = "val/feature_error"  # the exported checkpoint is the one lowest in this: val/feature_error,
     #                               val/image_error or val/loss
     image_log_every: int = 500

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..config import check_int
 
-__all__ = ["SHORTFALL", "Decoder", "DecoderConfig", "build_decoder", "count_upsamplings", "init_decoder_"]
+__all__ = ["SHORTFALL", "Decoder", "DecoderConfig", "build_decoder", "count_upsamplings", "init_decoder_", "resize_bilinear"]
 
 #: The decoder's own output may be up to this factor smaller than the image, the rest bridged by the final
 #: resize: a CNN map covers less than the image (227 px / 13 cells = 17.5 for a stride-16 layer: 4 up-convs).
@@ -294,16 +294,16 @@ class Decoder(nn.Module):
         rows, cols = x.shape[-2:]  # feature cells, with the margin's zero cells
         x = self.layers(x)
         if cell is not None:
-            x = _resize(x, (rows * cell, cols * cell))[..., shift[0]: shift[0] + size[0], shift[1]: shift[1] + size[1]]
+            x = resize_bilinear(x, (rows * cell, cols * cell))[..., shift[0]: shift[0] + size[0], shift[1]: shift[1] + size[1]]
             missing = (size[0] - x.shape[-2], size[1] - x.shape[-1])
             return F.pad(x, (0, missing[1], 0, missing[0]), mode="replicate") if max(missing) > 0 else x
-        return _resize(x, size)
+        return resize_bilinear(x, size)
 
     def extra_repr(self) -> str:
         return f"feature_shape={self.feature_shape}, image_size={self.image_size}, upsamplings={self.upsamplings}"
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(B, C, h, w)`` to ``size``, antialiased when it shrinks; ``x`` itself if equal."""
     if tuple(x.shape[-2:]) == size:
         return x

@@ -28,7 +28,7 @@ from ..images import to_grey
 from ..inversion.networks import Decoder
 from ..representations import Representation
 
-__all__ = ["SCHEDULES", "OptimizerConfig", "SchedulerConfig", "lr_factor", "InverterModule"]
+__all__ = ["SCHEDULES", "OptimizerConfig", "SchedulerConfig", "lr_factor", "InverterModule", "validation_metrics"]
 
 #: Learning-rate schedules of :class:`SchedulerConfig` (after the linear warm-up).
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
@@ -69,6 +69,17 @@ class SchedulerConfig:
         if not (self.warmup_steps >= 0 and self.step_size >= 1 and 0 <= self.min_factor <= 1 and self.gamma > 0):
             raise ValueError(f"scheduler: need warmup_steps >= 0, step_size >= 1, 0 <= min_factor <= 1, "
                              f"gamma > 0, got {self}")
+
+
+def validation_metrics(images: torch.Tensor, recon: torch.Tensor, f0: torch.Tensor, f1: torch.Tensor) -> dict[str, float]:
+    """The ``val/`` metrics of a whole validation set: originals and clamped reconstructions ``(N, C, S, S)``,
+    and the scoring views of their features, Φ(originals) ``f0`` and Φ(reconstructions) ``f1``."""
+    return {
+        "val/feature_error": float(feature_error(f1, f0).mean()) * 100,
+        "val/image_error": float(image_error(recon, images).mean()),
+        "val/psnr": float(psnr(recon, images).mean()),
+        "val/ssim": float(ssim(recon, images).mean()),
+    }
 
 
 def _settings(cls: type, values: Mapping[str, Any] | None, what: str) -> Any:
@@ -252,12 +263,7 @@ class InverterModule(pl.LightningModule):
         self._val = {}
         if not val:
             return
-        self.log_dict({
-            "val/feature_error": float(feature_error(val["f1"], val["f0"]).mean()) * 100,
-            "val/image_error": float(image_error(val["recon"], val["images"]).mean()),
-            "val/psnr": float(psnr(val["recon"], val["images"]).mean()),
-            "val/ssim": float(ssim(val["recon"], val["images"]).mean()),
-        }, sync_dist=True)
+        self.log_dict(validation_metrics(val["images"], val["recon"], val["f0"], val["f1"]), sync_dist=True)
 
     def on_validation_end(self) -> None:
         self._tick = time.perf_counter()  # the throughput excludes validation

@@ -10,6 +10,9 @@ A run directory (``run_dir``, default ``runs/<name>``) holds::
 
 ``resume=true`` continues from ``checkpoints/last.ckpt`` with the global step, optimizer and schedule
 intact; without it, a run directory that already holds checkpoints is refused rather than overwritten.
+
+``fit: ridge`` fits a linear decoder of vector features in closed form instead (:mod:`.ridge`): no checkpoints,
+the TensorBoard run holds each penalty's validation metrics, and ``bundle.pt`` the kept one's decoder.
 """
 from __future__ import annotations
 
@@ -38,13 +41,16 @@ from ..inversion.learned import LearnedInverter
 from ..inversion.networks import Decoder, DecoderConfig, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
-from .module import InverterModule
+from .module import InverterModule, _settings
+from .ridge import RidgeConfig, fit_ridge
 from .sweep import train_layers
 
-__all__ = ["MONITORS", "build", "feature_scale", "resolve_config", "train"]
+__all__ = ["FITS", "MONITORS", "build", "feature_scale", "resolve_config", "train"]
 
 #: what the exported checkpoint may be chosen by (lowest on the validation set)
 MONITORS = ("val/feature_error", "val/image_error", "val/loss")
+#: how the decoder's weights are found: descended (Lightning), or a linear decoder's in closed form
+FITS = ("gradient", "ridge")
 _RESERVED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_progress_bar")
 _SCALE_SAMPLES = 256
 
@@ -103,6 +109,8 @@ def resolve_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     data["grey"], decoder["out_channels"] = grey, 1 if grey else 3
     if container["monitor"] not in MONITORS:
         raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, got {container['monitor']!r}")
+    if container["fit"] not in FITS:
+        raise ValueError(f"fit must be one of {', '.join(FITS)}, got {container['fit']!r}")
     trainer = container["trainer"]
     reserved = sorted(set(trainer) & set(_RESERVED_TRAINER_KEYS))
     if reserved:
@@ -181,6 +189,7 @@ def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float]
         and ``representation``, ``datamodule``, ``module`` (its decoder holds the last weights),
         ``trainer``, ``checkpoint`` (the ModelCheckpoint callback), ``decoder`` (the best weights, on the CPU),
         ``run_dir`` and ``bundle`` (the bundle's path; None on DDP ranks other than 0, which do not write it).
+        With ``fit: ridge``, ``trainer`` and ``checkpoint`` are None and the metrics are the kept penalty's.
 
     With ``layers`` set, one inverter per layer instead (:func:`~.sweep.train_layers`: ``objects["layers"]``).
 
@@ -195,7 +204,7 @@ def train(cfg: DictConfig, command: str | None = None) -> tuple[dict[str, float]
             return train_layers(c, train, command)
         if c["per_layer"] or c["compare"] is not None:
             raise ValueError("per_layer and compare are for a sweep over layers: set layers=[...]")
-        return _train(c, run_dir, command)
+        return (_fit_ridge if c["fit"] == "ridge" else _train)(c, run_dir, command)
 
 
 def _check_resumable(last: Path, module: InverterModule) -> int:
@@ -254,10 +263,7 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     if resume_step is not None:  # the data order goes on where the interrupted run stopped, mid-epoch too
         datamodule.resume_at(resume_step * trainer.accumulate_grad_batches)
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_marker(run_dir)
-        with atomic_path(run_dir / "config.yaml") as temporary:
-            OmegaConf.save(OmegaConf.create(c), temporary)
+        _open_run_dir(run_dir, c)
     with warnings.catch_warnings():  # Φ is in eval mode on purpose; a resumed run's folder holds checkpoints
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -271,13 +277,50 @@ def _train(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[
     metrics = dict(ckpt["val_metrics"])
     bundle = None
     if trainer.is_global_zero:
-        manifest = {
-            "spec": representation.spec, "params": representation.params,
-            "data": {**c["data"], "sources": datamodule.source_configs}, "steps": int(ckpt["global_step"]),
-            "metrics": metrics, "trained_steps": int(trainer.global_step), "train_seconds": module.train_seconds(),
-            "checkpoint": Path(checkpoint.best_model_path).name, "command": command, "config": c,
-        }
+        manifest = _manifest(c, representation, datamodule, command, metrics, steps=int(ckpt["global_step"]),
+                             trained_steps=int(trainer.global_step), train_seconds=module.train_seconds(),
+                             checkpoint=Path(checkpoint.best_model_path).name)
         bundle = save_bundle(run_dir / "bundle.pt", best, manifest, float16=bool(c["bundle_float16"]))
     objects = {"representation": representation, "datamodule": datamodule, "module": module, "trainer": trainer,
                "checkpoint": checkpoint, "decoder": best, "run_dir": run_dir, "bundle": bundle}
+    return metrics, objects
+
+
+def _open_run_dir(run_dir: Path, c: dict[str, Any]) -> None:
+    """Create and mark the run directory and write the resolved config to ``config.yaml``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_marker(run_dir)
+    with atomic_path(run_dir / "config.yaml") as temporary:
+        OmegaConf.save(OmegaConf.create(c), temporary)
+
+
+def _manifest(c: dict[str, Any], representation: Representation, datamodule: ImageDataModule, command: str | None,
+              metrics: dict[str, float], **fields: Any) -> dict[str, Any]:
+    """The bundle manifest of a run: what it inverts, its data, config, command and validation metrics, and
+    ``fields`` (steps, trained_steps, train_seconds, checkpoint, ...)."""
+    return {"spec": representation.spec, "params": representation.params,
+            "data": {**c["data"], "sources": datamodule.source_configs}, "metrics": metrics, **fields,
+            "command": command, "config": c}
+
+
+def _fit_ridge(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`train` with ``fit: ridge``: the linear decoder fitted in closed form (:mod:`.ridge`), then exported."""
+    if launching_process():
+        refuse_foreign(run_dir, "preimage train", run_dir / "bundle.pt")
+    if c["resume"] or c["init"] is not None:
+        raise ValueError("fit=ridge fits the decoder in closed form, from nothing: resume and init do not apply")
+    if c["monitor"] == "val/loss":
+        raise ValueError("fit=ridge chooses its penalty by val/image_error or val/feature_error (monitor), not val/loss")
+    ridge = _settings(RidgeConfig, c["ridge"], "ridge")
+    pl.seed_everything(c["seed"], workers=True, verbose=False)
+    representation, datamodule, module = build(c, listing_dir=run_dir)
+    _open_run_dir(run_dir, c)
+    metrics, fit = fit_ridge(representation, module.decoder, datamodule, ridge, monitor=c["monitor"], grey=c["grey"],
+                             run_dir=run_dir, progress=bool(c["progress"]))
+    decoder = copy.deepcopy(module.decoder).cpu().eval()
+    manifest = _manifest(c, representation, datamodule, command, metrics, steps=ridge.batches,
+                         trained_steps=ridge.batches, train_seconds=fit["seconds"], checkpoint=None, ridge=fit)
+    bundle = save_bundle(run_dir / "bundle.pt", decoder, manifest, float16=bool(c["bundle_float16"]))
+    objects = {"representation": representation, "datamodule": datamodule, "module": module, "trainer": None,
+               "checkpoint": None, "decoder": decoder, "run_dir": run_dir, "bundle": bundle}
     return metrics, objects
