@@ -101,6 +101,7 @@ def test_train_fit_ridge_writes_a_bundle_that_scores_what_it_says(tmp_path: Path
     (["representation=efficientnet_lite0:pool", "grey=false", "resume=true", *LINEAR], "do not apply"),
     (["representation=efficientnet_lite0:pool", "grey=false", "ridge.lambdas=[]", *LINEAR], "ridge.lambdas"),
     (["representation=efficientnet_lite0:pool", "grey=false", "monitor=val/loss", *LINEAR], "not val/loss"),
+    (["representation=efficientnet_lite0:pool", "grey=false", "ridge.batches=17", *LINEAR], "more than the training"),
 ])
 def test_fit_ridge_errors_are_one_line(tmp_path: Path, capsys, overrides: list[str], expected: str) -> None:
     assert main(["train", "-c", "tiny", f"run_dir={tmp_path / 'run'}", "fit=ridge", *overrides]) == 2

@@ -139,9 +139,13 @@ def fit_ridge(representation: Representation, decoder: Decoder, datamodule: Any,
 
     check_linear(decoder, representation.spec)
     datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    if config.batches > len(loader):
+        raise ValueError(f"ridge.batches={config.batches} is more than the training stream's {len(loader)} batches "
+                         "(data.train_length / data.batch_size): raise data.train_length or lower ridge.batches")
     side, tic = decoder.config.seed_side, time.perf_counter()
     moments = None
-    batches = iter(datamodule.train_dataloader())
+    batches = iter(loader)
     with torch.no_grad():
         for _ in tqdm(range(config.batches), desc="ridge: training crops", unit="batch", disable=not progress):
             images = _prepare(next(batches), grey)
