@@ -39,7 +39,7 @@ def test_ridge_weights_against_least_squares_of_the_augmented_system() -> None:
     g = torch.Generator().manual_seed(0)
     n, d, t, lam = 60, 6, 4, 0.3
     z = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 3.0, 1.0, 1.0])
-    z[:, 4] = 2.5  # a constant feature: weight 0
+    z[:, 4] = 0.1  # a constant feature (not exact in binary): weight 0
     z[:, 5] = z[:, 0] + 0.1 * z[:, 5]  # two correlated ones
     y = torch.randn(n, t, generator=g, dtype=torch.float64) + z[:, :2] @ torch.randn(2, t, generator=g, dtype=torch.float64)
     moments = Moments(d, t)
@@ -74,7 +74,7 @@ def test_the_linear_decoder_is_the_read_out_resized() -> None:
 def test_train_fit_ridge_writes_a_bundle_that_scores_what_it_says(tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     args = ["train", "-c", "tiny", f"run_dir={run}", "representation=efficientnet_lite0:pool", "grey=false", "fit=ridge",
-            "ridge.batches=6", "ridge.lambdas=[0.01,100.0]", "monitor=val/image_error", *LINEAR]
+            "ridge.batches=6", "ridge.lambdas=[0.01,100.0]", "monitor=val/image_error", "bundle_float16=true", *LINEAR]
     assert main(args) == 0
     manifest, _ = load_bundle(run / "bundle.pt")
     fit = manifest["ridge"]
@@ -92,20 +92,34 @@ def test_train_fit_ridge_writes_a_bundle_that_scores_what_it_says(tmp_path: Path
     crops = torch.cat(list(data.val_dataloader()))
     with torch.no_grad():
         recon = LearnedInverter.from_bundle(run / "bundle.pt")(crops)
-    assert float(image_error(recon, crops).mean()) == pytest.approx(scores[fit["lambda"]], rel=1e-4)
+    assert float(image_error(recon, crops).mean()) == pytest.approx(scores[fit["lambda"]], rel=1e-4)  # float16 too
+    capsys.readouterr()
+    assert main(args) == 2  # a second fit into the same run directory
+    assert "already holds a fitted bundle" in capsys.readouterr().err
+
+
+POOL = ["representation=efficientnet_lite0:pool", "grey=false"]
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["representation=efficientnet_lite0:pool", "grey=false"], "fit=ridge fits a linear decoder"),
+    (POOL, "fit=ridge fits a linear decoder"),
     (["representation=hog", *LINEAR[:1]], "is for vector features"),
-    (["representation=efficientnet_lite0:pool", "grey=false", "resume=true", *LINEAR], "do not apply"),
-    (["representation=efficientnet_lite0:pool", "grey=false", "ridge.lambdas=[]", *LINEAR], "ridge.lambdas"),
-    (["representation=efficientnet_lite0:pool", "grey=false", "monitor=val/loss", *LINEAR], "not val/loss"),
-    (["representation=efficientnet_lite0:pool", "grey=false", "ridge.batches=17", *LINEAR], "more than the training"),
+    ([*POOL, "resume=true", *LINEAR], "do not apply"),
+    ([*POOL, "ridge.lambdas=[]", *LINEAR], "ridge.lambdas"),
+    ([*POOL, "monitor=val/loss", *LINEAR], "not val/loss"),
+    ([*POOL, "lambda_feat=0.1", *LINEAR], "lambda_feat must be 0"),
+    ([*POOL, "ridge.batches=17", *LINEAR], "more than the training"),
+    ([*POOL, *LINEAR, "decoder.seed_side=40"], "larger than the 32-px crops"),
 ])
-def test_fit_ridge_errors_are_one_line(tmp_path: Path, capsys, overrides: list[str], expected: str) -> None:
-    assert main(["train", "-c", "tiny", f"run_dir={tmp_path / 'run'}", "fit=ridge", *overrides]) == 2
+def test_fit_ridge_errors_are_one_line_and_write_nothing(tmp_path: Path, capsys, overrides: list[str],
+                                                         expected: str) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "-c", "tiny", f"run_dir={run}", "fit=ridge", *overrides]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
-    assert main(["train", "-c", "tiny", f"run_dir={tmp_path / 'other'}", "fit=closed"]) == 2
+    assert not (run / "config.yaml").exists() and not (run / "tensorboard").exists()
+
+
+def test_fit_must_be_gradient_or_ridge(tmp_path: Path, capsys) -> None:
+    assert main(["train", "-c", "tiny", f"run_dir={tmp_path / 'run'}", "fit=closed"]) == 2
     assert "fit must be one of gradient, ridge" in capsys.readouterr().err

@@ -114,8 +114,10 @@ def _list(args: argparse.Namespace) -> int:
     for inverter in list_inverters():
         h, w = inverter["image_size"]
         error = inverter["validation"].get("image_error")
-        print(f"  {inverter['name']}  {'grey' if inverter['grey'] else 'colour'}, trained on {h}x{w} crops, "
-              f"{inverter['steps']} steps" + ("" if error is None else f", validation image_error {error:.3f}"))
+        how = (f"trained on {h}x{w} crops, {inverter['steps']} steps" if inverter["fitted_crops"] is None else
+               f"fitted in closed form on {inverter['fitted_crops']} crops of {h}x{w}")
+        print(f"  {inverter['name']}  {'grey' if inverter['grey'] else 'colour'}, {how}"
+              + ("" if error is None else f", validation image_error {error:.3f}"))
     return 0
 
 

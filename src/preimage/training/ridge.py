@@ -35,8 +35,9 @@ from tqdm.auto import tqdm
 from ..images import to_grey
 from ..inversion.networks import Decoder, resize_bilinear
 from ..representations import Representation
+from .module import validation_metrics
 
-__all__ = ["Moments", "RidgeConfig", "check_linear", "fit_ridge", "ridge_weights", "seed_images", "set_linear"]
+__all__ = ["Moments", "RidgeConfig", "check_fit", "fit_ridge", "ridge_weights", "seed_images", "set_linear"]
 
 
 @dataclass(frozen=True)
@@ -57,15 +58,23 @@ class RidgeConfig:
         object.__setattr__(self, "lambdas", tuple(float(v) for v in lambdas))
 
 
-def check_linear(decoder: Decoder, spec: str) -> None:
-    """One-line ``ValueError`` unless ``decoder`` is the linear decoder of vector features that ridge fits."""
-    if decoder.fc is None:
-        raise ValueError(f"fit=ridge is for vector features (pool, logits, prob); {spec} gives maps: use fit=gradient")
+def check_fit(decoder: Decoder, spec: str, config: RidgeConfig, crop: int, batches: int) -> None:
+    """One-line ``ValueError`` unless ``decoder`` is the linear decoder of vector features that ridge fits, its seed
+    image no larger than the ``crop``-px crops, and ``config.batches`` within the stream's ``batches``."""
+    if decoder.fc is None or len(decoder.feature_shape) != 1:
+        raise ValueError(f"fit=ridge is for vector features (pool, logits, prob); {spec} gives "
+                         f"{'maps' if decoder.fc is None else 'tokens'}: use fit=gradient")
     c = decoder.config
     if c.fc_widths or decoder.upsamplings or c.leaky_slope != 1.0 or c.width != c.out_channels:
         raise ValueError(f"fit=ridge fits a linear decoder: set decoder.fc_widths=[], decoder.upsamplings=0, "
                          f"decoder.leaky_slope=1.0 and decoder.width={c.out_channels} (got {list(c.fc_widths)}, "
                          f"{decoder.upsamplings}, {c.leaky_slope}, {c.width})")
+    if c.seed_side > crop:
+        raise ValueError(f"decoder.seed_side={c.seed_side} is larger than the {crop}-px crops: a seed image cannot "
+                         "hold more cells than the crop has pixels")
+    if config.batches > batches:
+        raise ValueError(f"ridge.batches={config.batches} is more than the training stream's {batches} batches "
+                         "(data.train_length / data.batch_size): raise data.train_length or lower ridge.batches")
 
 
 def seed_images(images: torch.Tensor, side: int) -> torch.Tensor:
@@ -82,16 +91,21 @@ def seed_images(images: torch.Tensor, side: int) -> torch.Tensor:
 
 
 class Moments:
-    """Running sums of features ``z (B, D)`` and targets ``t (B, T)`` (float64): their counts, sums and products."""
+    """Running sums of features ``z (B, D)`` and targets ``t (B, T)`` (float64), taken about the first batch's means
+    (so that a feature constant over the crops has a variance of exactly 0): counts, sums and products."""
 
     def __init__(self, features: int, targets: int) -> None:
         self.n = 0
+        self.z_shift, self.t_shift = torch.zeros(features, dtype=torch.float64), torch.zeros(targets, dtype=torch.float64)
         self.z, self.t = torch.zeros(features, dtype=torch.float64), torch.zeros(targets, dtype=torch.float64)
         self.zz = torch.zeros(features, features, dtype=torch.float64)
         self.zt = torch.zeros(features, targets, dtype=torch.float64)
 
     def add(self, z: torch.Tensor, t: torch.Tensor) -> None:
         z, t = z.double(), t.double()
+        if self.n == 0:
+            self.z_shift, self.t_shift = z.mean(0), t.mean(0)
+        z, t = z - self.z_shift, t - self.t_shift
         self.n += z.shape[0]
         self.z += z.sum(0)
         self.t += t.sum(0)
@@ -102,21 +116,24 @@ class Moments:
 def ridge_weights(m: Moments, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(W (D, T), b (T,))`` of the ridge regression of the targets on the standardized features (module
     docstring); a feature constant over the crops gets weight 0."""
-    mu, t_mean = m.z / m.n, m.t / m.n
-    czz = m.zz / m.n - torch.outer(mu, mu)
-    czt = m.zt / m.n - torch.outer(mu, t_mean)
+    z_mean, t_mean = m.z / m.n, m.t / m.n  # about the shifts
+    czz = m.zz / m.n - torch.outer(z_mean, z_mean)
+    czt = m.zt / m.n - torch.outer(z_mean, t_mean)
     sd = czz.diagonal().clamp_min(0).sqrt()
     live = sd > 1e-12 * max(float(sd.max()), 1e-300)
     inv = torch.where(live, 1 / sd.clamp_min(1e-300), torch.zeros_like(sd))
     corr = czz * torch.outer(inv, inv) + torch.diag((~live).double())  # dead features: a unit diagonal, no coupling
-    b = torch.linalg.solve(corr + lam * torch.eye(len(sd), dtype=torch.float64), czt * inv[:, None])
-    w = b * inv[:, None]
-    return w, t_mean - mu @ w
+    coef = torch.linalg.solve(corr + lam * torch.eye(len(sd), dtype=torch.float64), czt * inv[:, None])
+    w = coef * inv[:, None]
+    return w, (t_mean + m.t_shift) - (z_mean + m.z_shift) @ w
 
 
-def set_linear(decoder: Decoder, w: torch.Tensor, b: torch.Tensor) -> None:
-    """Write ``W (D, T)`` and ``b (T,)`` into the linear decoder's Linear, and its last convolution as the identity."""
+def set_linear(decoder: Decoder, w: torch.Tensor, b: torch.Tensor, *, half: bool = False) -> None:
+    """Write ``W (D, T)`` and ``b (T,)`` into the linear decoder's Linear (rounded through float16 with ``half``, as
+    a float16 bundle stores them), and its last convolution as the identity."""
     linear, last = decoder.fc[0], decoder.layers[-1]
+    if half:
+        w, b = w.half(), b.half()
     with torch.no_grad():
         linear.weight.copy_(w.T)
         linear.bias.copy_(b)
@@ -126,41 +143,36 @@ def set_linear(decoder: Decoder, w: torch.Tensor, b: torch.Tensor) -> None:
             last.weight[c, c, 1, 1] = 1.0
 
 
-def _prepare(batch: torch.Tensor, grey: bool) -> torch.Tensor:
-    return to_grey(batch) if grey else batch
-
-
 def fit_ridge(representation: Representation, decoder: Decoder, datamodule: Any, config: RidgeConfig, *,
-              monitor: str, grey: bool, run_dir: Path, progress: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit ``decoder`` (linear, :func:`check_linear`) in place; returns the kept λ's validation metrics and
-    ``{"lambda", "scores": {λ: {metric: value}}, "crops", "seconds"}``. Each λ's ``val/`` metrics go to TensorBoard
-    in ``run_dir/tensorboard`` (step = its index in ``lambdas``; ``ridge/lambda`` holds λ)."""
-    from .module import validation_metrics
-
-    check_linear(decoder, representation.spec)
+              monitor: str, grey: bool, run_dir: Path, half: bool = False,
+              progress: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit ``decoder`` (linear, :func:`check_fit`) in place; returns the kept λ's validation metrics and
+    ``{"lambda", "scores": {λ: {metric: value}}, "crops", "seconds"}``. With ``half`` every λ is scored with its weights
+    rounded through float16, as a float16 bundle holds them. Each λ's ``val/`` metrics go to TensorBoard in
+    ``run_dir/tensorboard`` (step = its index in ``lambdas``; ``ridge/lambda`` holds λ)."""
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
-    if config.batches > len(loader):
-        raise ValueError(f"ridge.batches={config.batches} is more than the training stream's {len(loader)} batches "
-                         "(data.train_length / data.batch_size): raise data.train_length or lower ridge.batches")
+    check_fit(decoder, representation.spec, config, int(datamodule.hparams.crop), len(loader))
     side, tic = decoder.config.seed_side, time.perf_counter()
-    moments = None
+    moments: Moments | None = None
     batches = iter(loader)
     with torch.no_grad():
         for _ in tqdm(range(config.batches), desc="ridge: training crops", unit="batch", disable=not progress):
-            images = _prepare(next(batches), grey)
+            images = next(batches)
+            images = to_grey(images) if grey else images
             z = decoder.config.prepare(representation(images)).flatten(1)
             t = seed_images(images, side)
-            moments = moments or Moments(z.shape[1], t.shape[1])
+            if moments is None:
+                moments = Moments(z.shape[1], t.shape[1])
             moments.add(z, t)
-        val = [_prepare(b, grey) for b in datamodule.val_dataloader()]
+        val = [to_grey(b) if grey else b for b in datamodule.val_dataloader()]
         features = [representation(b) for b in val]
         images = torch.cat(val)
         f0 = torch.cat([representation.scoring_view(f) for f in features])
         scores: dict[float, dict[str, float]] = {}
         with SummaryWriter(str(run_dir / "tensorboard")) as writer:
             for step, lam in enumerate(config.lambdas):
-                set_linear(decoder, *ridge_weights(moments, lam))
+                set_linear(decoder, *ridge_weights(moments, lam), half=half)
                 recon = [decoder(f, tuple(b.shape[-2:]), representation.grid_offset(*b.shape[-2:])).clamp(0, 1)
                          for f, b in zip(features, val)]
                 f1 = torch.cat([representation.scoring_view(representation(r)) for r in recon])
@@ -168,7 +180,10 @@ def fit_ridge(representation: Representation, decoder: Decoder, datamodule: Any,
                 writer.add_scalar("ridge/lambda", lam, step)
                 for key, value in scores[lam].items():
                     writer.add_scalar(key, value, step)
-        best = min(config.lambdas, key=lambda lam: scores[lam][monitor])
-        set_linear(decoder, *ridge_weights(moments, best))
+        finite = [lam for lam in config.lambdas if math.isfinite(scores[lam][monitor])]
+        if not finite:
+            raise ValueError(f"fit=ridge: {monitor} is not finite at any of ridge.lambdas {list(config.lambdas)}")
+        best = min(finite, key=lambda lam: scores[lam][monitor])
+        set_linear(decoder, *ridge_weights(moments, best), half=half)
     return scores[best], {"lambda": best, "scores": {str(k): v for k, v in scores.items()}, "crops": moments.n,
                           "seconds": time.perf_counter() - tic}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -42,7 +43,7 @@ from ..inversion.networks import Decoder, DecoderConfig, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
 from .module import InverterModule, _settings
-from .ridge import RidgeConfig, fit_ridge
+from .ridge import RidgeConfig, check_fit, fit_ridge
 from .sweep import train_layers
 
 __all__ = ["FITS", "MONITORS", "build", "feature_scale", "resolve_config", "train"]
@@ -307,20 +308,28 @@ def _fit_ridge(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[d
     """:func:`train` with ``fit: ridge``: the linear decoder fitted in closed form (:mod:`.ridge`), then exported."""
     if launching_process():
         refuse_foreign(run_dir, "preimage train", run_dir / "bundle.pt")
+    if (run_dir / "bundle.pt").exists():
+        raise ValueError(f"{run_dir} already holds a fitted bundle: set another run_dir")
     if c["resume"] or c["init"] is not None:
         raise ValueError("fit=ridge fits the decoder in closed form, from nothing: resume and init do not apply")
-    if c["monitor"] == "val/loss":
-        raise ValueError("fit=ridge chooses its penalty by val/image_error or val/feature_error (monitor), not val/loss")
+    if c["monitor"] == "val/loss" or c["lambda_feat"]:
+        raise ValueError("fit=ridge fits the image MSE alone (lambda_feat must be 0) and chooses its penalty by "
+                         "val/image_error or val/feature_error (monitor), not val/loss")
     ridge = _settings(RidgeConfig, c["ridge"], "ridge")
     pl.seed_everything(c["seed"], workers=True, verbose=False)
     representation, datamodule, module = build(c, listing_dir=run_dir)
+    datamodule.setup("fit")
+    check_fit(module.decoder, representation.spec, ridge, int(datamodule.hparams.crop),
+              len(datamodule.train_dataloader()))
     _open_run_dir(run_dir, c)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # an interrupted fit's: it starts again
+    half = bool(c["bundle_float16"])
     metrics, fit = fit_ridge(representation, module.decoder, datamodule, ridge, monitor=c["monitor"], grey=c["grey"],
-                             run_dir=run_dir, progress=bool(c["progress"]))
+                             run_dir=run_dir, half=half, progress=bool(c["progress"]))
     decoder = copy.deepcopy(module.decoder).cpu().eval()
     manifest = _manifest(c, representation, datamodule, command, metrics, steps=ridge.batches,
                          trained_steps=ridge.batches, train_seconds=fit["seconds"], checkpoint=None, ridge=fit)
-    bundle = save_bundle(run_dir / "bundle.pt", decoder, manifest, float16=bool(c["bundle_float16"]))
+    bundle = save_bundle(run_dir / "bundle.pt", decoder, manifest, float16=half)
     objects = {"representation": representation, "datamodule": datamodule, "module": module, "trainer": None,
                "checkpoint": None, "decoder": decoder, "run_dir": run_dir, "bundle": bundle}
     return metrics, objects
