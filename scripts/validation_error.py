@@ -66,5 +66,6 @@ def main() -> None:
             print(f"  {path}: image_error {float(image_error(recon, images).mean()):.4f} "
                   f"(its own mean colour: {float(image_error(flat_colour(recon), images).mean()):.4f})")
 
+
 if __name__ == "__main__":
     main()

@@ -196,8 +196,9 @@ def shipped_bundles() -> dict[str, Path]:
 
 def list_inverters() -> list[dict[str, Any]]:
     """The shipped inverters: per bundle its ``name`` (what a bundle argument takes), ``path``, ``spec``,
-    ``params``, ``image_size`` ``[H, W]`` it was trained at, ``grey``, training ``data`` and ``steps``, ``fitted_crops``
-    (the crops of a linear decoder fitted in closed form, ``fit: ridge``; None for a descended one) and ``validation`` (its validation scores: ``image_error``, ``feature_error`` % ...), read from the manifests
+    ``params``, ``image_size`` ``[H, W]`` it was trained at, ``grey``, training ``data`` and ``steps``,
+    ``fitted_crops`` (the crops of a linear decoder fitted in closed form, ``fit: ridge``; None for a descended one)
+    and ``validation`` (its validation scores: ``image_error``, ``feature_error`` % ...), read from the manifests
     (:func:`read_manifest`: the weights are checked when a bundle is loaded)."""
     out = []
     for name, path in shipped_bundles().items():

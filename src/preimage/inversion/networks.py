@@ -37,7 +37,8 @@ from torch import nn
 
 from ..config import check_int
 
-__all__ = ["SHORTFALL", "Decoder", "DecoderConfig", "build_decoder", "count_upsamplings", "init_decoder_", "resize_bilinear"]
+__all__ = ["SHORTFALL", "Decoder", "DecoderConfig", "build_decoder", "count_upsamplings", "init_decoder_",
+           "resize_bilinear"]
 
 #: The decoder's own output may be up to this factor smaller than the image, the rest bridged by the final
 #: resize: a CNN map covers less than the image (227 px / 13 cells = 17.5 for a stride-16 layer: 4 up-convs).
@@ -294,7 +295,8 @@ class Decoder(nn.Module):
         rows, cols = x.shape[-2:]  # feature cells, with the margin's zero cells
         x = self.layers(x)
         if cell is not None:
-            x = resize_bilinear(x, (rows * cell, cols * cell))[..., shift[0]: shift[0] + size[0], shift[1]: shift[1] + size[1]]
+            x = resize_bilinear(x, (rows * cell, cols * cell))
+            x = x[..., shift[0]: shift[0] + size[0], shift[1]: shift[1] + size[1]]
             missing = (size[0] - x.shape[-2], size[1] - x.shape[-1])
             return F.pad(x, (0, missing[1], 0, missing[0]), mode="replicate") if max(missing) > 0 else x
         return resize_bilinear(x, size)

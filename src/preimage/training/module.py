@@ -28,7 +28,8 @@ from ..images import to_grey
 from ..inversion.networks import Decoder
 from ..representations import Representation
 
-__all__ = ["SCHEDULES", "OptimizerConfig", "SchedulerConfig", "lr_factor", "InverterModule", "validation_metrics"]
+__all__ = ["SCHEDULES", "OptimizerConfig", "SchedulerConfig", "lr_factor", "InverterModule", "parse_settings",
+           "validation_metrics"]
 
 #: Learning-rate schedules of :class:`SchedulerConfig` (after the linear warm-up).
 SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
@@ -82,7 +83,7 @@ def validation_metrics(images: torch.Tensor, recon: torch.Tensor, f0: torch.Tens
     }
 
 
-def _settings(cls: type, values: Mapping[str, Any] | None, what: str) -> Any:
+def parse_settings(cls: type, values: Mapping[str, Any] | None, what: str) -> Any:
     """``cls(**values)`` with unknown keys refused by name."""
     values = dict(values or {})
     valid = [f.name for f in fields(cls)]
@@ -152,8 +153,8 @@ class InverterModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["representation", "decoder"])
-        self.optimizer_config: OptimizerConfig = _settings(OptimizerConfig, optimizer, "optimizer")
-        self.scheduler_config: SchedulerConfig = _settings(SchedulerConfig, scheduler, "scheduler")
+        self.optimizer_config: OptimizerConfig = parse_settings(OptimizerConfig, optimizer, "optimizer")
+        self.scheduler_config: SchedulerConfig = parse_settings(SchedulerConfig, scheduler, "scheduler")
         if not (math.isfinite(lambda_feat) and lambda_feat >= 0):
             raise ValueError(f"lambda_feat must be a finite number >= 0, got {lambda_feat}")
         if image_log_every < 0 or image_log_count < 1:

@@ -25,11 +25,10 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from ..images import to_grey
@@ -77,6 +76,15 @@ def check_fit(decoder: Decoder, spec: str, config: RidgeConfig, crop: int, batch
                          "(data.train_length / data.batch_size): raise data.train_length or lower ridge.batches")
 
 
+@lru_cache(maxsize=8)
+def _seed_projection(side: int, height: int, width: int) -> torch.Tensor:
+    """``(side², H·W)`` float64: the least-squares inverse of :func:`resize_bilinear` from ``side × side`` to
+    ``H × W``, ``(R Rᵀ)⁻¹ R`` with row j of ``R`` the resize of the seed image with 1 at cell j."""
+    basis = torch.eye(side * side, dtype=torch.float64).view(-1, 1, side, side)
+    resize = resize_bilinear(basis, (height, width)).flatten(1)
+    return torch.linalg.solve(resize @ resize.T, resize)
+
+
 def seed_images(images: torch.Tensor, side: int) -> torch.Tensor:
     """``(B, C·side²)`` float64: per image and channel the ``side × side`` image whose :func:`resize_bilinear` to
     the images' size is nearest them in least squares (channel-major, as the decoder's Linear lays out its output).
@@ -84,10 +92,8 @@ def seed_images(images: torch.Tensor, side: int) -> torch.Tensor:
     Shape:
         images ``(B, C, H, W)``.
     """
-    basis = torch.eye(side * side, dtype=torch.float64).view(-1, 1, side, side)
-    resize = resize_bilinear(basis, tuple(images.shape[-2:])).flatten(1)  # (side², H·W)
-    rhs = images.double().flatten(2) @ resize.T  # (B, C, side²)
-    return torch.linalg.solve(resize @ resize.T, rhs.transpose(1, 2)).transpose(1, 2).flatten(1)
+    projection = _seed_projection(side, *images.shape[-2:])
+    return (images.double().flatten(2) @ projection.T).flatten(1)
 
 
 class Moments:
@@ -144,12 +150,11 @@ def set_linear(decoder: Decoder, w: torch.Tensor, b: torch.Tensor, *, half: bool
 
 
 def fit_ridge(representation: Representation, decoder: Decoder, datamodule: Any, config: RidgeConfig, *,
-              monitor: str, grey: bool, run_dir: Path, half: bool = False,
+              monitor: str, grey: bool, half: bool = False,
               progress: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fit ``decoder`` (linear, :func:`check_fit`) in place; returns the kept λ's validation metrics and
-    ``{"lambda", "scores": {λ: {metric: value}}, "crops", "seconds"}``. With ``half`` every λ is scored with its weights
-    rounded through float16, as a float16 bundle holds them. Each λ's ``val/`` metrics go to TensorBoard in
-    ``run_dir/tensorboard`` (step = its index in ``lambdas``; ``ridge/lambda`` holds λ)."""
+    """Fit ``decoder`` (checked first by :func:`check_fit`) in place; writes nothing. Returns the kept λ's validation
+    metrics and ``{"lambda", "scores": {λ: {metric: value}} in the order of ``config.lambdas``, "crops", "seconds"}``.
+    With ``half`` every λ is scored with its weights rounded through float16, as a float16 bundle holds them."""
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     check_fit(decoder, representation.spec, config, int(datamodule.hparams.crop), len(loader))
@@ -170,16 +175,12 @@ def fit_ridge(representation: Representation, decoder: Decoder, datamodule: Any,
         images = torch.cat(val)
         f0 = torch.cat([representation.scoring_view(f) for f in features])
         scores: dict[float, dict[str, float]] = {}
-        with SummaryWriter(str(run_dir / "tensorboard")) as writer:
-            for step, lam in enumerate(config.lambdas):
-                set_linear(decoder, *ridge_weights(moments, lam), half=half)
-                recon = [decoder(f, tuple(b.shape[-2:]), representation.grid_offset(*b.shape[-2:])).clamp(0, 1)
-                         for f, b in zip(features, val)]
-                f1 = torch.cat([representation.scoring_view(representation(r)) for r in recon])
-                scores[lam] = validation_metrics(images, torch.cat(recon), f0, f1)
-                writer.add_scalar("ridge/lambda", lam, step)
-                for key, value in scores[lam].items():
-                    writer.add_scalar(key, value, step)
+        for lam in config.lambdas:
+            set_linear(decoder, *ridge_weights(moments, lam), half=half)
+            recon = [decoder(f, tuple(b.shape[-2:]), representation.grid_offset(*b.shape[-2:])).clamp(0, 1)
+                     for f, b in zip(features, val)]
+            f1 = torch.cat([representation.scoring_view(representation(r)) for r in recon])
+            scores[lam] = validation_metrics(images, torch.cat(recon), f0, f1)
         finite = [lam for lam in config.lambdas if math.isfinite(scores[lam][monitor])]
         if not finite:
             raise ValueError(f"fit=ridge: {monitor} is not finite at any of ridge.lambdas {list(config.lambdas)}")

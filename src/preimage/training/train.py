@@ -30,6 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.tensorboard import SummaryWriter
 
 from ..outputs import refuse_foreign, write_marker
 from ..runlock import launching_process, run_dir_lock
@@ -42,8 +43,8 @@ from ..inversion.learned import LearnedInverter
 from ..inversion.networks import Decoder, DecoderConfig, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
-from .module import InverterModule, _settings
-from .ridge import RidgeConfig, check_fit, fit_ridge
+from .module import InverterModule, parse_settings
+from .ridge import RidgeConfig, fit_ridge
 from .sweep import train_layers
 
 __all__ = ["FITS", "MONITORS", "build", "feature_scale", "resolve_config", "train"]
@@ -315,17 +316,19 @@ def _fit_ridge(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[d
     if c["monitor"] == "val/loss" or c["lambda_feat"]:
         raise ValueError("fit=ridge fits the image MSE alone (lambda_feat must be 0) and chooses its penalty by "
                          "val/image_error or val/feature_error (monitor), not val/loss")
-    ridge = _settings(RidgeConfig, c["ridge"], "ridge")
+    ridge = parse_settings(RidgeConfig, c["ridge"], "ridge")
     pl.seed_everything(c["seed"], workers=True, verbose=False)
     representation, datamodule, module = build(c, listing_dir=run_dir)
-    datamodule.setup("fit")
-    check_fit(module.decoder, representation.spec, ridge, int(datamodule.hparams.crop),
-              len(datamodule.train_dataloader()))
-    _open_run_dir(run_dir, c)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # an interrupted fit's: it starts again
     half = bool(c["bundle_float16"])
     metrics, fit = fit_ridge(representation, module.decoder, datamodule, ridge, monitor=c["monitor"], grey=c["grey"],
-                             run_dir=run_dir, half=half, progress=bool(c["progress"]))
+                             half=half, progress=bool(c["progress"]))
+    _open_run_dir(run_dir, c)  # written once the fit is done: an interrupted or refused fit leaves nothing
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    with SummaryWriter(str(run_dir / "tensorboard")) as writer:  # each λ's val/ metrics, step = its index
+        for step, (lam, scores) in enumerate(fit["scores"].items()):
+            writer.add_scalar("ridge/lambda", float(lam), step)
+            for key, value in scores.items():
+                writer.add_scalar(key, value, step)
     decoder = copy.deepcopy(module.decoder).cpu().eval()
     manifest = _manifest(c, representation, datamodule, command, metrics, steps=ridge.batches,
                          trained_steps=ridge.batches, train_seconds=fit["seconds"], checkpoint=None, ridge=fit)
