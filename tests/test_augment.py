@@ -1,4 +1,5 @@
-"""Intensity jitter of training items: the factor's range, the new mean's range, determinism, train-only use."""
+"""Intensity jitter of training items: the factor's range, the new mean's range, channel offsets, grey items, determinism,
+train-only use."""
 from __future__ import annotations
 
 import math
@@ -81,3 +82,24 @@ def test_colour_moves_each_channel_on_its_own_without_clipping() -> None:
                        IntensityJitter(source, (0.5, 1.0), 0.3, seed=1, colour=0.0)[5])
     with pytest.raises(ValueError, match="colour"):
         ImageDataModule(crop=32, colour=1.5)
+
+
+def test_grey_fraction_turns_that_share_of_colour_items_grey_by_luminance() -> None:
+    source = BuiltinPhotos("train", crop=16, length=400, seed=0, grey=False)
+    colour = [k for k in range(len(source)) if (source[k] - source[k].mean(0)).abs().max() > 0.01]
+    jitter = IntensityJitter(source, grey_fraction=0.3, seed=4)
+    made_grey = 0
+    for k in colour:
+        x, y = source[k], jitter[k]
+        luminance = 0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]
+        if torch.allclose(y, luminance.expand_as(x), atol=1e-6):
+            made_grey += 1
+        else:
+            assert torch.equal(y, x)  # the others pass unchanged
+    share = made_grey / len(colour)
+    assert len(colour) > 100 and 0.2 < share < 0.4, (len(colour), share)
+    assert torch.equal(IntensityJitter(source, grey_fraction=0.3, seed=4)[colour[0]], jitter[colour[0]])
+    grey = BuiltinPhotos("train", crop=16, length=8, seed=0, grey=True)
+    assert torch.equal(IntensityJitter(grey, grey_fraction=1.0)[0], grey[0])  # one channel: nothing to do
+    with pytest.raises(ValueError, match="grey_fraction"):
+        ImageDataModule(crop=32, grey_fraction=1.5)

@@ -8,6 +8,9 @@ photos it guesses them from the pattern (the built-in ``coins`` came out with a 
 over the training crops, so that the decoder learns the guess that is right on average. The mean of a
 high-contrast crop can barely move without leaving [0, 1], so brightness jitter alone leaves such crops'
 brightness to the pattern; lowering their contrast too frees it (checkpoints/README.md has the numbers).
+``grey_fraction`` turns a share of the colour crops grey (each channel the luminance): photographs in black and
+white are common, few of the training photos are, and a decoder of a deep layer that has seen few tints a grey
+photo with the training photos' average colour.
 ``colour`` also moves each channel's mean on its own, so that no crop's colour can be memorized: a decoder of
 a pooled CNN vector must then read the colour from the features. It helped the pool decoder while it had ~20
 photos and hurt once it had a few hundred (checkpoints/README.md), so no shipped config uses it.
@@ -21,26 +24,29 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..images import to_grey
+
 __all__ = ["IntensityJitter", "check_jitter"]
 
-_INTENSITY, _COLOUR = 5, 6  # random-stream codes, apart from the sources' codes
+_INTENSITY, _COLOUR, _GREY = 5, 6, 7  # random-stream codes, apart from the sources' codes
 
 
-def check_jitter(contrast: Sequence[float], brightness: float,
-                 colour: float = 0.0) -> tuple[tuple[float, float], float, float]:
-    """``(low, high)``, ``brightness`` and ``colour`` as floats, or ``ValueError`` unless ``0 < low <= high <= 1``
-    and ``0 <= brightness, colour <= 1``."""
+def check_jitter(contrast: Sequence[float], brightness: float, colour: float = 0.0,
+                 grey_fraction: float = 0.0) -> tuple[tuple[float, float], float, float, float]:
+    """``(low, high)``, ``brightness``, ``colour`` and ``grey_fraction`` as floats, or ``ValueError`` unless
+    ``0 < low <= high <= 1`` and ``0 <= brightness, colour, grey_fraction <= 1``."""
     values = tuple(float(c) for c in contrast)
     if len(values) != 2 or not 0.0 < values[0] <= values[1] <= 1.0:
         raise ValueError(f"contrast must be (low, high) with 0 < low <= high <= 1, got {tuple(contrast)}")
-    for name, value in (("brightness", brightness), ("colour", colour)):
+    for name, value in (("brightness", brightness), ("colour", colour), ("grey_fraction", grey_fraction)):
         if not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return values, float(brightness), float(colour)
+    return values, float(brightness), float(colour), float(grey_fraction)
 
 
 class IntensityJitter(Dataset):
-    """Item ``k`` of ``source`` with a new contrast and mean, ``x' = m' + c · (x − m)``, then each channel moved.
+    """Item ``k`` of ``source``, made grey or not, with a new contrast and mean, ``x' = m' + c · (x − m)``, then each
+    channel moved.
 
     Args:
         source: any map-style dataset of ``(C, S, S)`` images in ``[0, 1]`` (e.g. an ``ImageSource``).
@@ -50,16 +56,20 @@ class IntensityJitter(Dataset):
             0 keeps the mean.
         colour: then each channel of ``x'`` is moved by its own offset, uniform in ``[−colour, colour]`` cut to
             the offsets that keep that channel inside ``[0, 1]``; 0 (the default) moves none.
-        seed: ``c``, ``m'`` and the channel offsets of item ``k`` are drawn from ``(seed, k)`` alone.
+        grey_fraction: first, a colour item is made grey (every channel ``0.299 R + 0.587 G + 0.114 B``) with this
+            probability; 0 (the default) makes none grey.
+        seed: whether item ``k`` is made grey, ``c``, ``m'`` and its channel offsets are drawn from ``(seed, k)``
+            alone.
 
     Shape:
         ``(C, S, S)`` → ``(C, S, S)``; ``len`` is ``len(source)``.
     """
 
     def __init__(self, source: Dataset, contrast: Sequence[float] = (1.0, 1.0), brightness: float = 0.0,
-                 seed: int = 0, *, colour: float = 0.0) -> None:
+                 seed: int = 0, *, colour: float = 0.0, grey_fraction: float = 0.0) -> None:
         self.source, self.seed = source, int(seed)
-        self.contrast, self.brightness, self.colour = check_jitter(contrast, brightness, colour)
+        self.contrast, self.brightness, self.colour, self.grey_fraction = check_jitter(
+            contrast, brightness, colour, grey_fraction)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -81,8 +91,14 @@ class IntensityJitter(Dataset):
         last = torch.clamp(1.0 - x.amax(dim=(1, 2)), max=self.colour)  # its maximum + offset <= 1
         return (first + u * (last - first).clamp(min=0.0)).view(-1, 1, 1)
 
+    def made_grey(self, k: int) -> bool:
+        """Whether item ``k`` is made grey (drawn with probability ``grey_fraction``)."""
+        return bool(np.random.default_rng([self.seed, _GREY, int(k)]).random() < self.grey_fraction)
+
     def __getitem__(self, k: int) -> torch.Tensor:
         x = self.source[k]
+        if x.shape[0] == 3 and self.grey_fraction and self.made_grey(k):
+            x = to_grey(x).expand_as(x)
         c, offset = self.draw(k, x)
         x = c * x + offset
         if self.colour:

@@ -131,8 +131,10 @@ class ImageDataModule(pl.LightningDataModule):
         brightness: move the mean of every *training* item by up to this much, uniformly, within the
             range that keeps its pixels in ``[0, 1]``; 0, the default, is off.
         colour: then move each channel's mean of every *training* item by up to this much, on its own, within
-            the range that keeps that channel in ``[0, 1]``; 0, the default, is off. Val and test items keep
-            their own contrast, brightness and colour.
+            the range that keeps that channel in ``[0, 1]``; 0, the default, is off.
+        grey_fraction: before all that, make this share of the colour *training* items grey (drawn per item;
+            each channel the luminance); 0, the default, is off. Val and test items keep their own colours,
+            contrast and brightness.
         listing_dir: a folder where each ``folder`` source's list of images is cached (one file per folder,
             ``images-<hash of its path>.txt``; :func:`~preimage.training.sources.scan_images`), so that the splits
             and a resumed run share one scan; ``None``: every split scans its folders. ``preimage train`` sets it
@@ -162,6 +164,7 @@ class ImageDataModule(pl.LightningDataModule):
         contrast: Sequence[float] = (1.0, 1.0),
         brightness: float = 0.0,
         colour: float = 0.0,
+        grey_fraction: float = 0.0,
         side_jitter: int = 0,
         listing_dir: str | None = None,
     ) -> None:
@@ -175,7 +178,7 @@ class ImageDataModule(pl.LightningDataModule):
         if side_jitter >= crop:
             raise ValueError(f"data.side_jitter must be below data.crop ({crop}), got {side_jitter}")
         self.source_configs = _check_sources(DEFAULT_SOURCES if sources is None else sources)
-        self.jitter = check_jitter(contrast, brightness, colour)
+        self.jitter = check_jitter(contrast, brightness, colour, grey_fraction)
         self.data_train: ImageSource | IntensityJitter | None = None
         self.data_val: ImageSource | None = None
         self.data_test: ImageSource | None = None
@@ -199,9 +202,9 @@ class ImageDataModule(pl.LightningDataModule):
         hp = self.hparams
         if stage in (None, "fit") and self.data_train is None:
             train = self._build("train", hp.train_length, hp.seed)
-            contrast, brightness, colour = self.jitter
-            self.data_train = train if self.jitter == ((1.0, 1.0), 0.0, 0.0) else IntensityJitter(
-                train, contrast, brightness, hp.seed, colour=colour)
+            contrast, brightness, colour, grey_fraction = self.jitter
+            self.data_train = train if self.jitter == ((1.0, 1.0), 0.0, 0.0, 0.0) else IntensityJitter(
+                train, contrast, brightness, hp.seed, colour=colour, grey_fraction=grey_fraction)
         if stage in (None, "fit", "validate") and self.data_val is None:
             self.data_val = self._build("val", hp.val_size, hp.eval_seed)
         if stage in (None, "test") and self.data_test is None:
