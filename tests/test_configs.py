@@ -64,6 +64,9 @@ def test_defaults_come_from_the_schema_and_files_merge_over_them(tmp_path: Path)
     (["invert", "--method", "learned", "builtin:camera", "--out", "OUT", "gd.restarts=abc"], "gd.restarts: Value 'abc'"),
     (["train", "-c", "tiny", "grey=abc"], "grey: Value 'abc' is not a valid bool"),
     (["train", "-c", "tiny", "data.foo=1"], "data: got an unexpected keyword argument 'foo'"),
+    (["config", "-c", str(config_dir() / "train" / "efficientnet_lite0_layers.yaml"), "train",
+      "data.sources.0.scale=[0.5,1.0]"], "data.sources.0.scale: cannot set a key inside a list; give the whole list, "
+                                         "data.sources=[...]"),
     (["analyze", "window", "nope=1"], "Key 'nope' not in 'AnalyzeWindowConfig'"),
     (["config", "analyze:window", "window=abc"], "window: Value 'abc'"),
     (["config", "nope"], "unknown job"),

@@ -234,6 +234,11 @@ def load_config(schema: type, path: str | Path | None = None, overrides: Sequenc
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
         except OmegaConfBaseException as err:
             raise _error(err, where, key) from None
+        except TypeError:  # OmegaConf's own: a dotted path that enters a list (data.sources.0.scale=...)
+            parts = key.split(".")
+            listed = ".".join(parts[:next((i for i, p in enumerate(parts) if p.isdigit()), len(parts))])
+            raise ValueError(f"{where}: {key}: cannot set a key inside a list; give the whole list, "
+                             f"{listed}=[...], in the config file or the override") from None
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
