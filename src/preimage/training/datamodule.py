@@ -203,7 +203,7 @@ class ImageDataModule(pl.LightningDataModule):
         if stage in (None, "fit") and self.data_train is None:
             train = self._build("train", hp.train_length, hp.seed)
             contrast, brightness, colour, grey_fraction = self.jitter
-            self.data_train = train if self.jitter == ((1.0, 1.0), 0.0, 0.0, 0.0) else IntensityJitter(
+            self.data_train = train if self.jitter == check_jitter((1.0, 1.0), 0.0) else IntensityJitter(
                 train, contrast, brightness, hp.seed, colour=colour, grey_fraction=grey_fraction)
         if stage in (None, "fit", "validate") and self.data_val is None:
             self.data_val = self._build("val", hp.val_size, hp.eval_seed)

@@ -175,8 +175,9 @@ def fit_ridge(representation: Representation, decoder: Decoder, datamodule: Any,
         images = torch.cat(val)
         f0 = torch.cat([representation.scoring_view(f) for f in features])
         scores: dict[float, dict[str, float]] = {}
+        weights = {lam: ridge_weights(moments, lam) for lam in config.lambdas}
         for lam in config.lambdas:
-            set_linear(decoder, *ridge_weights(moments, lam), half=half)
+            set_linear(decoder, *weights[lam], half=half)
             recon = [decoder(f, tuple(b.shape[-2:]), representation.grid_offset(*b.shape[-2:])).clamp(0, 1)
                      for f, b in zip(features, val)]
             f1 = torch.cat([representation.scoring_view(representation(r)) for r in recon])
@@ -185,6 +186,6 @@ def fit_ridge(representation: Representation, decoder: Decoder, datamodule: Any,
         if not finite:
             raise ValueError(f"fit=ridge: {monitor} is not finite at any of ridge.lambdas {list(config.lambdas)}")
         best = min(finite, key=lambda lam: scores[lam][monitor])
-        set_linear(decoder, *ridge_weights(moments, best), half=half)
+        set_linear(decoder, *weights[best], half=half)
     return scores[best], {"lambda": best, "scores": {str(k): v for k, v in scores.items()}, "crops": moments.n,
                           "seconds": time.perf_counter() - tic}
