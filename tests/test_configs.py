@@ -36,6 +36,17 @@ def test_every_yaml_loads(path: Path) -> None:
     assert len(raw) > 0  # a file holds what differs from its schema, so it is never empty
 
 
+def test_no_training_config_reads_the_check_photos() -> None:
+    """data/check_photos (scripts/extra_photos.py) is a check on photos no inverter saw: no training config reads it,
+    whatever layer of a sweep."""
+    for path in (p for p in YAMLS if p.parent.name == "train"):
+        assert "check_photos" not in path.read_text(), path
+        c = resolve_config(load_config(TrainConfig, path))
+        datas = [c["data"], *(layer.get("data", {}) for layer in (c.get("per_layer") or {}).values())]
+        roots = [str(source.get("root", "")) for data in datas for source in data.get("sources") or []]
+        assert not any("check_photos" in root for root in roots), path
+
+
 def test_yaml_files_hold_only_what_differs() -> None:
     for path in YAMLS:
         if path.parent.name not in ("train", "analyze"):
