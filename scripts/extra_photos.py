@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import functools
 import hashlib
 import io
 import pickle
@@ -150,15 +151,21 @@ def _ar_member(deb: bytes, prefix: str) -> tuple[str, bytes]:
     raise ValueError(f"the package has no {prefix}* member")
 
 
-def _package_files(package: tuple[str, str]) -> tarfile.TarFile:
-    """The file tree of a pinned Debian package ``(url, sha256)``, fetched and checked."""
+@functools.cache
+def _package_data(package: tuple[str, str]) -> bytes:
+    """The ``data.tar`` of a pinned Debian package ``(url, sha256)``, fetched and checked once per run (the OpenCV and
+    GCompris packages serve two folders each)."""
     url, sha256 = package
     with urllib.request.urlopen(url, timeout=300) as response:  # noqa: S310 (a pinned URL; SHA-256 checked below)
         deb = response.read()
     if hashlib.sha256(deb).hexdigest() != sha256:
         raise SystemExit(f"{url}: SHA-256 differs from the pinned {sha256}")
-    _, data = _ar_member(deb, "data.tar")
-    return tarfile.open(fileobj=io.BytesIO(data))
+    return _ar_member(deb, "data.tar")[1]
+
+
+def _package_files(package: tuple[str, str]) -> tarfile.TarFile:
+    """The file tree of a pinned Debian package ``(url, sha256)``."""
+    return tarfile.open(fileobj=io.BytesIO(_package_data(package)))
 
 
 def _opencv_photos(out: Path) -> None:

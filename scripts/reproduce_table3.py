@@ -99,11 +99,14 @@ def main() -> None:
             for preset, cfg in configs.items():
                 results[preset] = invert_gd(rep, images, cfg, device=args.device, progress=False)
                 seconds[preset].append(results[preset].seconds)
+        device = results[args.presets[0]].device
+        with torch.no_grad():
+            f0 = rep(images.to(device)).cpu()  # the originals' features, once per layer
         for preset, cfg in configs.items():
             res = results[preset]
             recon = res.images[:, 0]
             with torch.no_grad():
-                f0, f1 = rep(images.to(res.device)).cpu(), rep(recon.to(res.device)).cpu()
+                f1 = rep(recon.to(res.device)).cpu()
             errors = normalized_loss(f1, f0) * 100
             finite = errors[torch.isfinite(errors)]
             mean, std = mean_std(finite) if len(finite) else (math.nan, math.nan)
