@@ -12,10 +12,10 @@ the content fast's earlier schedule lost on). Grey for HOG, HOGb and DSIFT; colo
 
 Every candidate is ``fast`` with its Adam schedule replaced: ``SPEC=N`` (``cnn=N``: every network layer) gives ten
 phases of N/10 iterations with the per-pixel step falling geometrically from ``hi`` (48) to ``lo`` (0.5) grey
-levels; with the word ``glide`` the step glides from ``hi`` to ``lo`` in N − 10 iterations and stays at ``lo`` for 10
-(``gd.glide``); ``relative`` or ``absolute`` sets ``gd.relative_step`` (steps in units of the reconstruction's own
-contrast); any other ``KEY=VALUE`` sets that GD setting (``parametrization=fourier``, ``clamp=false``). The
-reference — mv2015 for HOG, HOGb and DSIFT, tuned for network layers, the presets fast must match —
+levels; with the word ``glide`` the step glides from ``hi`` to ``lo`` in N − ``hold`` iterations and stays at ``lo`` for
+``hold`` (default 10; the shipped network-layer schedules hold 1) (``gd.glide``); ``relative`` or ``absolute`` sets
+``gd.relative_step`` (steps in units of the reconstruction's own contrast); any other ``KEY=VALUE`` sets that GD
+setting (``parametrization=fourier``, ``clamp=false``). The reference — mv2015 for HOG, HOGb and DSIFT, tuned for network layers, the presets fast must match —
 is run once per representation and size (cached in ``--out``). Printed per candidate: the set's mean error (%; M&V's
 feature_error for HOG, HOGb and DSIFT, the normalized error ‖Φ(x*) − Φ(x0)‖² / ‖Φ(x0)‖² for network layers) beside
 the reference's, the share of images where it is at most the reference's, and its seconds over the reference's.
@@ -84,9 +84,9 @@ def textures(size: int, count: int, g: torch.Generator) -> list[torch.Tensor]:
     return out
 
 
-def schedule(iterations: int, hi: float, lo: float, glide: bool, phases: int = 10) -> list[list[float]]:
+def schedule(iterations: int, hi: float, lo: float, glide: bool, hold: int = 10, phases: int = 10) -> list[list[float]]:
     if glide:
-        return [[hi, iterations - 10], [lo, 10]]
+        return [[hi, iterations - hold], [lo, hold]]
     per = iterations // phases
     return [[float(f"{v:.3g}"), per] for v in np.geomspace(hi, lo, phases)]
 
@@ -135,11 +135,11 @@ def main() -> None:
                 words = dict(w.rsplit("=", 1) for w in variant.split() if "=" in w)
                 if words and key not in words:
                     continue
-                overrides = {k: yaml.safe_load(v) for k, v in words.items() if k not in (key, "hi", "lo")}
+                overrides = {k: yaml.safe_load(v) for k, v in words.items() if k not in (key, "hi", "lo", "hold")}
                 if key in words:
                     overrides["glide"] = "glide" in flags
                     overrides["schedule"] = schedule(int(words[key]), float(words.get("hi", 48)), float(words.get("lo", 0.5)),
-                                                     overrides["glide"])
+                                                     overrides["glide"], int(words.get("hold", 10)))
                 if flags & {"relative", "absolute"}:
                     overrides["relative_step"] = "relative" in flags
                 config = gd_config("fast", spec, overrides)

@@ -5,7 +5,9 @@ validation split) are compared here on one set: the validation crops that ``--co
 ``--layer``'s ``per_layer`` keys for a sweep's config) gives, and the whole validation photos those crops are cut
 from (each squared to the crop's side as the test photos are: shorter side resized, centre crop). image_error is
 normalized over each set, as the training's ``val/image_error``; beside each, the two constant baselines and each
-bundle's reconstructions replaced by flat images of their own mean colour.
+bundle's reconstructions replaced by flat images of their own mean colour. With ``--train-crops N``, also the first
+``N`` training crops the config gives (seed 0; grey and jittered as training has them): how far a bundle's error on
+crops of the photos it was trained on lies below its error on the validation sets (how much it has memorized).
 
     .venv/bin/python scripts/validation_error.py --config configs/train/efficientnet_lite0_layers.yaml --layer pool \\
         --bundles checkpoints/efficientnet_lite0_pool.pt runs/vec_gc/efficientnet_lite0_pool/bundle.pt [key=value ...]
@@ -27,9 +29,10 @@ from preimage.training.sweep import layer_config, layer_spec
 from preimage.training.train import resolve_config
 
 
-def validation_sets(config: str, layer: str | None, overrides: list[str]) -> dict[str, torch.Tensor]:
+def validation_sets(config: str, layer: str | None, overrides: list[str], train_crops: int = 0) -> dict[str, torch.Tensor]:
     """``{"crops": (N, C, S, S), "photos": (M, C, S, S)}`` in ``[0, 1]``: the validation crops of a training config,
-    and the whole validation-split photos of its sources, squared to ``S``."""
+    and the whole validation-split photos of its sources, squared to ``S``; with ``train_crops``, also
+    ``"training crops"``: the first ``train_crops`` crops of its training loader (torch seeded 0)."""
     c = resolve_config(load_config(TrainConfig, config, overrides, where="train"))
     if c["layers"]:
         if layer is None:
@@ -41,8 +44,19 @@ def validation_sets(config: str, layer: str | None, overrides: list[str]) -> dic
     parts = val.parts if isinstance(val, Mixture) else [val]
     photos = [photo for part in parts if isinstance(part, (BuiltinPhotos, ImageFolder)) for photo in part.photos()]
     size, grey = datamodule.hparams.crop, datamodule.hparams.grey
-    return {"crops": torch.cat(list(datamodule.val_dataloader())),
+    sets = {"crops": torch.cat(list(datamodule.val_dataloader())),
             "photos": torch.stack([prepare_image(photo, size=size, grey=grey) for photo in photos])}
+    if train_crops:
+        torch.manual_seed(0)
+        datamodule.setup("fit")
+        batches, count = [], 0
+        for batch in datamodule.train_dataloader():
+            batches.append(batch)
+            count += len(batch)
+            if count >= train_crops:
+                break
+        sets["training crops"] = torch.cat(batches)[:train_crops]
+    return sets
 
 
 def main() -> None:
@@ -50,12 +64,14 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="a training config YAML")
     parser.add_argument("--layer", help="for a sweep's config: the layer whose data keys to use")
     parser.add_argument("--bundles", nargs="+", required=True)
+    parser.add_argument("--train-crops", type=int, default=0, metavar="N",
+                        help="also score the first N training crops (what the bundles may have memorized)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = parser.parse_args()
-    sets = validation_sets(args.config, args.layer, args.overrides)
+    sets = validation_sets(args.config, args.layer, args.overrides, args.train_crops)
     inverters = {path: LearnedInverter.from_bundle(path) for path in args.bundles}
     for kind, images in sets.items():
-        print(f"{len(images)} validation {kind} of {args.config}" + (f" ({args.layer})" if args.layer else ""))
+        print(f"{len(images)} {kind if kind == 'training crops' else 'validation ' + kind} of {args.config}" + (f" ({args.layer})" if args.layer else ""))
         shared = flat_colour(images, shared=True)
         print(f"  one flat image of the set's mean colour: {float(image_error(shared, images).mean()):.4f}")
         print(f"  flat images of each one's own mean colour: "

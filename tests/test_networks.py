@@ -91,7 +91,9 @@ def test_grey_output_and_knobs() -> None:
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"out_channels": 2}, "out_channels"), ({"width": 0}, "width"), ({"leaky_slope": -1.0}, "leaky_slope"),
-     ({"fc_widths": 7}, "fc_widths"), ({"bogus": 1}, "unknown decoder option")],
+     ({"fc_widths": 7}, "fc_widths"), ({"bogus": 1}, "unknown decoder option"),
+     ({"input_dropout": 1.0}, "input_dropout"), ({"input_dropout": -0.1}, "input_dropout"),
+     ({"input_dropout": True}, "input_dropout")],
 )
 def test_bad_knobs(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -248,6 +250,29 @@ def test_input_log_reads_the_log_of_the_features() -> None:
     expected_input = log_probs - log_probs.sum(dim=1, keepdim=True) / 10
     with torch.no_grad():
         assert torch.allclose(logged(probs, (32, 32)), plain(expected_input, (32, 32)), atol=1e-6)
+
+
+def test_input_dropout_zeroes_whole_channels_in_training_only() -> None:
+    """In training each (item, channel) of the prepared features is either zeroed or scaled by 1 / (1 − p), as
+    read at the first convolution; in evaluation the decoder is the same decoder without dropout."""
+    p = 0.5
+    decoder = build_decoder((12, 4, 4), (32, 32), width=8, pre_convs=1, input_scale=2.0, input_dropout=p)
+    plain = build_decoder((12, 4, 4), (32, 32), width=8, pre_convs=1, input_scale=2.0)
+    plain.load_state_dict(decoder.state_dict())
+    features = torch.rand(6, 12, 4, 4) + 0.1
+    seen = []
+    decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    torch.manual_seed(0)
+    decoder.train()(features, (32, 32))
+    ratio = seen[0] / (2.0 * features)  # per entry: 0 (dropped) or 1 / (1 - p)
+    per_channel = ratio.flatten(2)
+    assert torch.equal(per_channel.amin(2), per_channel.amax(2))  # one factor per (item, channel)
+    factors = per_channel[..., 0]
+    dropped = factors == 0
+    assert torch.allclose(factors[~dropped], torch.full_like(factors[~dropped], 1 / (1 - p)))
+    assert 0 < int(dropped.sum()) < dropped.numel()
+    with torch.no_grad():
+        torch.testing.assert_close(decoder.eval()(features, (32, 32)), plain.eval()(features, (32, 32)), rtol=0, atol=0)
 
 
 def test_offset_places_the_painted_cells_above_and_left_of_the_image() -> None:

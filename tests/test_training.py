@@ -347,5 +347,9 @@ def test_init_starts_from_a_bundle(fitted: tuple[dict, dict], tmp_path: Path) ->
         torch.testing.assert_close(again["state_dict"][k], start["state_dict"][k], rtol=0, atol=1e-20)
     with pytest.raises(ValueError, match=r"init=.*decoder\.width=16 \(the bundle's: 8\)"):
         train(tiny(tmp_path / "other", f"init={bundle}", "decoder.width=16"))
+    _, objects = train(tiny(tmp_path / "dropout", f"init={bundle}", "decoder.input_dropout=0.3",  # training only
+                            "trainer.max_steps=2"))
+    dropout = torch.load(objects["bundle"], weights_only=True)["manifest"]["decoder"]
+    assert dropout == {**start["manifest"]["decoder"], "input_dropout": 0.3}
     with pytest.raises(ValueError, match="init=nowhere.pt: "):
         train(tiny(tmp_path / "missing", "init=nowhere.pt"))

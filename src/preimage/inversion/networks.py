@@ -83,6 +83,10 @@ class DecoderConfig:
             decoder paints the pixels past the last cell too (trained by the image loss), instead of
             repeating the last cell's edge pixels there. Off by default: bundles saved before it existed
             were trained without it.
+        input_dropout: while training, each feature channel of an item (each entry, for vectors and tokens) is
+            zeroed with this probability and the rest scaled by ``1 / (1 − p)`` (``nn.Dropout2d`` / ``nn.Dropout``),
+            so that the decoder cannot lean on a few channels that single out a training photo; nothing changes
+            in evaluation. 0 (off) by default.
     """
 
     width: int = 256
@@ -98,6 +102,7 @@ class DecoderConfig:
     input_log: bool = False
     cell: int | None = None
     paint_margin: bool = False
+    input_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.fc_widths, (list, tuple)):
@@ -120,6 +125,9 @@ class DecoderConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"DecoderConfig.{name} must be a finite number, got {value!r}")
+        if isinstance(self.input_dropout, bool) or not isinstance(self.input_dropout, numbers.Real) \
+                or not 0 <= self.input_dropout < 1:
+            raise ValueError(f"DecoderConfig.input_dropout must be a probability in [0, 1), got {self.input_dropout!r}")
         if self.leaky_slope < 0 or self.input_scale <= 0:
             raise ValueError(f"DecoderConfig needs leaky_slope >= 0 and input_scale > 0, got "
                              f"{self.leaky_slope} and {self.input_scale}")
@@ -234,6 +242,8 @@ class Decoder(nn.Module):
         def act() -> nn.Module:
             return nn.LeakyReLU(config.leaky_slope)
 
+        spatial = len(self.feature_shape) == 3
+        self.dropout = (nn.Dropout2d if spatial else nn.Dropout)(config.input_dropout)
         self.fc: nn.Sequential | None = None
         layers: list[nn.Module] = []
         if len(self.feature_shape) in (1, 2):
@@ -279,7 +289,7 @@ class Decoder(nn.Module):
         """Reconstruct ``output_size`` images; with ``cell``, the painted cells start ``offset`` pixels
         (rows, columns) above and left of the image (``Representation.grid_offset``; ignored without ``cell``)."""
         self.check_features(features)
-        x = self.config.prepare(features)
+        x = self.dropout(self.config.prepare(features))
         size = (int(output_size[0]), int(output_size[1]))
         shift = (int(offset[0]), int(offset[1]))
         if min(shift) < 0:
