@@ -15,10 +15,11 @@ phases of N/10 iterations with the per-pixel step falling geometrically from ``h
 levels; with the word ``glide`` the step glides from ``hi`` to ``lo`` in N − ``hold`` iterations and stays at ``lo`` for
 ``hold`` (default 10; the shipped network-layer schedules hold 1) (``gd.glide``); ``relative`` or ``absolute`` sets
 ``gd.relative_step`` (steps in units of the reconstruction's own contrast); any other ``KEY=VALUE`` sets that GD
-setting (``parametrization=fourier``, ``clamp=false``). The reference — mv2015 for HOG, HOGb and DSIFT, tuned for network layers, the presets fast must match —
-is run once per representation and size (cached in ``--out``). Printed per candidate: the set's mean error (%; M&V's
-feature_error for HOG, HOGb and DSIFT, the normalized error ‖Φ(x*) − Φ(x0)‖² / ‖Φ(x0)‖² for network layers) beside
-the reference's, the share of images where it is at most the reference's, and its seconds over the reference's.
+setting (``parametrization=fourier``, ``clamp=false``). The reference — mv2015 for HOG, HOGb and DSIFT, tuned for
+network layers, the presets fast must match — is run once per representation and size (cached in ``--out``).
+Printed per candidate: the set's mean error (%; M&V's feature_error for HOG, HOGb and DSIFT, the normalized error
+‖Φ(x*) − Φ(x0)‖² / ‖Φ(x0)‖² for network layers) beside the reference's, the share of images where it is at most the
+reference's, and its seconds over the reference's.
 """
 from __future__ import annotations
 

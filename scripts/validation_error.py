@@ -71,7 +71,8 @@ def main() -> None:
     sets = validation_sets(args.config, args.layer, args.overrides, args.train_crops)
     inverters = {path: LearnedInverter.from_bundle(path) for path in args.bundles}
     for kind, images in sets.items():
-        print(f"{len(images)} {kind if kind == 'training crops' else 'validation ' + kind} of {args.config}" + (f" ({args.layer})" if args.layer else ""))
+        name = kind if kind == "training crops" else f"validation {kind}"
+        print(f"{len(images)} {name} of {args.config}" + (f" ({args.layer})" if args.layer else ""))
         shared = flat_colour(images, shared=True)
         print(f"  one flat image of the set's mean colour: {float(image_error(shared, images).mean()):.4f}")
         print(f"  flat images of each one's own mean colour: "
