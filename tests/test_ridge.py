@@ -105,6 +105,7 @@ POOL = ["representation=efficientnet_lite0:pool", "grey=false"]
     (POOL, "fit=ridge fits a linear decoder"),
     (["representation=hog", *LINEAR[:1]], "is for vector features"),
     ([*POOL, "resume=true", *LINEAR], "do not apply"),
+    ([*POOL, "decoder.input_dropout=0.2", *LINEAR], "input_dropout do not apply"),
     ([*POOL, "ridge.lambdas=[]", *LINEAR], "ridge.lambdas"),
     ([*POOL, "monitor=val/loss", *LINEAR], "not val/loss"),
     ([*POOL, "lambda_feat=0.1", *LINEAR], "lambda_feat must be 0"),

@@ -313,8 +313,9 @@ def _fit_ridge(c: dict[str, Any], run_dir: Path, command: str | None) -> tuple[d
         refuse_foreign(run_dir, "preimage train", run_dir / "bundle.pt")
     if (run_dir / "bundle.pt").exists():
         raise ValueError(f"{run_dir} already holds a fitted bundle: set another run_dir")
-    if c["resume"] or c["init"] is not None:
-        raise ValueError("fit=ridge fits the decoder in closed form, from nothing: resume and init do not apply")
+    if c["resume"] or c["init"] is not None or c["decoder"].get("input_dropout", 0.0):
+        raise ValueError("fit=ridge fits the decoder in closed form, from nothing: resume, init and "
+                         "decoder.input_dropout do not apply")
     if c["monitor"] == "val/loss" or c["lambda_feat"]:
         raise ValueError("fit=ridge fits the image MSE alone (lambda_feat must be 0) and chooses its penalty by "
                          "val/image_error or val/feature_error (monitor), not val/loss")
