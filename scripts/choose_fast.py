@@ -12,9 +12,9 @@ the content fast's earlier schedule lost on). Grey for HOG, HOGb and DSIFT; colo
 
 Every candidate is ``fast`` with its Adam schedule replaced: ``SPEC=N`` (``cnn=N``: every network layer) gives ten
 phases of N/10 iterations with the per-pixel step falling geometrically from ``hi`` (48) to ``lo`` (0.5) grey
-levels; with the word ``glide`` the step glides from ``hi`` to ``lo`` in N − ``hold`` iterations and stays at ``lo`` for
-``hold`` (default 10; the shipped network-layer schedules hold 1) (``gd.glide``); ``relative`` or ``absolute`` sets
-``gd.relative_step`` (steps in units of the reconstruction's own contrast); any other ``KEY=VALUE`` sets that GD
+levels; with the word ``glide`` the step glides from ``hi`` to ``lo`` in N − ``hold`` iterations and stays at ``lo``
+for ``hold`` (default 10; the shipped network-layer schedules hold 1) (``gd.glide``); ``relative`` or ``absolute``
+sets ``gd.relative_step`` (steps in units of the reconstruction's own contrast); any other ``KEY=VALUE`` sets that GD
 setting (``parametrization=fourier``, ``clamp=false``). The reference — mv2015 for HOG, HOGb and DSIFT, tuned for
 network layers, the presets fast must match — is run once per representation and size (cached in ``--out``).
 Printed per candidate: the set's mean error (%; M&V's feature_error for HOG, HOGb and DSIFT, the normalized error

@@ -15,6 +15,8 @@ crops of the photos it was trained on lies below its error on the validation set
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 from pathlib import Path
 
 import torch
@@ -29,7 +31,8 @@ from preimage.training.sweep import layer_config, layer_spec
 from preimage.training.train import resolve_config
 
 
-def validation_sets(config: str, layer: str | None, overrides: list[str], train_crops: int = 0) -> dict[str, torch.Tensor]:
+def validation_sets(config: str, layer: str | None, overrides: list[str],
+                    train_crops: int = 0) -> dict[str, torch.Tensor]:
     """``{"crops": (N, C, S, S), "photos": (M, C, S, S)}`` in ``[0, 1]``: the validation crops of a training config,
     and the whole validation-split photos of its sources, squared to ``S``; with ``train_crops``, also
     ``"training crops"``: the first ``train_crops`` crops of its training loader (torch seeded 0)."""
@@ -48,14 +51,8 @@ def validation_sets(config: str, layer: str | None, overrides: list[str], train_
             "photos": torch.stack([prepare_image(photo, size=size, grey=grey) for photo in photos])}
     if train_crops:
         torch.manual_seed(0)
-        datamodule.setup("fit")
-        batches, count = [], 0
-        for batch in datamodule.train_dataloader():
-            batches.append(batch)
-            count += len(batch)
-            if count >= train_crops:
-                break
-        sets["training crops"] = torch.cat(batches)[:train_crops]
+        batches = math.ceil(train_crops / datamodule.hparams.batch_size)
+        sets["training crops"] = torch.cat(list(itertools.islice(datamodule.train_dataloader(), batches)))[:train_crops]
     return sets
 
 

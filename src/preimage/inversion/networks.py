@@ -56,6 +56,10 @@ def _check_int(name: str, value: Any, low: int) -> None:
     check_int(f"DecoderConfig.{name}", value, minimum=low)
 
 
+#: DecoderConfig fields that act in training only: fine-tuning a bundle may change them (the architecture stays)
+TRAINING_ONLY = frozenset({"input_dropout"})
+
+
 @dataclass
 class DecoderConfig:
     """Every knob of a decoder (recorded as ``asdict`` in a bundle's manifest).

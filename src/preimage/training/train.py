@@ -40,7 +40,7 @@ from ..schemas import TrainConfig, merged, plain
 from ..catalogue import BundleError, plain_value
 from ..inversion.bundles import save_bundle
 from ..inversion.learned import LearnedInverter
-from ..inversion.networks import Decoder, DecoderConfig, build_decoder
+from ..inversion.networks import TRAINING_ONLY, Decoder, DecoderConfig, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
 from .module import InverterModule, parse_settings
@@ -134,8 +134,8 @@ def _best_decoder(decoder: Decoder, checkpoint: Path) -> tuple[Decoder, dict[str
 
 def _initial_decoder(c: dict[str, Any], representation: Representation) -> Decoder:
     """The decoder of bundle ``c["init"]`` for fine-tuning; its config replaces ``c["decoder"]``, whose keys must
-    agree with it (``auto`` takes the bundle's value) but for ``input_dropout``, which acts in training only.
-    One-line ``ValueError`` otherwise."""
+    agree with it (``auto`` takes the bundle's value) but for those that act in training only (``TRAINING_ONLY``),
+    which ``c["decoder"]`` keeps. One-line ``ValueError`` otherwise."""
     name = representation.spec if c["init"] == "shipped" else c["init"]
     try:
         bundle = LearnedInverter.from_bundle(name, representation=representation)
@@ -143,11 +143,12 @@ def _initial_decoder(c: dict[str, Any], representation: Representation) -> Decod
         raise ValueError(f"init={c['init']}: {err}") from None
     recorded = asdict(bundle.decoder.config)
     differ = [f"{k}={v!r} (the bundle's: {recorded.get(k)!r})" for k, v in c["decoder"].items()
-              if v != "auto" and k != "input_dropout"
+              if v != "auto" and k not in TRAINING_ONLY
               and plain_value(v, "decoder") != plain_value(recorded.get(k), "decoder")]
     if differ:
         raise ValueError(f"init={c['init']}: decoder.{differ[0]}: drop the key to fine-tune the bundle's decoder")
-    c["decoder"] = plain_value({**recorded, "input_dropout": c["decoder"].get("input_dropout", 0.0)}, "decoder")
+    training_only = {k: v for k, v in c["decoder"].items() if k in TRAINING_ONLY}
+    c["decoder"] = plain_value({**recorded, **training_only}, "decoder")
     return bundle.decoder
 
 
