@@ -51,7 +51,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="the bundle to write")
     parser.add_argument("--crops", type=int, default=3072, help="training crops to fit the adapter on")
     parser.add_argument("--steps", type=int, default=2000, help="AdamW steps of the adapter (batches of 64)")
-    parser.add_argument("--convs", type=int, default=2, help="3×3 convolutions of the adapter")
+    parser.add_argument("--convs", type=int, default=2, help="convolutions of the adapter")
+    parser.add_argument("--kernel", type=int, choices=(1, 3), default=3,
+                        help="their kernel: 3, or 1 where the deep layer maps each cell of the shallow one alone")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = parser.parse_args()
     if args.crops < 2 or args.steps < 1:
@@ -83,7 +85,7 @@ def main() -> None:
     val_deep, val_target = features(val_images, representation, shallow)
     print(f"{len(deep)} training and {len(val_deep)} validation crops of {c['representation']} and "
           f"{shallow.representation.spec}: {time.time() - started:.0f} s", flush=True)
-    adapter = build_adapter(deep.shape[1], target.shape[1], shallow.decoder.config.width, args.convs,
+    adapter = build_adapter(deep.shape[1], target.shape[1], shallow.decoder.config.width, args.convs, args.kernel,
                             shallow.decoder.config.leaky_slope)
     generator = torch.Generator().manual_seed(c["seed"])
     train_mse = fit_adapter(adapter, deep * scale, target, steps=args.steps, generator=generator)
@@ -106,7 +108,8 @@ def main() -> None:
     metrics = {"val/image_error": error, "val/adapter_mse": val_mse, "train/adapter_mse": train_mse}
     manifest = {"spec": representation.spec, "params": representation.params,
                 "data": {**c["data"], "sources": datamodule.source_configs}, "steps": 0, "metrics": metrics,
-                "stacked_on": str(args.on), "adapter": {"crops": len(deep), "steps": args.steps, "convs": args.convs},
+                "stacked_on": str(args.on), "adapter": {"crops": len(deep), "steps": args.steps, "convs": args.convs,
+                                                             "kernel": args.kernel},
                 "command": shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
     save_bundle(args.out, decoder, manifest)
     print(f"wrote {args.out}")

@@ -28,16 +28,18 @@ def _randomize_(module: torch.nn.Module, seed: int) -> None:
 
 def test_stacked_decoder_is_the_adapter_then_the_shallow_decoder() -> None:
     shallow = Decoder((6, 4, 4), (32, 32), DecoderConfig(width=8, pre_convs=2, min_width=4, cell=8, input_scale=2.0))
-    adapter = build_adapter(5, 6, width=8, convs=2)
     _randomize_(shallow, 0)
-    _randomize_(adapter, 1)
-    stacked = stack_decoder(adapter, shallow, (5, 4, 4), input_scale=0.5)
-    assert stacked.config.pre_convs == 4 and stacked.config.input_scale == 0.5 and stacked.feature_shape == (5, 4, 4)
     features = torch.randn(2, 5, 5, 7, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        for size, offset in (((40, 56), (0, 0)), ((37, 53), (3, 1))):  # the border cells too: zero padding
-            expected = shallow(adapter(0.5 * features) / 2.0, size, offset)
-            assert torch.allclose(stacked(features, size, offset), expected, atol=1e-5)
+    for kernel in (3, 1):
+        adapter = build_adapter(5, 6, width=8, convs=2, kernel=kernel)
+        _randomize_(adapter, 1)
+        stacked = stack_decoder(adapter, shallow, (5, 4, 4), input_scale=0.5)
+        assert stacked.config.pre_convs == 4 and stacked.config.input_scale == 0.5
+        assert stacked.feature_shape == (5, 4, 4)
+        with torch.no_grad():
+            for size, offset in (((40, 56), (0, 0)), ((37, 53), (3, 1))):  # the border cells too: zero padding
+                expected = shallow(adapter(0.5 * features) / 2.0, size, offset)
+                assert torch.allclose(stacked(features, size, offset), expected, atol=1e-5)
 
 
 def test_stack_decoder_refuses_what_does_not_fold() -> None:

@@ -7,7 +7,7 @@ photos it never saw. The way back from one layer to the one below is local (a bl
 convolutions) and every feature cell of every crop is one example of it, so it is learned from the same crops
 without learning the photos. Both must lie on the same grid (the same ``grid_step`` and offsets).
 
-:func:`build_adapter` makes the network: ``convs`` 3×3 convolutions of ``width`` channels with LeakyReLU, then
+:func:`build_adapter` makes the network: ``convs`` 3×3 (or 1×1) convolutions of ``width`` channels with LeakyReLU, then
 a 1×1 convolution to the shallow features' channels, without bias. :func:`fit_adapter` fits it to the shallow
 decoder's input (its ``prepare``-d features) by mean squared error. :func:`stack_decoder` folds the two into one
 :class:`~preimage.inversion.networks.Decoder` of the deep features with ``convs`` more ``pre_convs``: the 1×1
@@ -21,6 +21,7 @@ import math
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..inversion.networks import Decoder, init_decoder_
@@ -28,20 +29,21 @@ from ..inversion.networks import Decoder, init_decoder_
 __all__ = ["build_adapter", "fit_adapter", "stack_decoder"]
 
 
-def build_adapter(in_channels: int, out_channels: int, width: int, convs: int = 2,
+def build_adapter(in_channels: int, out_channels: int, width: int, convs: int = 2, kernel: int = 3,
                   leaky_slope: float = 0.2) -> nn.Sequential:
-    """``convs`` × (3×3 convolution to ``width`` channels, LeakyReLU), then a bias-free 1×1 convolution to
-    ``out_channels``; He-initialized as a decoder's layers.
+    """``convs`` × (``kernel``×``kernel`` convolution to ``width`` channels, LeakyReLU; ``kernel`` 3, or 1 where the
+    deep layer is a per-cell map of the shallow one and fewer weights learn it from the same crops), then a
+    bias-free 1×1 convolution to ``out_channels``; He-initialized as a decoder's layers.
 
     Shape:
         :math:`(B, C_{in}, h, w)` → :math:`(B, C_{out}, h, w)`.
     """
-    if convs < 1:
-        raise ValueError(f"an adapter needs at least one 3×3 convolution, got convs={convs}")
+    if convs < 1 or kernel not in (1, 3):
+        raise ValueError(f"an adapter needs at least one convolution of kernel 1 or 3, got convs={convs}, kernel={kernel}")
     layers: list[nn.Module] = []
     channels = in_channels
     for _ in range(convs):
-        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(leaky_slope)]
+        layers += [nn.Conv2d(channels, width, kernel, padding=kernel // 2), nn.LeakyReLU(leaky_slope)]
         channels = width
     adapter = nn.Sequential(*layers, nn.Conv2d(channels, out_channels, 1, bias=False))
     init_decoder_(nn.ModuleList(layers), leaky_slope)
@@ -86,7 +88,7 @@ def stack_decoder(adapter: nn.Sequential, shallow: Decoder, deep_feature_shape: 
     """One decoder of the deep features: ``adapter`` (:func:`build_adapter`, fitted) folded into ``shallow``.
 
     Args:
-        adapter: ``convs`` 3×3 convolutions of ``shallow.config.width`` channels, then a bias-free 1×1
+        adapter: ``convs`` convolutions of ``shallow.config.width`` channels, then a bias-free 1×1
             convolution to ``shallow``'s input channels.
         shallow: a trained decoder of spatial features (with at least one ``pre_convs``).
         deep_feature_shape: ``(C, h, w)`` of the deep features at ``shallow.image_size``.
@@ -111,7 +113,8 @@ def stack_decoder(adapter: nn.Sequential, shallow: Decoder, deep_feature_shape: 
     stacked = Decoder(tuple(deep_feature_shape), shallow.image_size,
                       replace(config, pre_convs=config.pre_convs + convs, input_scale=float(input_scale),
                               input_dropout=0.0))
-    state = {f"layers.{k}": v for k, v in adapter[:-1].state_dict().items()}
+    state = {f"layers.{k}": F.pad(v, [(3 - v.shape[-1]) // 2] * 4) if v.dim() == 4 else v  # 1×1: a 3×3's centre
+             for k, v in adapter[:-1].state_dict().items()}
     shift = 2 * convs
     for key, value in shallow.layers.state_dict().items():
         index, name = key.split(".", 1)
