@@ -3,9 +3,11 @@ from the deep features back to the shallow ones on the training crops of a confi
 decoder, and write the result as a bundle for ``preimage train init=BUNDLE`` to fine-tune end to end.
 
     .venv/bin/python scripts/stack_decoder.py --config configs/train/efficientnet_lite0_layers.yaml --layer stage7 \\
-        --on checkpoints/efficientnet_lite0_stage6.pt --out runs/stacked/stage7_init.pt [key=value ...]
+        --on checkpoints/efficientnet_lite0_stage6.pt --out runs/stack_inits/stage7_init.pt [key=value ...]
     preimage train --config configs/train/efficientnet_lite0_layers.yaml 'layers=[stage7]' run_dir=runs/stacked \\
-        init=runs/stacked/stage7_init.pt decoder.pre_convs=5 ...
+        init=runs/stack_inits/stage7_init.pt decoder.pre_convs=5 ...
+
+(the bundle is written outside the run_dir, which ``preimage train`` wants empty or its own.)
 
 The crops are the config's training stream (``--layer``'s ``per_layer`` keys for a sweep's config; torch seeded with
 its ``seed``); the bundle's decoder has ``--convs`` more ``pre_convs`` than the shallow one. Printed: the adapter's

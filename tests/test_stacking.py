@@ -50,6 +50,8 @@ def test_stack_decoder_refuses_what_does_not_fold() -> None:
     with_bias[-1] = torch.nn.Conv2d(8, 6, 1)
     with pytest.raises(ValueError, match="without bias"):
         stack_decoder(with_bias, shallow, (5, 4, 4), 1.0)
+    with pytest.raises(ValueError, match="slope 0.2"):  # the folded decoder would use its own slope
+        stack_decoder(build_adapter(5, 6, width=8, leaky_slope=0.1), shallow, (5, 4, 4), 1.0)
     margin = Decoder((6, 4, 4), (32, 32), DecoderConfig(width=8, pre_convs=1, cell=8, paint_margin=True))
     with pytest.raises(ValueError, match="paint_margin"):
         stack_decoder(build_adapter(5, 6, width=8), margin, (5, 4, 4), 1.0)

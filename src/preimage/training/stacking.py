@@ -107,9 +107,11 @@ def stack_decoder(adapter: nn.Sequential, shallow: Decoder, deep_feature_shape: 
                          "without paint_margin (its zero cells would pass through the adapter) or input_log")
     if len(deep_feature_shape) != 3 or first.in_channels != deep_feature_shape[0] or \
             last.out_channels != shallow.feature_shape[0] or last.bias is not None or \
-            any(m.out_channels != config.width for m in adapter[:-1] if isinstance(m, nn.Conv2d)):
+            any(m.out_channels != config.width for m in adapter[:-1] if isinstance(m, nn.Conv2d)) or \
+            any(m.negative_slope != config.leaky_slope for m in adapter if isinstance(m, nn.LeakyReLU)):
         raise ValueError(f"stack_decoder: the adapter must map {deep_feature_shape[0]} channels through "
-                         f"{config.width} to {shallow.feature_shape[0]}, its last 1×1 convolution without bias")
+                         f"{config.width} to {shallow.feature_shape[0]} with the decoder's LeakyReLU slope "
+                         f"{config.leaky_slope}, its last 1×1 convolution without bias")
     stacked = Decoder(tuple(deep_feature_shape), shallow.image_size,
                       replace(config, pre_convs=config.pre_convs + convs, input_scale=float(input_scale),
                               input_dropout=0.0))
