@@ -15,7 +15,7 @@ extrapolated from --iterations steps) for hog and efficientnet_lite0:stage4 at 2
 configs/train/efficientnet_lite0_stage4.yaml (its decoder and crops, the default built-in sources, batch 64) in
 float32, channels-last, bf16-mixed and both, from step 20 on (the run's TensorBoard event times).
 
-    .venv/bin/python scripts/gpu_check.py [--device cuda] [--iterations 50]
+    .venv/bin/python scripts/gpu_check.py [--device cuda] [--iterations 50] [--train-steps 200]
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Iterator
 
