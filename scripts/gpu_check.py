@@ -12,10 +12,11 @@ Checks (exit 1 if one fails):
   10 % of it with ``channels_last=true trainer.precision=bf16-mixed`` (bf16 rounds every product);
 Figures: learned images/s at batch 1 and 64 (fastest of 5 passes), GD seconds per image (full mv2015 schedule,
 extrapolated from --iterations steps) for hog and efficientnet_lite0:stage4 at 224×224; training images/s of
-configs/train/efficientnet_lite0_stage4.yaml (its decoder and crops, the default built-in sources, batch 64) in
+configs/train/efficientnet_lite0_stage4.yaml (its decoder and crops, the default built-in sources, batch 64 and
+8 loader workers unless --train-batch / --train-workers say otherwise) in
 float32, channels-last, bf16-mixed and both, from step 20 on (the run's TensorBoard event times).
 
-    .venv/bin/python scripts/gpu_check.py [--device cuda] [--iterations 50] [--train-steps 200]
+    .venv/bin/python scripts/gpu_check.py [--device cuda] [--iterations 50] [--train-steps 200] [--train-workers 8]
 """
 from __future__ import annotations
 
@@ -45,7 +46,6 @@ from benchmark_learned import inference_throughput  # scripts/, on the path when
 
 SPECS = {"hog": "checkpoints/hog.pt", "efficientnet_lite0:stage4": "checkpoints/efficientnet_lite0_stage4.pt"}
 CPU = torch.device("cpu")
-TRAIN_BATCH = 64
 FAST_TRAINING = {"float32": (), "channels-last": ("channels_last=true",), "bf16-mixed": ("trainer.precision=bf16-mixed",),
                  "channels-last + bf16": ("channels_last=true", "trainer.precision=bf16-mixed")}
 
@@ -61,12 +61,13 @@ def shortened(spec: str, iterations: int):
     return gd_config("mv2015", spec, schedule=[[full.schedule[0][0], iterations]]), full
 
 
-def training_rate(run_dir: Path, accelerator: str, extra: tuple[str, ...], steps: int) -> float:
+def training_rate(run_dir: Path, accelerator: str, extra: tuple[str, ...], steps: int, batch: int = 64,
+                  workers: int = 8) -> float:
     """Training images/s of the stage4 config over steps 20 … ``steps``, read from the wall times of the run's
     TensorBoard ``train/loss`` events (start-up, the first steps and the final validation excluded)."""
     cfg = load_config(TrainConfig, config_dir() / "train" / "efficientnet_lite0_stage4.yaml",
                       [f"run_dir={run_dir}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
-                       f"trainer.accelerator={accelerator}", f"data.batch_size={TRAIN_BATCH}", "data.num_workers=8",
+                       f"trainer.accelerator={accelerator}", f"data.batch_size={batch}", f"data.num_workers={workers}",
                        "data.val_size=32", "data.test_size=32", "trainer.deterministic=false",
                        "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=10", "progress=false",
                        "image_log_every=100000", *extra])
@@ -75,7 +76,7 @@ def training_rate(run_dir: Path, accelerator: str, extra: tuple[str, ...], steps
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0}).Reload()
     logged = [e for e in events.Scalars("train/loss") if e.step >= 20]
     first, last = logged[0], logged[-1]
-    return (last.step - first.step) * TRAIN_BATCH / (last.wall_time - first.wall_time)
+    return (last.step - first.step) * batch / (last.wall_time - first.wall_time)
 
 
 @contextlib.contextmanager
@@ -99,6 +100,8 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=50, help="GD steps compared and timed")
     parser.add_argument("--train-steps", type=int, default=200, help="training steps per mode, timed from step 20 "
                         "(0: skip)")
+    parser.add_argument("--train-batch", type=int, default=64, help="their batch size")
+    parser.add_argument("--train-workers", type=int, default=8, help="their DataLoader workers")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -169,7 +172,8 @@ def main() -> int:
               f"val/loss {val['device']:.5f} vs CPU {val['cpu']:.5f}")
         check("training 50 steps, channels-last + bf16", relative(val["bf16"], val["cpu"]) < 0.10,
               f"val/loss {val['bf16']:.5f} vs CPU {val['cpu']:.5f}")
-        training_rates = {mode: training_rate(Path(tmp) / f"rate{i}", accelerator, extra, args.train_steps)
+        training_rates = {mode: training_rate(Path(tmp) / f"rate{i}", accelerator, extra, args.train_steps,
+                                              args.train_batch, args.train_workers)
                           for i, (mode, extra) in enumerate(FAST_TRAINING.items())} if args.train_steps else {}
 
     print(f"\n| representation ({name}, 224×224) | learned images/s, batch 1 | batch 64 | GD s / image (mv2015) |")
@@ -177,7 +181,8 @@ def main() -> int:
     for spec, r1, r64, gd_seconds, full in figures:
         print(f"| {spec} | {r1:.1f} | {r64:.1f} | {gd_seconds:.2f} ({full} it) |")
     if training_rates:
-        print(f"\n| training efficientnet_lite0:stage4 ({name}, 128-px crops, batch {TRAIN_BATCH}) | images/s | ×float32 |")
+        print(f"\n| training efficientnet_lite0:stage4 ({name}, 128-px crops, batch {args.train_batch}, "
+              f"{args.train_workers} workers) | images/s | ×float32 |")
         print("|---|---|---|")
         for mode, rate in training_rates.items():
             print(f"| {mode} | {rate:.0f} | {rate / training_rates['float32']:.2f} |")
