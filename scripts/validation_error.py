@@ -8,6 +8,7 @@ normalized over each set, as the training's ``val/image_error``; beside each, th
 bundle's reconstructions replaced by flat images of their own mean colour. With ``--train-crops N``, also the first
 ``N`` training crops the config gives (seed 0; grey and jittered as training has them): how far a bundle's error on
 crops of the photos it was trained on lies below its error on the validation sets (how much it has memorized).
+With ``--average``, also the mean of the bundles' reconstructions: what an ensemble of their decoders would score.
 
     .venv/bin/python scripts/validation_error.py --config configs/train/efficientnet_lite0_layers.yaml --layer pool \\
         --bundles checkpoints/efficientnet_lite0_pool.pt runs/vec_gc/efficientnet_lite0_pool/bundle.pt [key=value ...]
@@ -63,6 +64,8 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="+", required=True)
     parser.add_argument("--train-crops", type=int, default=0, metavar="N",
                         help="also score the first N training crops (what the bundles may have memorized)")
+    parser.add_argument("--average", action="store_true",
+                        help="also score the mean of the bundles' reconstructions (an ensemble of their decoders)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     args = parser.parse_args()
     sets = validation_sets(args.config, args.layer, args.overrides, args.train_crops)
@@ -74,9 +77,13 @@ def main() -> None:
         print(f"  one flat image of the set's mean colour: {float(image_error(shared, images).mean()):.4f}")
         print(f"  flat images of each one's own mean colour: "
               f"{float(image_error(flat_colour(images), images).mean()):.4f}")
+        recons = {}
         for path, inverter in inverters.items():
             with torch.no_grad():
-                recon = torch.cat([inverter(batch).clamp(0, 1) for batch in images.split(32)])
+                recons[path] = torch.cat([inverter(batch).clamp(0, 1) for batch in images.split(32)])
+        if args.average:
+            recons["the mean of these"] = torch.stack(list(recons.values())).mean(0)
+        for path, recon in recons.items():
             print(f"  {path}: image_error {float(image_error(recon, images).mean()):.4f} "
                   f"(its own mean colour: {float(image_error(flat_colour(recon), images).mean()):.4f})")
 
