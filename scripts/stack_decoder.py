@@ -29,6 +29,7 @@ import torch
 
 from preimage.inversion.bundles import save_bundle
 from preimage.inversion.learned import LearnedInverter
+from preimage.inversion.networks import Decoder
 from preimage.metrics import image_error
 from preimage.representations import build_representation
 from preimage.schemas import TrainConfig, load_config
@@ -67,6 +68,8 @@ def main() -> None:
         c = layer_config(c, args.layer, layer_spec(c["representation"], args.layer), Path(c["run_dir"]))
     representation = build_representation(c["representation"], **c["representation_options"]).eval()
     shallow = LearnedInverter.from_bundle(args.on)
+    if not isinstance(shallow.decoder, Decoder):
+        raise SystemExit(f"--on {args.on}: an ensemble of decoders; stack on one of its members' bundles")
     crop = int(c["data"]["crop"])
     sizes = [(crop, crop), (crop + 3, crop + 2), tuple(shallow.decoder.image_size)]
     if representation.grid_step is None or representation.grid_step != shallow.representation.grid_step or any(

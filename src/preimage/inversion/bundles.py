@@ -11,7 +11,8 @@ The manifest records what the decoder inverts and how it was trained:
   trained on: str or dict), ``steps`` (int), ``metrics`` (dict of validation numbers), anything else plain;
 - filled in by :func:`save_bundle`: ``image_size`` ``[H, W]``, ``feature_shape``, ``decoder`` (the
   :class:`DecoderConfig` as a dict), ``package_version`` (``preimage.__version__``) and, for weights stored at
-  half size and read back as float32, ``weights_dtype: float16``.
+  half size and read back as float32, ``weights_dtype: float16``; for a :class:`DecoderEnsemble`, ``decoder`` is
+  its first member's config and ``ensemble`` the list of the others' (its weights ``members.<i>.…``).
 
 ``sha256`` covers the manifest and every tensor, so edited weights or manifests are caught on loading.
 
@@ -38,7 +39,7 @@ from ..catalogue import (BUNDLE_FORMAT, BUNDLE_VERSION, BundleError, PathLike, b
                          plain_value, shipped_bundles)
 from ..config import package_root
 from ..files import atomic_path, not_a_file
-from .networks import Decoder, DecoderConfig
+from .networks import Decoder, DecoderConfig, DecoderEnsemble
 
 __all__ = ["BundleError", "bundle_file", "load_bundle", "meta_decoder", "save_bundle"]
 
@@ -69,18 +70,31 @@ def _mismatch(state_dict: dict[str, Any], expected: dict[str, torch.Tensor]) -> 
     return "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
 
 
-def meta_decoder(manifest: dict[str, Any], config: DecoderConfig) -> Decoder:
-    """The manifest's decoder on the ``meta`` device: its architecture, no memory, no RNG draws."""
+def meta_decoder(manifest: dict[str, Any], config: DecoderConfig) -> Decoder | DecoderEnsemble:
+    """The manifest's decoder (``config``; with ``ensemble``, a :class:`DecoderEnsemble` of it and those) on the
+    ``meta`` device: its architecture, no memory, no RNG draws."""
+    shape, size = tuple(manifest["feature_shape"]), tuple(manifest["image_size"])
     with torch.device("meta"):
-        return Decoder(tuple(manifest["feature_shape"]), tuple(manifest["image_size"]), config)
+        if "ensemble" not in manifest:
+            return Decoder(shape, size, config)
+        return DecoderEnsemble([Decoder(shape, size, c) for c in (config, *_ensemble_configs(manifest))])
 
 
-def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any], *, float16: bool = False) -> Path:
+def _ensemble_configs(manifest: dict[str, Any]) -> list[DecoderConfig]:
+    """The configs of an ensemble's members after the first (``ValueError`` if ``ensemble`` holds none)."""
+    members = manifest["ensemble"]
+    if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
+        raise ValueError(f"manifest['ensemble'] is {members!r}, not a list of decoder config dicts")
+    return [DecoderConfig(**m) for m in members]
+
+
+def save_bundle(path: PathLike, decoder: Decoder | DecoderEnsemble, manifest: dict[str, Any], *,
+                float16: bool = False) -> Path:
     """Write ``decoder`` and ``manifest`` as an inverter bundle (atomically: a temporary file, then a rename).
 
     Args:
         path: the ``.pt`` file to write (parent folders are created).
-        decoder: the trained decoder; its ``image_size`` must be set.
+        decoder: the trained decoder, or an ensemble of decoders; its ``image_size`` must be set.
         manifest: ``spec``, ``params``, ``data``, ``steps``, ``metrics`` and any other plain values (see the
             module docstring); ``image_size``, ``feature_shape``, ``decoder`` and ``package_version`` are
             filled in from ``decoder`` and the package (a conflicting value given here is an error).
@@ -101,10 +115,13 @@ def save_bundle(path: PathLike, decoder: Decoder, manifest: dict[str, Any], *, f
         "image_size": list(decoder.image_size), "feature_shape": list(decoder.feature_shape),
         "decoder": plain_value(asdict(decoder.config), "decoder config"),
     }
+    if isinstance(decoder, DecoderEnsemble):
+        derived["ensemble"] = [plain_value(asdict(m.config), "decoder config") for m in decoder.members[1:]]
     full = plain_value(manifest, "manifest")
     for key, value in derived.items():
         if key in full and full[key] != value:
             raise ValueError(f"save_bundle: manifest['{key}'] = {full[key]!r} contradicts the decoder's {value!r}")
+    full.pop("ensemble", None)  # the decoder's own, from derived
     full.update(derived, package_version=__version__)
     full.pop("weights_dtype", None)  # the stored weights' own, set below (absent: float32)
     if float16:
@@ -175,8 +192,10 @@ def _open(path: Path) -> tuple[dict[str, Any], dict[str, Any], DecoderConfig]:
     manifest = bundle_manifest(bundle, name)
     try:
         config = DecoderConfig(**manifest["decoder"])
+        if "ensemble" in manifest:
+            _ensemble_configs(manifest)
     except (TypeError, ValueError) as err:  # an unknown, missing or invalid field
-        raise BundleError(f"{name} is tampered or invalid: manifest['decoder'] is not a decoder config: {err}"
+        raise BundleError(f"{name} is tampered or invalid: its manifest's decoders are not decoder configs: {err}"
                           ) from None
     return bundle, manifest, config
 
@@ -231,6 +250,8 @@ def load_bundle(
         raise BundleError(f"{name} is tampered or corrupt: its content does not match its sha256 checksum")
     # the whole decoder config: keys added since the bundle was written take their defaults, as the decoder does
     manifest = {**manifest, "decoder": plain_value(asdict(config), "decoder config")}
+    if "ensemble" in manifest:
+        manifest["ensemble"] = [plain_value(asdict(c), "decoder config") for c in _ensemble_configs(manifest)]
     return manifest, {k: v.float() if v.dtype == torch.float16 else v for k, v in state.items()}
 
 

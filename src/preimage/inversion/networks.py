@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ from torch import nn
 
 from ..config import check_int
 
-__all__ = ["SHORTFALL", "Decoder", "DecoderConfig", "build_decoder", "count_upsamplings", "init_decoder_",
+__all__ = ["SHORTFALL", "Decoder", "DecoderConfig", "DecoderEnsemble", "build_decoder", "count_upsamplings", "init_decoder_",
            "resize_bilinear"]
 
 #: The decoder's own output may be up to this factor smaller than the image, the rest bridged by the final
@@ -317,6 +317,41 @@ class Decoder(nn.Module):
 
     def extra_repr(self) -> str:
         return f"feature_shape={self.feature_shape}, image_size={self.image_size}, upsamplings={self.upsamplings}"
+
+
+class DecoderEnsemble(nn.Module):
+    """Several decoders of one representation, one image size and one number of output channels, read as the mean
+    of their reconstructions (each clamped to ``[0, 1]`` first): decoders that err differently err less together.
+    For inference only (the clamp stops gradients outside the range; ``preimage train init=`` refuses it).
+
+    Args:
+        members: the decoders (at least two); the first's ``config`` stands for all where one is asked.
+
+    Shape:
+        as :class:`Decoder`: features → :math:`(B, C, H, W)` in ``[0, 1]``.
+    """
+
+    def __init__(self, members: Sequence[Decoder]) -> None:
+        super().__init__()
+        if len(members) < 2 or not all(isinstance(m, Decoder) for m in members):
+            raise ValueError(f"an ensemble takes two or more decoders, got {len(members)}")
+        first = members[0]
+        for i, other in enumerate(members[1:], 1):
+            for what in ("feature_shape", "image_size"):
+                if getattr(other, what) != getattr(first, what):
+                    raise ValueError(f"ensemble member {i} has {what} {getattr(other, what)}, member 0 "
+                                     f"{getattr(first, what)}")
+            if other.config.out_channels != first.config.out_channels:
+                raise ValueError(f"ensemble member {i} makes {other.config.out_channels}-channel images, member 0 "
+                                 f"{first.config.out_channels}-channel ones")
+        self.members = nn.ModuleList(members)
+        self.feature_shape, self.image_size, self.config = first.feature_shape, first.image_size, first.config
+
+    def forward(
+        self, features: torch.Tensor, output_size: tuple[int, int], offset: tuple[int, int] = (0, 0)
+    ) -> torch.Tensor:
+        """The mean of the members' reconstructions, each clamped to ``[0, 1]``."""
+        return torch.stack([m(features, output_size, offset).clamp(0, 1) for m in self.members]).mean(0)
 
 
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -40,7 +40,7 @@ from ..schemas import TrainConfig, merged, plain
 from ..catalogue import BundleError, plain_value
 from ..inversion.bundles import save_bundle
 from ..inversion.learned import LearnedInverter
-from ..inversion.networks import TRAINING_ONLY, Decoder, DecoderConfig, build_decoder
+from ..inversion.networks import TRAINING_ONLY, Decoder, DecoderConfig, DecoderEnsemble, build_decoder
 from ..representations import Representation, build_representation
 from .datamodule import ImageDataModule
 from .module import InverterModule, parse_settings
@@ -141,6 +141,9 @@ def _initial_decoder(c: dict[str, Any], representation: Representation) -> Decod
         bundle = LearnedInverter.from_bundle(name, representation=representation)
     except BundleError as err:
         raise ValueError(f"init={c['init']}: {err}") from None
+    if isinstance(bundle.decoder, DecoderEnsemble):
+        raise ValueError(f"init={c['init']}: the bundle is an ensemble of {len(bundle.decoder.members)} decoders, "
+                         "which is not trained; start from one of its members' bundles")
     recorded = asdict(bundle.decoder.config)
     differ = [f"{k}={v!r} (the bundle's: {recorded.get(k)!r})" for k, v in c["decoder"].items()
               if v != "auto" and k not in TRAINING_ONLY
