@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from preimage.inversion.bundles import BundleError, bundle_file, load_bundle, save_bundle
+from preimage.inversion.bundles import BundleError, save_bundle
 from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import Decoder, DecoderEnsemble
 
@@ -27,13 +27,14 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.bundles) < 2:
         raise SystemExit("--bundles: give two or more")
-    try:
-        paths = [bundle_file(b) for b in args.bundles]
-        first, _ = load_bundle(paths[0])
-        manifests = [first] + [load_bundle(p, first["spec"], expected_params=first["params"])[0] for p in paths[1:]]
-        decoders = [LearnedInverter.from_bundle(p).decoder for p in paths]
+    try:  # each later bundle loaded on the first's Φ: another spec or other parameters are refused
+        inverters = [LearnedInverter.from_bundle(args.bundles[0])]
+        inverters += [LearnedInverter.from_bundle(b, representation=inverters[0].representation)
+                      for b in args.bundles[1:]]
     except BundleError as err:
         raise SystemExit(str(err)) from None
+    manifests, decoders = [i.manifest for i in inverters], [i.decoder for i in inverters]
+    first = manifests[0]
     if not all(isinstance(d, Decoder) for d in decoders):
         raise SystemExit("--bundles: one of them is an ensemble already; give its members")
     try:
