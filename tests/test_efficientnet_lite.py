@@ -115,6 +115,27 @@ def test_weights_paths(tmp_path: Path, monkeypatch) -> None:
         build_representation("efficientnet_lite0:stage8")
 
 
+@pytest.mark.parametrize("layer", ["stage3", "head", "logits"])
+def test_channels_last_input_changes_no_feature_or_gradient(layer: str) -> None:
+    """On the CPU the network runs on a channels-last copy of its input; features and their gradient with
+    respect to the pixels are those of the contiguous layout, and the features come back contiguous."""
+    rep = build_representation(f"efficientnet_lite0:{layer}")
+    assert rep.channels_last
+    for size in (224, 227):
+        x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+        results = []
+        for flag in (True, False):
+            rep.channels_last = flag
+            pixels = x.clone().requires_grad_(True)
+            features = rep(pixels)
+            (grad,) = torch.autograd.grad(features.square().sum(), pixels)
+            results.append((features.detach(), grad))
+        (ours, ours_grad), (plain, plain_grad) = results
+        assert ours.is_contiguous()
+        assert (ours - plain).abs().max() <= 1e-5 * plain.abs().max(), size
+        assert (ours_grad - plain_grad).abs().max() <= 1e-4 * plain_grad.abs().max(), size
+
+
 @pytest.mark.parametrize("layer", ["stem", "stage2"])
 def test_gradcheck(layer: str) -> None:
     rep = build_representation(f"efficientnet_lite0:{layer}").double()

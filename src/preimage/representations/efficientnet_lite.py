@@ -206,7 +206,7 @@ class EfficientNetLite0Layer(NetworkLayer):
     def __init__(self, layer: str, *, weights: WeightsArg = "imagenet") -> None:
         super().__init__(f"efficientnet_lite0:{layer}", efficientnet_lite0_network(layer, weights=weights),
                          weights=weights, scale=255.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
-                         depth=_depth(layer))
+                         depth=_depth(layer), channels_last=layer != "stem")
         self.family, self.layer = "efficientnet_lite0", layer
 
 
