@@ -146,6 +146,41 @@ def test_relative_step_on_a_pyramid_by_a_naive_loop() -> None:
     torch.testing.assert_close(result.images[:, 0, 0], ((collapse(ref) + 128) / 255).clamp(0, 1))
 
 
+def test_clamped_pyramid_by_a_naive_loop() -> None:
+    """clamp on a pyramid: after every Adam step the finest level moves by what the collapsed image has outside
+    [0, 255] (mean 128), so that the image is the clamped one. The collapse and the loop written out as above, from
+    a seeded random start far out of range and with steps large enough to leave it again."""
+    u2 = _bilinear_doubling(2)
+
+    def collapse(z: torch.Tensor) -> torch.Tensor:  # (N, 21) -> (N, 4, 4) mean-subtracted pixels
+        fine, middle, top = z[:, :16].view(-1, 4, 4), z[:, 16:20].view(-1, 2, 2), z[:, 20:]
+        return fine + 0.5 * u2 @ (middle + 0.5 * top.view(-1, 1, 1)) @ u2.T
+
+    originals = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(4))
+    phi = BlurDown()
+    with torch.no_grad():
+        target = phi(originals)
+    objective = FeatureReconstruction(phi, target)
+    config = tiny_config(parametrization="pyramid", levels=3, level_step=0.5, optimizer="adam", adam_betas=(0.9, 0.9),
+                         clamp=True, lambda_tv=0.0, lambda_alpha=0.0, sigma0_227=100000.0, schedule=[(60.0, 8)])
+    result = optimize_gd(objective, (2, 1, 4, 4), config, device="cpu", progress=False)
+
+    ref = gd_setup(config, 2, 1, 4, 4).starts.view(2, 21).clone()
+    assert collapse(ref).abs().max() > 300  # the start is far out of range: the clamp has work from the first step
+    m, v, clamped = torch.zeros(2, 21), torch.zeros(2, 21), 0
+    for k in range(1, 9):
+        variables = ref.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(objective(((collapse(variables) + 128) / 255)[:, None]).sum(), variables)
+        m, v = 0.9 * m + 0.1 * grad, 0.9 * v + 0.1 * grad**2
+        ref = ref - 60.0 * (m / (1 - 0.9**k)) / ((v / (1 - 0.9**k)).sqrt() + 1e-8)
+        pixels = collapse(ref)
+        excess = pixels - pixels.clamp(-128, 127)
+        clamped += int((excess != 0).sum())
+        ref[:, :16] -= excess.flatten(1)
+    assert clamped > 0
+    torch.testing.assert_close(result.images[:, 0, 0], (collapse(ref) + 128) / 255)
+
+
 def test_start_scale_sizes_the_random_start() -> None:
     """Pixels of L2 norm start_scale · σ0, σ0 = 0.25 · sqrt(C·H·W / (227·227·3)) written out; 0: flat pixel_mean."""
     config = tiny_config(grey=False, sigma0_227=0.25, start_scale=0.5, restarts=2)

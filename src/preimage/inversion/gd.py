@@ -236,7 +236,8 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
             where a random-start run has them, so the jitter shifts are those of that run.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
         progress: show a progress bar.
-        callback: ``callback(t, variables (N·R, ...), energy (N·R,))`` after each step (pixels in pixel space).
+        callback: ``callback(t, variables (N·R, ...), energy (N·R,))`` after each step (pixels in pixel space; a
+            clamped pyramid's variables before that step's clamp, which the next energy makes).
         stop_on_divergence: raise :class:`DivergedError` (``problem`` set) at the first non-finite energy.
 
     Returns:
@@ -272,9 +273,15 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
     space = setup.space
     warp = config.scale != (1.0, 1.0) or config.rotate > 0
     seen: dict[str, torch.Tensor] = {}  # the image of the last energy evaluated, for relative_contrast
+    # a pyramid's clamp collapses it as the energy does: the clamp after step t is made by step t + 1's energy,
+    # one collapse per step instead of two (the same iterates)
+    fused_clamp = config.clamp and isinstance(space, PyramidSpace)
 
     def energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images = plain = seen["image"] = space.to_image(x)
+        if fused_clamp and "image" in seen:
+            images = plain = seen["image"] = space.clamped_image(x)
+        else:
+            images = plain = seen["image"] = space.to_image(x)
         if config.jitter:
             images = jitter_images(images, config.jitter, setup.generators)
         if warp:
@@ -299,7 +306,8 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
                                   step_scale=setup.step_scale, optimizer=config.optimizer,
                                   adam_betas=config.adam_betas, glide=config.glide,
                                   contrast=relative_contrast if config.relative_step else None,
-                                  project=space.clamp if config.clamp else None, callback=callback, progress=progress,
+                                  project=space.clamp if config.clamp and not fused_clamp else None,
+                                  callback=callback, progress=progress,
                                   stop_on_divergence=stop_on_divergence)
     except DivergedError as err:
         err.problem = err.row // r

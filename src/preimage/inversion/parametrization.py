@@ -208,3 +208,13 @@ class PyramidSpace:
         excess = pixels - self.pixel.clamp(pixels.clone())
         z[:, :, :self.height * self.width] -= excess.flatten(2)
         return z
+
+    def clamped_image(self, z: torch.Tensor) -> torch.Tensor:
+        """:meth:`clamp` then :meth:`to_image` in one collapse: ``z``'s finest level is changed in place (outside
+        autograd) and the clamped image is returned, differentiable in ``z`` (the collapse is linear, so its
+        gradient does not depend on where ``z`` lies)."""
+        pixels = self.pixels(z)
+        with torch.no_grad():
+            excess = pixels - self.pixel.clamp(pixels.detach().clone())
+            z.data[:, :, :self.height * self.width] -= excess.flatten(2)
+        return self.pixel.to_image(pixels - excess)
