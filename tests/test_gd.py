@@ -235,6 +235,14 @@ def test_pyramid_space_round_trip_and_sides() -> None:
     clamped = space.clamp(z.clone())
     torch.testing.assert_close(space.to_image(clamped), outside.clamp(0, 1), atol=1e-5, rtol=0)
     torch.testing.assert_close(clamped[:, :, 17 * 22:], z[:, :, 17 * 22:])  # only the finest level moved
+    fused = z.clone().requires_grad_(True)
+    fused_image = space.clamped_image(fused)  # the same clamp, and the clamped image differentiable in the variables
+    torch.testing.assert_close(fused.detach(), clamped)
+    torch.testing.assert_close(fused_image.detach(), space.to_image(clamped), atol=1e-5, rtol=0)
+    (grad,) = torch.autograd.grad(fused_image.sum(), fused)
+    free = z.clone().requires_grad_(True)
+    (plain,) = torch.autograd.grad(space.to_image(free).sum(), free)
+    torch.testing.assert_close(grad, plain)
 
 
 def test_pyramid_needs_adam_and_levels() -> None:

@@ -204,9 +204,7 @@ class PyramidSpace:
 
     def clamp(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` with its finest level changed, in place, so that its image is the old one clamped to ``[0, 1]``."""
-        pixels = self.pixels(z)
-        excess = pixels - self.pixel.clamp(pixels.clone())
-        z[:, :, :self.height * self.width] -= excess.flatten(2)
+        self._move_finest_level(z, self.pixels(z))
         return z
 
     def clamped_image(self, z: torch.Tensor) -> torch.Tensor:
@@ -214,7 +212,11 @@ class PyramidSpace:
         autograd) and the clamped image is returned, differentiable in ``z`` (the collapse is linear, so its
         gradient does not depend on where ``z`` lies)."""
         pixels = self.pixels(z)
+        return self.pixel.to_image(pixels - self._move_finest_level(z, pixels))
+
+    def _move_finest_level(self, z: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Move ``z``'s finest level by what ``pixels`` (its collapse) has outside the valid range; returns that."""
         with torch.no_grad():
             excess = pixels - self.pixel.clamp(pixels.detach().clone())
             z.data[:, :, :self.height * self.width] -= excess.flatten(2)
-        return self.pixel.to_image(pixels - excess)
+        return excess
