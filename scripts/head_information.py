@@ -28,12 +28,11 @@ from validation_error import validation_sets  # noqa: E402
 from preimage.imagesets import load_image_set  # noqa: E402
 from preimage.inversion.learned import LearnedInverter  # noqa: E402
 from preimage.metrics import flat_colour, image_error  # noqa: E402
-from preimage.representations.efficientnet_lite import efficientnet_lite0_network  # noqa: E402
 
 
-def head_affine() -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A (1280, 320), c (1280,))``: the head before its ReLU6, ``A z + c`` per cell (batch norm folded in)."""
-    head = efficientnet_lite0_network("head").head
+def head_affine(head: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A (1280, 320), c (1280,))``: ``head`` (the network's 1×1 convolution, batch norm and ReLU6) before its
+    ReLU6, ``A z + c`` per cell (batch norm folded in)."""
     bn = head.bn
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     return (scale[:, None] * head.conv.weight[:, :, 0, 0]).detach(), (bn.bias - scale * bn.running_mean).detach()
@@ -68,7 +67,7 @@ def main() -> None:
     parser.add_argument("--head", default="checkpoints/efficientnet_lite0_head.pt")
     args = parser.parse_args()
     stage7, head = LearnedInverter.from_bundle(args.stage7), LearnedInverter.from_bundle(args.head)
-    A, c = head_affine()
+    A, c = head_affine(head.representation.network.head)  # the head inverter's own Φ, not a second copy
     sets = validation_sets(args.config, "head", [], train_crops=256)
     with torch.no_grad():
         train = torch.cat([stage7.representation(b) for b in sets.pop("training crops").split(32)])
