@@ -1,9 +1,11 @@
-"""EfficientNet-Lite0 on the CPU with and without a channels-last input, measured side by side in one run.
+"""EfficientNet-Lite0 on the CPU as it was built and as Φ runs it, measured side by side in one run.
 
 ``EfficientNetLite0Layer`` runs its network on a channels-last copy of its input on the CPU (``channels_last``,
-oneDNN's faster convolutions); this measures what that buys, against the same representation with it switched
-off, in alternating rounds (each figure the fastest of ``--rounds``, so that load from other processes, which
-only adds time, hits neither side more):
+oneDNN's faster convolutions) and with its batch norms folded into the convolutions (``fold_batch_norms``); this
+measures what each buys, against the same representation with the contiguous layout and the unfolded network
+(the weights file's); the column Φ is the layer as built (channels-last but at the stem, folded). In alternating
+rounds, each figure the fastest of ``--rounds``, so that load from other processes, which only adds time, hits no
+variant more:
 
 - Φ forward and forward + backward (the gradient of the features' squared sum with respect to the pixels, what
   GD asks of Φ at every step), ms per batch, at batch 1 and ``--batch`` on 224-px random images;
@@ -25,8 +27,22 @@ from preimage import build_representation
 from preimage.imagesets import load_image_set
 from preimage.inversion.gd import invert_gd
 from preimage.inversion.presets import gd_config
+from preimage.representations.efficientnet_lite import efficientnet_lite0_network
 
-LAYOUTS = {"contiguous": False, "channels-last": True}
+#: name → (channels_last, batch norms folded); Φ: the layer's own layout (channels-last but at the stem), folded
+VARIANTS = {"contiguous": (False, False), "channels-last": (True, False), "Φ": (None, True)}
+
+
+def set_variant(rep, networks: dict[bool, torch.nn.Module], name: str) -> None:
+    channels_last, folded = VARIANTS[name]
+    rep.channels_last = networks["channels_last"] if channels_last is None else channels_last
+    rep.network = networks[folded]
+
+
+def variants_of(layer: str):
+    """``efficientnet_lite0:<layer>``, its network unfolded and folded, and its own layout."""
+    rep = build_representation(f"efficientnet_lite0:{layer}")
+    return rep, {False: efficientnet_lite0_network(layer), True: rep.network, "channels_last": rep.channels_last}
 
 
 def phi_ms(rep, images: torch.Tensor, backward: bool) -> float:
@@ -52,41 +68,48 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU, {args.threads} threads; fastest of {args.rounds} alternating rounds\n")
-    print("| layer | batch | pass | contiguous ms | channels-last ms | speed-up |\n|---|---|---|---|---|---|")
+    names = list(VARIANTS)
+    print("| layer | batch | pass | " + " | ".join(f"{n} ms" for n in names) + " | speed-up: "
+          + ", ".join(names[1:]) + " |\n|---|---|---|" + "---|" * (len(names) + 1))
     for layer in args.layers:
-        rep = build_representation(f"efficientnet_lite0:{layer}")
+        rep, networks = variants_of(layer)
         for batch in (1, args.batch):
             images = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
             for backward in (False, True):
-                best = {name: float("inf") for name in LAYOUTS}
-                phi_ms(rep, images, backward)  # one-off set-up (oneDNN primitives) outside the rounds
+                best = {name: float("inf") for name in VARIANTS}
+                for name in VARIANTS:  # one-off set-up (oneDNN primitives) outside the rounds
+                    set_variant(rep, networks, name)
+                    phi_ms(rep, images, backward)
                 for _ in range(args.rounds):
-                    for name, flag in LAYOUTS.items():
-                        rep.channels_last = flag
+                    for name in VARIANTS:
+                        set_variant(rep, networks, name)
                         best[name] = min(best[name], phi_ms(rep, images, backward))
-                a, b = best["contiguous"], best["channels-last"]
-                print(f"| {layer} | {batch} | {'forward+backward' if backward else 'forward'} | {a:.1f} | {b:.1f} | "
-                      f"{a / b:.2f}× |", flush=True)
+                base = best["contiguous"]
+                print(f"| {layer} | {batch} | {'forward+backward' if backward else 'forward'} | "
+                      + " | ".join(f"{best[n]:.1f}" for n in names) + " | "
+                      + ", ".join(f"{base / best[n]:.2f}×" for n in names[1:]) + " |", flush=True)
     if not args.gd_layers:
         return
     photos = torch.stack(load_image_set("builtin", size=224, grey=False)[2][: args.photos])
     print(f"\nGD on {len(photos)} test photos at 224 px (seconds per image)\n")
-    print("| layer | preset | contiguous s | channels-last s | speed-up |\n|---|---|---|---|---|")
+    print("| layer | preset | " + " | ".join(f"{n} s" for n in names) + " | speed-up: " + ", ".join(names[1:])
+          + " |\n|---|---|" + "---|" * (len(names) + 1))
     for layer in args.gd_layers:
-        rep = build_representation(f"efficientnet_lite0:{layer}")
-        best = {(preset, name): float("inf") for preset in ("tuned", "fast") for name in LAYOUTS}
+        rep, networks = variants_of(layer)
+        best = {(preset, name): float("inf") for preset in ("tuned", "fast") for name in VARIANTS}
         for _ in range(args.rounds):
             for preset in ("tuned", "fast"):
                 config = gd_config(preset, rep)
-                for name, flag in LAYOUTS.items():
-                    rep.channels_last = flag
+                for name in VARIANTS:
+                    set_variant(rep, networks, name)
                     seconds = invert_gd(rep, photos, config, progress=False).seconds
                     best[preset, name] = min(best[preset, name], seconds / len(photos))
         for preset in ("tuned", "fast"):
-            a, b = best[preset, "contiguous"], best[preset, "channels-last"]
-            print(f"| {layer} | {preset} | {a:.2f} | {b:.2f} | {a / b:.2f}× |", flush=True)
-        print(f"| {layer} | fast over tuned | {best['fast', 'contiguous'] / best['tuned', 'contiguous']:.3f} | "
-              f"{best['fast', 'channels-last'] / best['tuned', 'channels-last']:.3f} | |", flush=True)
+            base = best[preset, "contiguous"]
+            print(f"| {layer} | {preset} | " + " | ".join(f"{best[preset, n]:.2f}" for n in names) + " | "
+                  + ", ".join(f"{base / best[preset, n]:.2f}×" for n in names[1:]) + " |", flush=True)
+        print(f"| {layer} | fast over tuned | " + " | ".join(f"{best['fast', n] / best['tuned', n]:.3f}" for n in names)
+              + " | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,12 @@ from preimage.metrics import flat_colour, image_error  # noqa: E402
 
 
 def head_affine(head: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A (1280, 320), c (1280,))``: ``head`` (the network's 1×1 convolution, batch norm and ReLU6) before its
-    ReLU6, ``A z + c`` per cell (batch norm folded in)."""
-    bn = head.bn
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return (scale[:, None] * head.conv.weight[:, :, 0, 0]).detach(), (bn.bias - scale * bn.running_mean).detach()
+    """``(A (1280, 320), c (1280,))``: ``head`` (the network's 1×1 convolution, batch norm or its folded identity,
+    ReLU6) before its ReLU6, ``A z + c`` per cell, read off at z = 0 and at each unit vector."""
+    with torch.no_grad():
+        basis = torch.cat([torch.zeros(1, 320), torch.eye(320)])[:, :, None, None]
+        pre = head[:-1](basis)[:, :, 0, 0]
+    return (pre[1:] - pre[0]).T.contiguous(), pre[0]
 
 
 def consistent_stage7(h: torch.Tensor, A: torch.Tensor, c: torch.Tensor, start: torch.Tensor,

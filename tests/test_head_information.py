@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -18,8 +19,9 @@ head_information = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(head_information)
 
 
-def test_rebuilt_stage7_gives_the_heads_features() -> None:
-    head = efficientnet_lite0_network("head").head
+@pytest.mark.parametrize("folded", [False, True])  # the script reads Φ's head, whose batch norm is folded
+def test_rebuilt_stage7_gives_the_heads_features(folded: bool) -> None:
+    head = efficientnet_lite0_network("head", folded=folded).head
     A, c = head_information.head_affine(head)
     z = torch.randn(2, 320, 3, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
