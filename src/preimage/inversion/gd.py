@@ -297,7 +297,7 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
 
         descend calls it right after the energy at ``x``, so the image just seen is ``x``'s (no second collapse)."""
         image = seen["image"].detach().flatten(1)
-        # the std written out: torch's CPU std takes ~20x as long as these two passes (a third of a stage1 step's Φ)
+        # the std written out: torch's CPU std took 2.1 ms for six 224-px images, these two passes 0.1-0.3 ms
         variance = (image - image.mean(dim=1, keepdim=True)).square_().sum(dim=1).div_(image.shape[1] - 1)
         return variance.sqrt_().mul_(grey_levels).clamp_min_(1.0).div_(start_contrast)
 

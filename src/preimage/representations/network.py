@@ -140,7 +140,7 @@ class NetworkLayer(Representation):
         depth: the layer's relative depth in its network, ``(index + 1) / count`` over the family's named
             layers (the GD presets choose λTV by it).
         channels_last: on the CPU, run the network on a channels-last copy of its input (oneDNN's convolutions
-            are faster so: 1.1–1.4× for EfficientNet-Lite0's forward and backward, ``scripts/benchmark_network.py``)
+            are faster so: 1.1–1.9× for EfficientNet-Lite0's forward and backward, ``scripts/benchmark_network.py``)
             and return the features in the usual layout. Only for networks known to be layout-agnostic (no
             ``view`` of a convolution's output); other devices are left as they are.
 
