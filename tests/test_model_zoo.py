@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from preimage import build_representation
 from preimage.cli import main
 from preimage.representations import layer_depth
-from preimage.representations.model_zoo import list_nodes, node_shapes
+from preimage.representations.model_zoo import fold_graph_batch_norms, list_nodes, node_shapes
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -40,6 +40,46 @@ def test_node_equals_the_model_run_by_hand() -> None:
     with torch.no_grad():  # grey input is replicated to RGB
         grey = torch.rand(1, 1, 32, 32)
         assert torch.equal(rep(grey), rep(grey.expand(1, 3, 32, 32)))
+
+
+def test_batch_norms_are_folded_into_the_convolutions(tmp_path: Path) -> None:
+    """No batch norm is left in the traced network, and with running statistics and affine parameters far from
+    their defaults (a weights file) the node still equals the model run by hand, batch norms and all."""
+    model = _seeded_resnet18()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5, generator=g)
+            m.running_var.uniform_(0.3, 3.0, generator=g)
+            m.weight.data.uniform_(0.5, 1.5, generator=g)
+            m.bias.data.normal_(0, 0.3, generator=g)
+    path = tmp_path / "resnet18.pth"
+    torch.save(model.state_dict(), path)
+    rep = build_representation("torchvision:resnet18:layer3", weights=path)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in rep.modules())
+    x = torch.rand(2, 3, 64, 80, generator=g)
+    with torch.no_grad():
+        ours, by_hand = rep(x), _layer3(model, x)
+    assert (ours - by_hand).abs().max() <= 1e-5 * by_hand.abs().max()
+
+
+def test_a_convolution_read_elsewhere_keeps_its_batch_norm() -> None:
+    class Twice(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.norm = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return self.norm(y) + y
+
+    net = Twice().eval()
+    net.norm.running_mean.fill_(0.5)
+    graph = fold_graph_batch_norms(torch.fx.symbolic_trace(net))
+    assert isinstance(graph.norm, torch.nn.BatchNorm2d)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(graph(x), net(x))
 
 
 def test_in_place_ops_cannot_change_a_captured_activation() -> None:

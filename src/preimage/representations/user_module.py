@@ -5,7 +5,8 @@ The node is named as ``torchvision.models.feature_extraction`` names it (a modul
 ``torchvision:`` family does. The module is copied (the caller's is never changed or frozen), switched to
 out-of-place operations, and cut after the node:
 
-- traced with torch.fx when it can be: nothing past the node runs;
+- traced with torch.fx when it can be: nothing past the node runs, and each batch norm fed by a convolution alone
+  is folded into it (the same eval-mode function, faster: :func:`~.model_zoo.fold_graph_batch_norms`);
 - otherwise (data-dependent control flow, say) through a forward hook on the node's module, which ends the
   forward pass as soon as the node has run, so no later operation, in-place or not, touches the activation.
 
@@ -22,7 +23,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .model_zoo import NodeOutput, graph_nodes, no_inplace, node_depth, returned_nodes
+from .model_zoo import NodeOutput, fold_graph_batch_norms, graph_nodes, no_inplace, node_depth, returned_nodes
 from .network import NetworkLayer
 
 __all__ = ["ModuleLayer", "from_module"]
@@ -151,7 +152,8 @@ def from_module(model: nn.Module, node: str, *, mean: Sequence[float] | None = N
             raise ValueError(f"{type(model).__name__} has no node {node!r}; closest: {', '.join(close) or list(nodes)[-1]}")
         from torchvision.models.feature_extraction import create_feature_extractor
 
-        cut: nn.Module = NodeOutput(create_feature_extractor(network, return_nodes=returned_nodes(nodes, node)), node)
+        extractor = create_feature_extractor(network, return_nodes=returned_nodes(nodes, node))
+        cut: nn.Module = NodeOutput(fold_graph_batch_norms(extractor), node)
         depth = node_depth(nodes, node)
     else:
         modules = dict(network.named_modules())
