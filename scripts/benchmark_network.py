@@ -11,12 +11,15 @@ variant more:
   in float64, relative error (norm of the difference over the norm), on 2 random 227-px images;
 - Φ forward and forward + backward (the gradient of the features' squared sum with respect to the pixels, what
   GD asks of Φ at every step), ms per batch, at batch 1 and ``--batch`` on 224-px random images;
+- other families (``--zoo``): Φ forward + backward of torchvision/timm layers, whose traced networks have their
+  batch norms folded too (``fold_graph_batch_norms``; they run contiguous), against the unfolded trace;
 - GD: whole runs of the presets ``tuned`` and ``fast`` on the first ``--photos`` built-in test photos at 224 px
   (colour), seconds per image, and ``fast``'s time over ``tuned``'s under each layout (the two share Φ, so a faster
   Φ leaves more of ``fast``'s time to its own per-step work: its pyramid and Adam).
 
     .venv/bin/python scripts/benchmark_network.py [--layers stem stage2 stage4 stage6 head logits]
-        [--gd-layers stage4 logits] [--photos 2] [--batch 6] [--rounds 3] [--threads 2]
+        [--gd-layers stage4 logits] [--zoo torchvision:resnet18:layer3 ...] [--photos 2] [--batch 6] [--rounds 3]
+        [--threads 2]
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from preimage.imagesets import load_image_set
 from preimage.inversion.gd import invert_gd
 from preimage.inversion.presets import gd_config
 from preimage.representations.efficientnet_lite import efficientnet_lite0_network
+from preimage.representations.model_zoo import NodeOutput, ZooModel, returned_nodes
 
 #: name → (channels_last, batch norms folded); Φ: the layer's own layout (channels-last but at the stem), folded
 VARIANTS = {"contiguous": (False, False), "channels-last": (True, False), "Φ": (None, True)}
@@ -45,6 +49,15 @@ def variants_of(layer: str):
     """``efficientnet_lite0:<layer>``, its network unfolded and folded, and its own layout."""
     rep = build_representation(f"efficientnet_lite0:{layer}")
     return rep, {False: efficientnet_lite0_network(layer), True: rep.network, "channels_last": rep.channels_last}
+
+
+def zoo_variants(spec: str):
+    """A ``torchvision:``/``timm:`` layer (random weights: the same speed), its traced network unfolded and folded."""
+    family, model, node = spec.split(":", 2)
+    rep = build_representation(spec, weights="random")
+    zoo = ZooModel(family)
+    network = zoo.build(model, "random")
+    return rep, {False: NodeOutput(zoo.cut(network, returned_nodes(zoo.nodes(network), node)), node), True: rep.network}
 
 
 def phi_ms(rep, images: torch.Tensor, backward: bool) -> float:
@@ -74,6 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", nargs="*", default=["stem", "stage2", "stage4", "stage6", "head", "logits"])
     parser.add_argument("--gd-layers", nargs="*", default=["stage4", "logits"])
+    parser.add_argument("--zoo", nargs="*",
+                        default=["torchvision:resnet18:layer3", "torchvision:mobilenet_v3_large:features.12"],
+                        help="torchvision/timm layers whose traced batch norms are folded (timed unfolded and folded)")
     parser.add_argument("--photos", type=int, default=2)
     parser.add_argument("--batch", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
@@ -116,6 +132,23 @@ def main() -> None:
                 print(f"| {layer} | {batch} | {'forward+backward' if backward else 'forward'} | "
                       + " | ".join(f"{best[n]:.1f}" for n in names) + " | "
                       + ", ".join(f"{base / best[n]:.2f}×" for n in names[1:]) + " |", flush=True)
+    if args.zoo:
+        print("\nOther families' traced networks, contiguous, forward+backward ms (random weights)\n")
+        print("| layer | batch | unfolded ms | folded (Φ) ms | speed-up |\n|---|---|---|---|---|")
+    for spec in args.zoo:
+        rep, networks = zoo_variants(spec)
+        for batch in (1, args.batch):
+            images = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+            for folded in (False, True):  # one-off set-up outside the rounds
+                rep.network = networks[folded]
+                phi_ms(rep, images, True)
+            best = {folded: float("inf") for folded in (False, True)}
+            for _ in range(args.rounds):
+                for folded in (False, True):
+                    rep.network = networks[folded]
+                    best[folded] = min(best[folded], phi_ms(rep, images, True))
+            a, b = best[False], best[True]
+            print(f"| {spec} | {batch} | {a:.1f} | {b:.1f} | {a / b:.2f}× |", flush=True)
     if not args.gd_layers:
         return
     photos = torch.stack(load_image_set("builtin", size=224, grey=False)[2][: args.photos])
