@@ -63,7 +63,7 @@ def test_batch_norms_are_folded_into_the_convolutions(tmp_path: Path) -> None:
     assert (ours - by_hand).abs().max() <= 1e-5 * by_hand.abs().max()
 
 
-def test_a_convolution_read_elsewhere_keeps_its_batch_norm() -> None:
+def test_a_convolution_read_elsewhere_or_a_norm_subclass_is_left_unfolded() -> None:
     class Twice(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -73,11 +73,27 @@ def test_a_convolution_read_elsewhere_keeps_its_batch_norm() -> None:
             y = self.conv(x)
             return self.norm(y) + y
 
+    class NormAndAct(torch.nn.BatchNorm2d):  # as timm's BatchNormAct2d: more than a batch norm in its forward
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(super().forward(x))
+
     net = Twice().eval()
     net.norm.running_mean.fill_(0.5)
     graph = fold_graph_batch_norms(torch.fx.symbolic_trace(net))
     assert isinstance(graph.norm, torch.nn.BatchNorm2d)
     x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(graph(x), net(x))
+    class KeepsIt(torch.fx.Tracer):  # as timm's tracer does, a call of it is one node
+        def is_leaf_module(self, module: torch.nn.Module, name: str) -> bool:
+            return isinstance(module, NormAndAct) or super().is_leaf_module(module, name)
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), NormAndAct(4)).eval()
+    net[1].running_mean.fill_(0.5)
+    traced = torch.fx.GraphModule(net, KeepsIt().trace(net))
+    assert [n.target for n in traced.graph.nodes if n.op == "call_module"] == ["0", "1"]
+    graph = fold_graph_batch_norms(traced)
+    assert [n.target for n in graph.graph.nodes if n.op == "call_module"] == ["0", "1"]
     with torch.no_grad():
         assert torch.equal(graph(x), net(x))
 

@@ -71,7 +71,7 @@ def no_inplace(model: nn.Module) -> nn.Module:
 def fold_graph_batch_norms(graph: fx.GraphModule) -> fx.GraphModule:
     """Fold each eval-mode ``BatchNorm2d`` of a traced network into the ``Conv2d`` that feeds it, in place.
 
-    Only where the convolution's output goes to the norm alone and each module is called once (a node that reads
+    Only those exact classes (not subclasses, whose forward may do more), and only where the convolution's output goes to the norm alone and each module is called once (a node that reads
     the convolution's own output, or a shared module, keeps both as they are): the convolution takes the norm's
     running scale and shift into its weights and bias and the norm's node is removed, its users reading the
     convolution's. The same eval-mode function (to float rounding); forward and backward on the CPU several times
@@ -85,9 +85,11 @@ def fold_graph_batch_norms(graph: fx.GraphModule) -> fx.GraphModule:
     for node in list(graph.graph.nodes):
         norm = modules.get(node.target) if node.op == "call_module" else None
         source = node.args[0] if norm is not None and node.args else None
-        if not (isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.track_running_stats
+        # exact types: a subclass may do more in its forward (timm's BatchNormAct2d applies an activation, its
+        # StdConv2d standardizes the weights the norm's scale would be folded into)
+        if not (type(norm) is nn.BatchNorm2d and not norm.training and norm.track_running_stats
                 and isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1
-                and isinstance(modules.get(source.target), nn.Conv2d) and calls[source.target] == calls[node.target] == 1):
+                and type(modules.get(source.target)) is nn.Conv2d and calls[source.target] == calls[node.target] == 1):
             continue
         parent, _, name = source.target.rpartition(".")
         setattr(graph.get_submodule(parent), name, fuse_conv_bn_eval(modules[source.target], norm))
