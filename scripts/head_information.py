@@ -33,8 +33,9 @@ from preimage.metrics import flat_colour, image_error  # noqa: E402
 def head_affine(head: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A (1280, 320), c (1280,))``: ``head`` (the network's 1×1 convolution, batch norm or its folded identity,
     ReLU6) before its ReLU6, ``A z + c`` per cell, read off at z = 0 and at each unit vector."""
+    channels = head[0].in_channels
     with torch.no_grad():
-        basis = torch.cat([torch.zeros(1, 320), torch.eye(320)])[:, :, None, None]
+        basis = torch.cat([torch.zeros(1, channels), torch.eye(channels)])[:, :, None, None]
         pre = head[:-1](basis)[:, :, 0, 0]
     return (pre[1:] - pre[0]).T.contiguous(), pre[0]
 

@@ -172,7 +172,8 @@ def fold_batch_norms(network: nn.Module) -> nn.Module:
     ``nn.Identity``: the same eval-mode function (features equal to float rounding, about 1e-6 relative), with
     forward and backward 1.4–2.3× faster on the CPU (stage2 to logits, channels-last, batch 1 and 6), where batch
     norm's backward is slow (``scripts/benchmark_network.py``). For inference only: the running statistics are
-    baked in.
+    baked in. By the known pairs, not :func:`~.model_zoo.fold_graph_batch_norms`: ``SameConv2d``'s padding depends on
+    the input's shape, which torch.fx cannot trace.
 
     Returns:
         ``network``, whose state_dict no longer has the weights file's layout.
@@ -233,9 +234,10 @@ class EfficientNetLite0Layer(NetworkLayer):
     """
 
     def __init__(self, layer: str, *, weights: WeightsArg = "imagenet") -> None:
-        super().__init__(f"efficientnet_lite0:{layer}", efficientnet_lite0_network(layer, weights=weights, folded=True),
-                         weights=weights, scale=255.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
-                         depth=_depth(layer), channels_last=layer != "stem")
+        network = efficientnet_lite0_network(layer, weights=weights, folded=True)
+        super().__init__(f"efficientnet_lite0:{layer}", network, weights=weights, scale=255.0,
+                         mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), depth=_depth(layer),
+                         channels_last=layer != "stem")
         self.family, self.layer = "efficientnet_lite0", layer
 
 
