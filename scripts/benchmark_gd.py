@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from preimage import build_representation
+from preimage import build_representation, keep_freed_memory
 from preimage.devices import resolve_device, synchronize
 from preimage.inversion.gd import invert_gd
 from preimage.inversion.objectives import FeatureReconstruction
@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of forward+backward and GD timing")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does: GD's freed tensors are not faulted back in at every step
     device = resolve_device(args.device)
     print(f"device {device}, {torch.get_num_threads()} threads, {args.size}×{args.size}, {args.iterations} GD iterations")
     print(f"{args.rounds} alternating rounds; each time is the fastest of its rounds")

@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from preimage import build_representation
+from preimage import build_representation, keep_freed_memory
 from preimage.imagesets import load_image_set
 from preimage.inversion.gd import invert_gd
 from preimage.inversion.presets import gd_config
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does: GD's freed tensors are not faulted back in at every step
     torch.set_num_threads(args.threads)
     print(f"CPU, {args.threads} threads; fastest of {args.rounds} alternating rounds\n")
     names = list(VARIANTS)

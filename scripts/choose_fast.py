@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from preimage import build_representation
+from preimage import build_representation, keep_freed_memory
 from preimage.images import load_images, to_grey
 from preimage.inversion.gd import invert_gd
 from preimage.inversion.presets import gd_config
@@ -103,6 +103,7 @@ def main() -> None:
                              "(N iterations for SPEC)")
     parser.add_argument("--out", default="reports/fast_choice", help="the references' cached results (not committed)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does: GD's freed tensors are not faulted back in at every step
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     colour = load_images(tuning_photos())

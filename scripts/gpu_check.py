@@ -31,7 +31,7 @@ from typing import Iterator
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from preimage import build_representation
+from preimage import build_representation, keep_freed_memory
 from preimage.imagesets import prepare_image
 from preimage.config import config_dir
 from preimage.inversion.methods import HybridMethod
@@ -104,6 +104,7 @@ def main() -> int:
     parser.add_argument("--train-batch", type=int, default=64, help="their batch size")
     parser.add_argument("--train-workers", type=int, default=8, help="their DataLoader workers")
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does: GD's freed tensors are not faulted back in at every step
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); --device cpu tests the script")

@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--learned-only", action="store_true", help="no GD, no picture; count the photos where the "
                         "learned reconstruction is below the flat image of the photo's own mean colour")
     args = parser.parse_args()
+    preimage.keep_freed_memory()  # as the CLI does: GD's freed tensors are not faulted back in at every step
     if args.run_dir:
         bundles = {spec: v["bundle"] for spec, v in json.loads((Path(args.run_dir) / "layers.json").read_text()).items()}
     else:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from preimage import build_representation
+from preimage import build_representation, keep_freed_memory
 from preimage.imagesets import load_image_set
 from preimage.jobs.report import MV2015_TABLE1
 from preimage.metrics import feature_error, image_error, mean_std
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="GD settings (gd.KEY of invert) over the last preset: one more row, PRESET+set")
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does: GD's freed tensors are not faulted back in at every step
     overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.set)) if args.set else {}
     runs = [(p, p, {}) for p in args.presets] + ([(f"{args.presets[-1]}+set", args.presets[-1], overrides)]
                                                  if overrides else [])

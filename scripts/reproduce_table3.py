@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from preimage import build_representation, list_representations
+from preimage import build_representation, keep_freed_memory, list_representations
 from preimage.imagesets import load_image_set
 from preimage.metrics import mean_std, normalized_loss
 from preimage.images import grid, save_png
@@ -74,6 +74,7 @@ def main() -> None:
                         help="a folder or image files instead of the built-in test photos (e.g. photos no setting was "
                              "chosen on)")
     args = parser.parse_args()
+    keep_freed_memory()  # as the CLI does: GD's freed tensors are not faulted back in at every step
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
 

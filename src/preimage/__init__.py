@@ -3,7 +3,8 @@
 The API (tensors in and out, nothing written): :func:`invert`, :func:`maximize`, :func:`caricature`,
 :func:`from_module` (any ``nn.Module`` at any node as a representation), :func:`load_inverter` and
 :func:`list_inverters` (the shipped learned inverters), :func:`build_representation` and
-:func:`list_representations` (the built-in ones). The command line (``preimage``) runs the jobs built on it.
+:func:`list_representations` (the built-in ones), :func:`keep_freed_memory` (faster GD on the CPU,
+process-wide). The command line (``preimage``) runs the jobs built on it.
 
 The names load on first use (``import preimage`` itself imports no torch), so that the command line answers
 ``--help`` and bad arguments at once.
@@ -21,7 +22,7 @@ except _PackageNotFoundError:  # running from a source tree without install
 #: each public name → the module that defines it
 _HOME = {
     "InversionResult": "api", "caricature": "api", "invert": "api", "list_inverters": "catalogue", "load_inverter": "api",
-    "maximize": "api", "LearnedInverter": "inversion.learned", "Representation": "representations",
+    "keep_freed_memory": "allocator", "maximize": "api", "LearnedInverter": "inversion.learned", "Representation": "representations",
     "build_representation": "representations", "from_module": "representations", "list_representations": "representations",
 }
 __all__ = [*sorted(_HOME), "__version__"]

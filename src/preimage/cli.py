@@ -25,6 +25,7 @@ from typing import Sequence
 
 from omegaconf.errors import OmegaConfBaseException
 
+from .allocator import keep_freed_memory
 from .analysis.cli import add_analyze_parser
 from .config import config_dir
 from .schemas import CompareConfig, InvertConfig, TrainConfig, load_config, split_overrides
@@ -254,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(message.replace("interrupted", f"interrupted{name}", 1), file=sys.stderr)
         return 128 + signum
 
+    keep_freed_memory()  # GD on the CPU would otherwise fault its freed tensors back in at every step
     try:
         return args.run(args)
     except (ValueError, OSError, OmegaConfBaseException) as err:
