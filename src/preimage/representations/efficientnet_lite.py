@@ -71,18 +71,19 @@ class SameConv2d(nn.Conv2d):
 
     def padding_before(self, height: int, width: int) -> tuple[int, int]:
         """Pixels padded above and left of a ``height`` × ``width`` input (they change with its parity)."""
-        return self._total(height, 0) // 2, self._total(width, 1) // 2
+        return self._pads(height, 0)[0], self._pads(width, 1)[0]
 
-    def _total(self, n: int, axis: int) -> int:
+    def _pads(self, n: int, axis: int) -> tuple[int, int]:
+        """Pixels padded before and after ``n`` along ``axis`` (0: rows)."""
         k, s = self.kernel_size[axis], self.stride[axis]
-        return max((-(-n // s) - 1) * s + k - n, 0)
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        return total // 2, total - total // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads: list[int] = []
-        for axis in (1, 0):  # F.pad's order: left, right, top, bottom
-            total = self._total(int(x.shape[-2 + axis]), axis)
-            pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
+        (top, bottom), (left, right) = self._pads(int(x.shape[-2]), 0), self._pads(int(x.shape[-1]), 1)
+        if top == bottom and left == right:  # the convolution pads itself: no padded copy of x (every stride-1 one)
+            return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        return super().forward(F.pad(x, [left, right, top, bottom]))
 
 
 class MBConvBlock(nn.Module):
