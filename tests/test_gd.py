@@ -220,6 +220,24 @@ def test_pyramid_space_by_the_formula() -> None:
     torch.testing.assert_close(space.to_image(z)[0, 0], (pixels + 10.0) / 100.0)
 
 
+def test_pyramid_space_gradient_by_the_formula_and_finite_differences() -> None:
+    """The collapse's backward (the bilinear doubling's written out) against autograd through the formula's
+    matrices, and against finite differences in float64 at a side that doubles and one that does not."""
+    space = PyramidSpace(2, 8, 8, levels=4, step=0.5)
+    z = torch.randn(3, 2, 85, requires_grad=True)
+    weights = torch.randn(3, 2, 8, 8)
+    (grad,) = torch.autograd.grad((space.pixels(z) * weights).sum(), z)
+    fine, middle, coarse, top = z.split([64, 16, 4, 1], dim=2)
+    u1, u2, u4 = _bilinear_doubling(1), _bilinear_doubling(2), _bilinear_doubling(4)
+    pixels = fine.unflatten(2, (8, 8)) + 0.5 * u4 @ (middle.unflatten(2, (4, 4)) + 0.5 * u2 @ (
+        coarse.unflatten(2, (2, 2)) + 0.5 * u1 @ top.unflatten(2, (1, 1)) @ u1.T) @ u2.T) @ u4.T
+    (expected,) = torch.autograd.grad((pixels * weights).sum(), z)
+    torch.testing.assert_close(grad, expected)
+    for height, width in ((16, 12), (12, 7)):
+        small = PyramidSpace(1, height, width, levels=3)
+        variables = torch.randn(small.variable_shape(2), dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(small.pixels, (variables,))
+
 def test_pyramid_space_round_trip_and_sides() -> None:
     space = PyramidSpace(3, 17, 22)
     assert space.sides == [(17, 22), (9, 11), (5, 6), (3, 3), (2, 2), (1, 1)]
