@@ -22,7 +22,8 @@ except _PackageNotFoundError:  # running from a source tree without install
 #: each public name → the module that defines it
 _HOME = {
     "InversionResult": "api", "caricature": "api", "invert": "api", "list_inverters": "catalogue", "load_inverter": "api",
-    "keep_freed_memory": "allocator", "maximize": "api", "LearnedInverter": "inversion.learned", "Representation": "representations",
+    "keep_freed_memory": "allocator", "maximize": "api", "LearnedInverter": "inversion.learned",
+    "Representation": "representations",
     "build_representation": "representations", "from_module": "representations", "list_representations": "representations",
 }
 __all__ = [*sorted(_HOME), "__version__"]
