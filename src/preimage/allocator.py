@@ -17,10 +17,10 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of handing them back to the system.
 
     By default glibc returns a large freed block to the system (unmapping it, or trimming the heap's top) and the
-    next tensor of that size is faulted in again page by page. A GD step on the CPU allocates and frees tens of MB,
-    so at EfficientNet-Lite0's shallow layers a step spent about as long in page faults as in Φ
-    (``scripts/benchmark_allocator.py`` measures it). With this, blocks under 32 MiB come from the heap and the heap
-    is never trimmed: the process keeps its peak memory until it ends. Process-wide, so entry points call it (the
+    next tensor of that size is faulted in again page by page. A GD step on the CPU allocates and frees tens of MB:
+    GD at EfficientNet-Lite0's stage2 took 1.7× as long so, and training a decoder on stage4 1.2×
+    (``scripts/benchmark_allocator.py``). With this, blocks under 32 MiB come from the heap and the heap is never
+    trimmed: the process keeps its peak memory until it ends. Process-wide, so entry points call it (the
     CLI, the scripts that time GD), never the library on import; a notebook may call it once.
 
     Returns:
