@@ -113,6 +113,28 @@ def test_folded_batch_norms_change_no_feature_or_gradient(layer: str) -> None:
     assert float((ours_grad - exact_grad).norm() / exact_grad.norm()) < 5e-2
 
 
+def test_the_heads_stand_in_passes_its_clips_gradient() -> None:
+    """``fast``'s stand-in at the head: the head's features to the bit; its pixel gradient that of the head's affine
+    input (the network with the head's ReLU6 taken out), which the clip's own gradient is not; Φ itself elsewhere."""
+    rep = build_representation("efficientnet_lite0:head")
+    stand_in = rep.surrogate()
+    unclipped = build_representation("efficientnet_lite0:head")
+    unclipped.network.head.act = torch.nn.Identity()
+    x = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    weights = torch.randn(2, 1280, 3, 3, generator=torch.Generator().manual_seed(6))
+    grads = []
+    for phi in (stand_in, unclipped, rep):
+        pixels = x.clone().requires_grad_(True)
+        features = phi(pixels)
+        grads.append(torch.autograd.grad((features * weights).sum(), pixels)[0])
+        if phi is stand_in:
+            assert torch.equal(features, rep(x))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    assert float((grads[2] - grads[1]).norm() / grads[1].norm()) > 0.1
+    for layer in ("stage7", "pool"):
+        other = build_representation(f"efficientnet_lite0:{layer}")
+        assert other.surrogate() is other
+
 @pytest.mark.parametrize("layer", ["stage3", "head", "logits"])
 def test_channels_last_input_changes_no_feature_or_gradient(layer: str) -> None:
     """On the CPU the network runs on a channels-last copy of its input; features and their gradient with

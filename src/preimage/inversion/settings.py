@@ -51,8 +51,8 @@ class GDConfig:
             low-contrast image is descended in proportionally finer steps.
         surrogate: inversion only: descend through Φ's stand-in (``Representation.surrogate``): Φ's features with
             surrogate gradients (HOG: bilinear orientation binning's in place of hard binning's; HOG, HOGb and
-            DSIFT: the clamp at 0.2 passing its gradient through). The energy is unchanged; only its gradient
-            differs. No effect on CNN layers.
+            DSIFT: the clamp at 0.2 passing its gradient through; EfficientNet-Lite0's head: its ReLU6 passing its
+            gradient through). The energy is unchanged; only its gradient differs. No effect on other CNN layers.
         clamp: keep the pixels inside the valid range after every step (M&V 2015: no; in a pyramid the finest
             level takes the correction; the Fourier image is always inside it).
         restarts: reconstructions per image, each from its own random start.

@@ -36,6 +36,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 from collections import OrderedDict
 from pathlib import Path
@@ -240,6 +241,36 @@ class EfficientNetLite0Layer(NetworkLayer):
                          mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), depth=_depth(layer),
                          channels_last=layer != "stem")
         self.family, self.layer = "efficientnet_lite0", layer
+
+    def surrogate(self) -> "EfficientNetLite0Layer":
+        """At ``head``: the same features to the bit, with the head's ReLU6 passing its gradient straight through.
+
+        A head unit clipped at 0 (or 6) whose target lies inside the range gets no gradient from ReLU6, so GD cannot
+        move it there; the stand-in's gradient is that of the unit's affine input. Used by the ``fast`` preset at
+        the head. Elsewhere Φ itself.
+        """
+        if self.layer != "head":
+            return self
+        stand_in = copy.deepcopy(self)
+        stand_in.network.head.act = _StraightThroughReLU6()
+        return stand_in
+
+
+class _ClampPassingGradient(torch.autograd.Function):
+    """``x.clamp(0, 6)`` (ReLU6's values) whose backward passes the gradient unchanged."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.clamp(0.0, 6.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+class _StraightThroughReLU6(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ClampPassingGradient.apply(x)
 
 
 def _depth(layer: str) -> float:
