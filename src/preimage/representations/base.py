@@ -31,15 +31,18 @@ def float32_and_finite(forward: Callable[..., torch.Tensor]) -> Callable[..., to
     return wrapped
 
 
-def saturate(x: torch.Tensor, limit: float, *, straight_through: bool = False) -> torch.Tensor:
-    """``min(x, limit)``; with ``straight_through`` the same values, but the gradient passes as if unclamped.
+def saturate(x: torch.Tensor, limit: float, *, low: float | None = None,
+             straight_through: bool = False) -> torch.Tensor:
+    """``min(x, limit)`` (and ``max(·, low)`` if given); with ``straight_through`` the same values, but the gradient
+    passes as if unclamped.
 
-    HOG and DSIFT saturate their normalized histograms at 0.2, where the exact gradient is 0: a value above the
-    limit gets no signal from the data term. The straight-through gradient is a surrogate for descent only.
+    HOG and DSIFT saturate their normalized histograms at 0.2, and EfficientNet-Lite0's head clips at 0 and 6 (ReLU6),
+    where the exact gradient is 0: a value beyond the limit gets no signal from the data term. The straight-through
+    gradient is a surrogate for descent only.
     """
     if not straight_through:
-        return x.clamp(max=limit)
-    return x.detach().clamp(max=limit) + (x - x.detach())  # + exactly 0 (finite x): min(x, limit) to the bit
+        return x.clamp(min=low, max=limit)
+    return x.detach().clamp(min=low, max=limit) + (x - x.detach())  # + exactly 0 (finite x): the clamp to the bit
 
 
 class Representation(nn.Module):

@@ -47,6 +47,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..catalogue import EFFICIENTNET_LITE0_LAYERS, EFFICIENTNET_LITE0_OUTPUTS
+from .base import saturate
 from .network import NetworkLayer, WeightsArg, check_state_dict, read_state_dict, seeded
 from .registry import register_representation
 
@@ -256,21 +257,11 @@ class EfficientNetLite0Layer(NetworkLayer):
         return stand_in
 
 
-class _ClampPassingGradient(torch.autograd.Function):
-    """``x.clamp(0, 6)`` (ReLU6's values) whose backward passes the gradient unchanged."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return x.clamp(0.0, 6.0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return grad
-
-
 class _StraightThroughReLU6(nn.Module):
+    """ReLU6's values, the gradient passed as if unclipped."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ClampPassingGradient.apply(x)
+        return saturate(x, 6.0, low=0.0, straight_through=True)
 
 
 def _depth(layer: str) -> float:
