@@ -45,7 +45,7 @@ def child(layers: list[str], presets: list[str], train_configs: list[str], keep:
         rep = build_representation(f"efficientnet_lite0:{layer}")
         for preset in presets:
             config = gd_config(preset, rep)
-            warm = gd_config(preset, rep, {"schedule": [list(config.schedule[0][:1]) + [5]]})
+            warm = gd_config(preset, rep, {"schedule": [[config.schedule[0][0], 5]]})  # the first rate, 5 steps
             invert_gd(rep, images, warm, progress=False)
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             result = invert_gd(rep, images, config, progress=False)
