@@ -221,8 +221,8 @@ def test_pyramid_space_by_the_formula() -> None:
 
 
 def test_pyramid_space_gradient_by_the_formula_and_finite_differences() -> None:
-    """The collapse's backward (the bilinear doubling's written out) against autograd through the formula's
-    matrices, and against finite differences in float64 at a side that doubles and one that does not."""
+    """The collapse's gradient against autograd through the formula's matrices (the bilinear doubling written out),
+    and against finite differences in float64 at a side that doubles and one that does not."""
     space = PyramidSpace(2, 8, 8, levels=4, step=0.5)
     z = torch.randn(3, 2, 85, requires_grad=True)
     weights = torch.randn(3, 2, 8, 8)
@@ -237,6 +237,7 @@ def test_pyramid_space_gradient_by_the_formula_and_finite_differences() -> None:
         small = PyramidSpace(1, height, width, levels=3)
         variables = torch.randn(small.variable_shape(2), dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(small.pixels, (variables,))
+
 
 def test_pyramid_space_round_trip_and_sides() -> None:
     space = PyramidSpace(3, 17, 22)

@@ -22,12 +22,12 @@ Input is RGB in ``[0, 1]``, normalized with the mean and std of the weights' own
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 import difflib
 import functools
 import importlib.util
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
