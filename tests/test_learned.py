@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from preimage import build_representation
 from preimage.inversion.bundles import BundleError, load_bundle, save_bundle
+from preimage.inversion.gd import GDConfig, invert_gd
 from preimage.inversion.learned import LearnedInverter
 from preimage.inversion.networks import build_decoder
 
@@ -211,3 +213,23 @@ def test_save_refuses_non_plain_or_incomplete_manifests(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="contradicts"):
         save_bundle(tmp_path / "b.pt", decoder, {**_manifest("hog", {}), "image_size": [64, 64]})
     assert not list(tmp_path.iterdir())
+
+
+def test_learned_start_is_the_shipped_inverters_reconstruction() -> None:
+    """gd.learned_start: the descent starts from the shipped inverter's forward pass (the very run given that
+    reconstruction as ``init``), its seconds counted; HOG of another cell size has no shipped inverter, so it starts
+    as without the setting; the start is one, so restarts are refused."""
+    images = torch.rand(2, 1, 48, 56, generator=torch.Generator().manual_seed(0))
+    config = GDConfig(schedule=[(0.004, 2)], grey=True, learned_start=True)
+    hog = build_representation("hog")
+    start = LearnedInverter.from_bundle("hog", representation=hog)(images)
+    learned = invert_gd(hog, images, config, progress=False)
+    given = invert_gd(hog, images, replace(config, learned_start=False), init=start, progress=False)
+    torch.testing.assert_close(learned.images, given.images, rtol=0, atol=1e-6)
+    assert learned.seconds > 0
+    other = build_representation("hog", cell_size=6)
+    unshipped = invert_gd(other, images, config, progress=False)
+    random_start = invert_gd(other, images, replace(config, learned_start=False), progress=False)
+    torch.testing.assert_close(unshipped.images, random_start.images, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="learned_start needs one restart"):
+        replace(config, restarts=2)

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..devices import resolve_device, synchronize
 from ..images import max_pixels, to_grey
 from ..representations import Representation
+from .learned import shipped_reconstruction
 from .objectives import FeatureReconstruction, Objective
 from .parametrization import FourierSpace, PixelSpace, PyramidSpace
 from .regularizers import ImagePrior
@@ -46,7 +47,7 @@ class GDResult:
         images: reconstructions ``(B, R, C, H, W)`` in ``[0, 1]`` (clamped), R = restarts.
         energy: total energy per iteration ``(T, B, R)``.
         data_loss: the data term per iteration ``(T, B, R)``.
-        seconds: wall time of the optimization (device synchronized).
+        seconds: wall time of the optimization (device synchronized), and of the learned start where there is one.
         device: where it ran.
     """
 
@@ -245,6 +246,9 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
     """
     if config.surrogate and not isinstance(objective, FeatureReconstruction):
         raise ValueError("gd.surrogate is for inversion (invert_gd descends Φ's stand-in), not for this objective")
+    if config.learned_start and not isinstance(objective, FeatureReconstruction):
+        raise ValueError("gd.learned_start is for inversion (invert_gd starts from the shipped inverter's "
+                         "reconstruction), not for this objective")
     n, c, h, w = (int(s) for s in shape)
     if config.grey:
         c = 1
@@ -339,7 +343,9 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
         callback: ``callback(t, variables (B·R, ...), energy (B·R,))`` after each step (pixels in pixel space).
         init: optional starting images ``(B, C, H, W)`` in ``[0, 1]`` (converted to grey if ``config.grey``)
             instead of the random start: every restart of image i starts exactly at ``init[i]``, no noise
-            (e.g. a learned inverter's reconstruction, to refine it with a few GD steps).
+            (e.g. a learned inverter's reconstruction, to refine it with a few GD steps). Without it,
+            ``config.learned_start`` starts from the shipped inverter's reconstruction where one is shipped
+            (:func:`~.learned.shipped_reconstruction`; its seconds count in the result's).
 
     Returns:
         :class:`GDResult` with ``images`` ``(B, R, C', H, W)``.
@@ -364,5 +370,13 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
         mask = mask.to(dev, torch.float32)
         if mask.dim() == target.dim() and mask.shape[0] != target.shape[0]:
             mask = mask[0]  # one (1, ...) mask for every image
-    return optimize_gd(FeatureReconstruction(descended, target, mask), originals.shape, config, init=init,
-                       device=dev, progress=progress, callback=callback, stop_on_divergence=stop_on_divergence)
+    start_seconds = 0.0
+    if config.learned_start and init is None:
+        tic = time.perf_counter()
+        init = shipped_reconstruction(representation, target, tuple(originals.shape[-2:]), originals.shape[1])
+        synchronize(dev)
+        start_seconds = time.perf_counter() - tic
+    result = optimize_gd(FeatureReconstruction(descended, target, mask), originals.shape, config, init=init,
+                         device=dev, progress=progress, callback=callback, stop_on_divergence=stop_on_divergence)
+    result.seconds += start_seconds
+    return result

@@ -9,11 +9,11 @@ from torch import nn
 
 from ..images import to_grey
 from ..representations import Representation, build_representation, is_representation, list_representations
-from ..catalogue import PathLike, plain_value
+from ..catalogue import PathLike, plain_value, read_manifest, shipped_bundles
 from .bundles import BundleError, bundle_file, load_bundle, meta_decoder
 from .networks import Decoder, DecoderConfig
 
-__all__ = ["LearnedInverter"]
+__all__ = ["LearnedInverter", "shipped_reconstruction"]
 
 
 def _rebuild_representation(manifest: dict[str, Any], name: str) -> Representation:
@@ -110,3 +110,25 @@ class LearnedInverter(nn.Module):
         if self.decoder.config.out_channels == 1:
             images = to_grey(images)
         return self.invert_features(self.representation(images), tuple(images.shape[-2:]))
+
+
+def shipped_reconstruction(representation: Representation, features: torch.Tensor, output_size: tuple[int, int],
+                           channels: int) -> torch.Tensor | None:
+    """The shipped inverter's reconstructions of ``features`` (Φ of images of ``output_size``), on their device.
+
+    The inverter is the bundle in the package's ``checkpoints/`` named after ``representation``'s spec, recorded
+    with its params (a network's other weights have none).
+
+    Shape:
+        ``features`` ``(B, *Φ shape)`` → ``(B, channels, H, W)`` in ``[0, 1]`` (grey or repeated to ``channels``),
+        or ``None`` where no inverter of ``representation`` is shipped.
+    """
+    path = shipped_bundles().get(representation.spec)
+    if path is None or read_manifest(path)["params"] != plain_value(representation.params, "params"):
+        return None
+    inverter = LearnedInverter.from_bundle(path, representation=representation, device=features.device)
+    with torch.no_grad():
+        images = inverter.invert_features(features, output_size)
+    if images.shape[1] != channels:
+        images = to_grey(images) if channels == 1 else images.expand(-1, channels, -1, -1)
+    return images

@@ -58,6 +58,10 @@ class GDConfig:
         restarts: reconstructions per image, each from its own random start.
         start_scale: the random start's size over M&V's (pixels of L2 norm σ0; in Fourier space a spectrum of RMS
             0.01, lucid's); 0: a flat image of ``pixel_mean`` (mid-grey in Fourier space), which needs one restart.
+        learned_start: inversion only: start from the reconstruction of the representation's shipped inverter (the
+            bundle in the package's ``checkpoints/`` named after its spec, with its parameters: D&B's decoder, one
+            forward pass, whose seconds count in the result's), which needs one restart; where none is shipped, the
+            start ``start_scale`` gives.
         seed: seed of the random starts and jitter; image i's restart r uses ``seed + r`` whatever the batch.
     """
 
@@ -85,6 +89,7 @@ class GDConfig:
     clamp: bool = False
     restarts: int = 1
     start_scale: float = 1.0
+    learned_start: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -104,7 +109,7 @@ class GDConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
                 raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
             setattr(self, name, kind(value))
-        for name in ("grey", "clamp", "surrogate", "relative_step", "glide"):
+        for name in ("grey", "clamp", "surrogate", "relative_step", "glide", "learned_start"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GD setting {name} must be true or false, got {getattr(self, name)!r}")
         numbers = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -121,6 +126,9 @@ class GDConfig:
         if self.start_scale < 0 or (self.start_scale == 0 and self.restarts > 1):
             raise ValueError(f"need start_scale >= 0, and > 0 with restarts > 1 (flat starts are all alike), got "
                              f"{self.start_scale} with {self.restarts} restart(s)")
+        if self.learned_start and self.restarts > 1:
+            raise ValueError(f"GD setting learned_start needs one restart (learned starts are all alike), got "
+                             f"{self.restarts}")
         if self.restarts > MAX_RESTARTS or self.iterations > MAX_ITERATIONS:
             raise ValueError(f"at most {MAX_RESTARTS} restarts and {MAX_ITERATIONS:,} iterations in all, got "
                              f"{self.restarts} and {self.iterations:,}")
