@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/choose_fast.py [--specs hog hogb dsift] [--sizes 128 192 256] [--crops 40]
         [--textures 8] [--variants 'hog=80' 'hog=100 lo=0.25' 'cnn=100' ...] [--out reports/fast_choice]
+        [--validation photos|crops]
 
 The set: per size, ``--crops`` random square crops (seeded) of the photographs that are neither built-in test
 photos nor the six OpenCV photos the README reports as a test (data/extra_photos and the other 19 of
@@ -9,13 +10,18 @@ data/debian_photos: ``scripts/extra_photos.py`` writes them), each at a random z
 to 1–2.5× the crop), a quarter of them with their contrast cut to 3–40 % (hazy, flat scenes) and re-quantized to
 8 bits; and ``--textures`` random 1/f^β noise images (β from 0.5 to 2.5: from grainy to smooth like a sky or water,
 the content fast's earlier schedule lost on). Grey for HOG, HOGb and DSIFT; colour (no textures) for network layers.
+With ``--validation photos`` (or ``crops``) the set is instead the held-out photos, squared to 224 px (or the
+validation crops), of the head's data in EfficientNet-Lite0's inverter config (``scripts/validation_error.py``),
+``--crops`` of them evenly spaced: photos no shipped inverter was trained on, so the set to choose
+``learned_start`` on (the crops above are cut from the photos the inverters learned).
 
 Every candidate is ``fast`` with its Adam schedule replaced: ``SPEC=N`` (``cnn=N``: every network layer) gives ten
 phases of N/10 iterations with the per-pixel step falling geometrically from ``hi`` (48) to ``lo`` (0.5) grey
 levels; with the word ``glide`` the step glides from ``hi`` to ``lo`` in N − ``hold`` iterations and stays at ``lo``
 for ``hold`` (default 10; the shipped network-layer schedules hold 1) (``gd.glide``); ``relative`` or ``absolute``
 sets ``gd.relative_step`` (steps in units of the reconstruction's own contrast); any other ``KEY=VALUE`` sets that GD
-setting (``parametrization=fourier``, ``clamp=false``). The reference — mv2015 for HOG, HOGb and DSIFT, tuned for
+setting (``parametrization=fourier``, ``clamp=false``; alone, e.g. ``learned_start=false``, it changes ``fast`` as
+it is at every representation). The reference — mv2015 for HOG, HOGb and DSIFT, tuned for
 network layers, the presets fast must match — is run once per representation and size (cached in ``--out``).
 Printed per candidate: the set's mean error (%; M&V's feature_error for HOG, HOGb and DSIFT, the normalized error
 ‖Φ(x*) − Φ(x0)‖² / ‖Φ(x0)‖² for network layers) beside the reference's, the share of images where it is at most the
@@ -38,6 +44,9 @@ from preimage.images import load_images, to_grey
 from preimage.inversion.gd import invert_gd
 from preimage.inversion.presets import gd_config
 from preimage.metrics import feature_error, normalized_loss
+from validation_error import validation_sets
+
+INVERTER_CONFIG = "configs/train/efficientnet_lite0_layers.yaml"
 
 OPENCV_TEST = {"baboon", "building", "fruits", "home", "messi5", "squirrel_cls"}
 OPTIONS = {"hog": {"texture": False}, "hogb": {"texture": False}, "dsift": {}}
@@ -102,11 +111,17 @@ def main() -> None:
                         help="'fast' (the preset as it is) or 'SPEC=N [hi=H] [lo=L] [KEY=VALUE ...]' "
                              "(N iterations for SPEC)")
     parser.add_argument("--out", default="reports/fast_choice", help="the references' cached results (not committed)")
+    parser.add_argument("--validation", choices=["photos", "crops"],
+                        help="network layers: the held-out photos or validation crops of the inverters' config "
+                             "(224 px; --sizes ignored) instead of the crops of the photos they were trained on")
     args = parser.parse_args()
+    if args.validation and any(spec in OPTIONS for spec in args.specs):
+        parser.error("--validation is for network layers (the held-out photos are colour, 224 px)")
     keep_freed_memory()  # as the CLI does: GD's freed tensors are not faulted back in at every step
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     colour = load_images(tuning_photos())
+    held_out = validation_sets(INVERTER_CONFIG, "head", [])[args.validation] if args.validation else None
     for spec in args.specs:
         network = spec not in OPTIONS
         rep = build_representation(spec, **OPTIONS.get(spec, {}))
@@ -118,12 +133,16 @@ def main() -> None:
                 features = rep.scoring_view(rep(images))
             return normalized_loss(features, target) if network else feature_error(features, target)
 
-        for size in args.sizes:
-            g = torch.Generator().manual_seed(size)
-            images = torch.stack(photo_crops(photos, size, args.crops, g) + (textures(size, n_textures, g) if n_textures else []))
+        for size in args.sizes if held_out is None else [held_out.shape[-1]]:
+            if held_out is not None:
+                images, n_textures = held_out[::max(1, len(held_out) // args.crops)][:args.crops].contiguous(), 0
+            else:
+                g = torch.Generator().manual_seed(size)
+                images = torch.stack(photo_crops(photos, size, args.crops, g) + (textures(size, n_textures, g) if n_textures else []))
             with torch.no_grad():
                 target = rep.scoring_view(rep(images))
-            cache = out / f"{reference}_{spec.replace(':', '_')}_{size}_{args.crops}_{n_textures}.pt"
+            held_out_tag = f"validation-{args.validation}_" if args.validation else ""
+            cache = out / f"{held_out_tag}{reference}_{spec.replace(':', '_')}_{size}_{args.crops}_{n_textures}.pt"
             if not cache.exists():
                 result = invert_gd(rep, images, gd_config(reference, spec), progress=False)
                 torch.save({"images": result.images[:, 0], "seconds": result.seconds}, cache)
@@ -135,8 +154,8 @@ def main() -> None:
             for variant in args.variants:
                 flags = {w for w in variant.split() if "=" not in w} - {"fast"}
                 words = dict(w.rsplit("=", 1) for w in variant.split() if "=" in w)
-                if words and key not in words:
-                    continue
+                if key not in words and {"cnn", *OPTIONS} & words.keys():
+                    continue  # a schedule for other representations
                 overrides = {k: yaml.safe_load(v) for k, v in words.items() if k not in (key, "hi", "lo", "hold")}
                 if key in words:
                     overrides["glide"] = "glide" in flags
