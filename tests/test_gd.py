@@ -392,13 +392,14 @@ def test_preset_inheritance() -> None:
     """``fast`` keeps mv2015's energy (weights, priors, σ0) for HOG, HOGb and DSIFT and tuned's for every network
     layer (their λTV by depth and per layer included), and changes only how it is descended."""
     how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate", "relative_step", "glide", "parametrization",
-           "start_scale")
+           "start_scale", "learned_start")
     for spec, iterations in (("hog", 100), ("hogb", 180), ("dsift", 180)):
         fast, mv = resolve_preset("fast", spec), resolve_preset("mv2015", spec)
         cfg = config_from_dict(fast)
         assert cfg.clamp and cfg.surrogate and cfg.optimizer == "adam" and cfg.iterations == iterations
         assert {k: v for k, v in fast.items() if k not in how} == {k: v for k, v in mv.items() if k not in how}
-    for spec in ("caffenet:conv5", "efficientnet_lite0:stem", "efficientnet_lite0:head", "efficientnet_lite0:prob"):
+    for spec in ("caffenet:conv5", "efficientnet_lite0:stem", "efficientnet_lite0:stage4", "efficientnet_lite0:head",
+                 "efficientnet_lite0:prob"):
         fast, tuned = resolve_preset("fast", spec), resolve_preset("tuned", spec)
         assert config_from_dict(fast).optimizer == "adam"
         assert config_from_dict(fast).parametrization == ("pixel" if spec.endswith("prob") else "pyramid")
