@@ -217,8 +217,9 @@ def test_save_refuses_non_plain_or_incomplete_manifests(tmp_path: Path) -> None:
 
 def test_learned_start_is_the_shipped_inverters_reconstruction() -> None:
     """gd.learned_start: the descent starts from the shipped inverter's forward pass (the very run given that
-    reconstruction as ``init``), its seconds counted; HOG of another cell size has no shipped inverter, so it starts
-    as without the setting; the start is one, so restarts are refused."""
+    reconstruction as ``init``), its seconds counted; HOG of another cell size has no shipped inverter, and a mask
+    would leak the features it leaves out into the decoder's start, so both start as without the setting; the start
+    is one, so restarts are refused."""
     images = torch.rand(2, 1, 48, 56, generator=torch.Generator().manual_seed(0))
     config = GDConfig(schedule=[(0.004, 2)], grey=True, learned_start=True)
     hog = build_representation("hog")
@@ -231,5 +232,10 @@ def test_learned_start_is_the_shipped_inverters_reconstruction() -> None:
     unshipped = invert_gd(other, images, config, progress=False)
     random_start = invert_gd(other, images, replace(config, learned_start=False), progress=False)
     torch.testing.assert_close(unshipped.images, random_start.images, rtol=0, atol=0)
+    mask = torch.zeros(hog(images).shape[1:])
+    mask[:, :2] = 1
+    masked = invert_gd(hog, images, config, mask=mask, progress=False)
+    torch.testing.assert_close(masked.images, invert_gd(hog, images, replace(config, learned_start=False), mask=mask,
+                                                        progress=False).images, rtol=0, atol=0)
     with pytest.raises(ValueError, match="learned_start needs one restart"):
         replace(config, restarts=2)

@@ -344,8 +344,8 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
         init: optional starting images ``(B, C, H, W)`` in ``[0, 1]`` (converted to grey if ``config.grey``)
             instead of the random start: every restart of image i starts exactly at ``init[i]``, no noise
             (e.g. a learned inverter's reconstruction, to refine it with a few GD steps). Without it,
-            ``config.learned_start`` starts from the shipped inverter's reconstruction where one is shipped
-            (:func:`~.learned.shipped_reconstruction`; its seconds count in the result's).
+            ``config.learned_start`` starts from the shipped inverter's reconstruction where one is shipped and
+            no ``mask`` is given (:func:`~.learned.shipped_reconstruction`; its seconds count in the result's).
 
     Returns:
         :class:`GDResult` with ``images`` ``(B, R, C', H, W)``.
@@ -371,7 +371,7 @@ def invert_gd(representation: Representation, images: torch.Tensor, config: GDCo
         if mask.dim() == target.dim() and mask.shape[0] != target.shape[0]:
             mask = mask[0]  # one (1, ...) mask for every image
     start_seconds = 0.0
-    if config.learned_start and init is None:
+    if config.learned_start and init is None and mask is None:  # the decoder reads every feature, not the mask's
         tic = time.perf_counter()
         init = shipped_reconstruction(representation, target, tuple(originals.shape[-2:]), originals.shape[1])
         synchronize(dev)

@@ -60,8 +60,9 @@ class GDConfig:
             0.01, lucid's); 0: a flat image of ``pixel_mean`` (mid-grey in Fourier space), which needs one restart.
         learned_start: inversion only: start from the reconstruction of the representation's shipped inverter (the
             bundle in the package's ``checkpoints/`` named after its spec, with its parameters: D&B's decoder, one
-            forward pass, whose seconds count in the result's), which needs one restart; where none is shipped, the
-            start ``start_scale`` gives.
+            forward pass, whose seconds count in the result's), which needs one restart; where none is shipped, or
+            with a mask over the features (the decoder would read the features the mask leaves out), the start
+            ``start_scale`` gives.
         seed: seed of the random starts and jitter; image i's restart r uses ``seed + r`` whatever the batch.
     """
 
