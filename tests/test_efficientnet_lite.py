@@ -135,6 +135,7 @@ def test_the_heads_stand_in_passes_its_clips_gradient() -> None:
         other = build_representation(f"efficientnet_lite0:{layer}")
         assert other.surrogate() is other
 
+
 @pytest.mark.parametrize("layer", ["stage3", "head", "logits"])
 def test_channels_last_input_changes_no_feature_or_gradient(layer: str) -> None:
     """On the CPU the network runs on a channels-last copy of its input; features and their gradient with

@@ -200,6 +200,13 @@ def _open(path: Path) -> tuple[dict[str, Any], dict[str, Any], DecoderConfig]:
     return bundle, manifest, config
 
 
+def params_differ(recorded: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """The names of the representation parameters in which ``params`` differ from a manifest's ``recorded`` ones
+    (compared as plain values), sorted; empty if the bundle was trained with ``params``."""
+    wanted = plain_value(params, "expected_params")
+    return sorted(k for k in set(recorded) | set(wanted) if (k in recorded, recorded.get(k)) != (k in wanted, wanted.get(k)))
+
+
 def load_bundle(
     path: PathLike, expected_spec: str | None = None, *, expected_params: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -224,9 +231,9 @@ def load_bundle(
     spec, params = manifest["spec"], manifest["params"]
     if expected_spec is not None and spec != expected_spec:
         raise BundleError(f"{name} inverts {spec!r} ({params}), not the {expected_spec!r} asked for")
-    if expected_params is not None and params != plain_value(expected_params, "expected_params"):
+    differ = params_differ(params, expected_params) if expected_params is not None else []
+    if differ:
         wanted = plain_value(expected_params, "expected_params")
-        differ = sorted(k for k in set(params) | set(wanted) if params.get(k) != wanted.get(k))
         raise BundleError(
             f"{name} was trained on {spec} with " + ", ".join(f"{k}={params.get(k)!r}" for k in differ)
             + ", not " + ", ".join(f"{k}={wanted.get(k)!r}" for k in differ)

@@ -10,7 +10,7 @@ from torch import nn
 from ..images import to_grey
 from ..representations import Representation, build_representation, is_representation, list_representations
 from ..catalogue import PathLike, plain_value, read_manifest, shipped_bundles
-from .bundles import BundleError, bundle_file, load_bundle, meta_decoder
+from .bundles import BundleError, bundle_file, load_bundle, meta_decoder, params_differ
 from .networks import Decoder, DecoderConfig
 
 __all__ = ["LearnedInverter", "shipped_reconstruction"]
@@ -124,7 +124,7 @@ def shipped_reconstruction(representation: Representation, features: torch.Tenso
         or ``None`` where no inverter of ``representation`` is shipped.
     """
     path = shipped_bundles().get(representation.spec)
-    if path is None or read_manifest(path)["params"] != plain_value(representation.params, "params"):
+    if path is None or params_differ(read_manifest(path)["params"], representation.params):
         return None
     inverter = LearnedInverter.from_bundle(path, representation=representation, device=features.device)
     with torch.no_grad():
