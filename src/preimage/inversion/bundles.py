@@ -204,7 +204,8 @@ def params_differ(recorded: dict[str, Any], params: dict[str, Any]) -> list[str]
     """The names of the representation parameters in which ``params`` differ from a manifest's ``recorded`` ones
     (compared as plain values), sorted; empty if the bundle was trained with ``params``."""
     wanted = plain_value(params, "expected_params")
-    return sorted(k for k in set(recorded) | set(wanted) if (k in recorded, recorded.get(k)) != (k in wanted, wanted.get(k)))
+    return sorted(k for k in set(recorded) | set(wanted)
+                  if (k in recorded, recorded.get(k)) != (k in wanted, wanted.get(k)))
 
 
 def load_bundle(
