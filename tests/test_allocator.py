@@ -47,7 +47,9 @@ def test_a_freed_block_stays_in_the_heap() -> None:
     applied, mapped, kept = _one_tensor("default")  # glibc by default: mapped on its own, unmapped when freed
     assert applied == "None" and mapped >= size and kept < size // 10
     applied, mapped, kept = _one_tensor("keep")
-    assert applied == "True" and mapped == 0 and kept >= size
+    # kept: the block's 20 MB less what the interpreter took from the heap meanwhile (12 KB seen once pytest's
+    # collection had set TORCHINDUCTOR_CACHE_DIR, which the child inherits)
+    assert applied == "True" and mapped == 0 and kept >= size - (1 << 20)
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
