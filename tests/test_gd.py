@@ -239,6 +239,26 @@ def test_pyramid_space_gradient_by_the_formula_and_finite_differences() -> None:
         assert torch.autograd.gradcheck(small.pixels, (variables,))
 
 
+def test_pyramid_collapse_and_its_gradient_by_torch_interpolation() -> None:
+    """The collapse (its exact doublings and their adjoints written out) against one made of ``F.interpolate`` and
+    autograd, at sides that double all the way, that double and do not, and of one pixel."""
+    for height, width in ((224, 160), (17, 22), (1, 3)):
+        space = PyramidSpace(2, height, width, levels=8, step=0.85)
+        z = torch.randn(space.variable_shape(3), dtype=torch.float64, requires_grad=True)
+        weights = torch.randn(3, 2, height, width, dtype=torch.float64)
+        sides = space.sides
+        levels = z.split([h * w for h, w in sides], dim=2)
+        expected = 0.85 ** (len(sides) - 1) * levels[-1].unflatten(2, sides[-1])
+        for k in reversed(range(len(sides) - 1)):
+            expected = 0.85**k * levels[k].unflatten(2, sides[k]) + F.interpolate(
+                expected, size=sides[k], mode="bilinear", align_corners=False)
+        pixels = space.pixels(z)
+        torch.testing.assert_close(pixels, expected)
+        (grad,) = torch.autograd.grad((pixels * weights).sum(), z)
+        (expected_grad,) = torch.autograd.grad((expected * weights).sum(), z)
+        torch.testing.assert_close(grad, expected_grad)
+
+
 def test_pyramid_space_round_trip_and_sides() -> None:
     space = PyramidSpace(3, 17, 22)
     assert space.sides == [(17, 22), (9, 11), (5, 6), (3, 3), (2, 2), (1, 1)]

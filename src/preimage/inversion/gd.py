@@ -131,12 +131,14 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                         x = x.detach().add_(velocity)
                     else:
                         (b1, b2), k = adam_betas, t + 1
-                        velocity.mul_(b1).add_(grad, alpha=1 - b1)
+                        velocity.lerp_(grad, 1 - b1)
                         second.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                        torch.sqrt(second, out=denominator).div_(math.sqrt(1 - b2**k)).add_(_ADAM_EPS)
+                        # m̂ / (√v̂ + ε) as c·m̂ / (√v + c·ε), c = √(1 − β2^k): one pass fewer over the variables
+                        correction = math.sqrt(1 - b2**k)
+                        torch.sqrt(second, out=denominator).add_(_ADAM_EPS * correction)
                         if contrast is not None:
                             denominator.div_(contrast(x.detach()).view(row_shape))
-                        x = x.detach().addcdiv_(velocity, denominator, value=-lr / (1 - b1**k))
+                        x = x.detach().addcdiv_(velocity, denominator, value=-lr * correction / (1 - b1**k))
                     if project is not None:
                         x = project(x)
                     totals[t] = total.detach()
