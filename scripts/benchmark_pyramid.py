@@ -1,4 +1,4 @@
-"""The pyramid parametrization's collapse (variables → image, and its gradient back), as written out and through autograd.
+"""The pyramid parametrization's collapse (variables → image, and its gradient back), written out and by autograd.
 
 ``PyramidSpace.to_image`` collapses the levels coarsest first with its own exact 2× bilinear doublings (and torch's
 ``F.interpolate`` where a side does not double), and computes its gradient with the doublings' adjoints written out,
