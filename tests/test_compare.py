@@ -205,7 +205,7 @@ def test_report_table_equals_a_recomputation_from_results_json(run: Path) -> Non
         paper = "28.10 ± 7.9" if method == "gd" else "—"
         cells = ["hog", method, str(len(recs)), _fmt(col["feature_error"], "{:.2f}"), paper,
                  _fmt(col["normalized_loss"], "{:.4f}"), _fmt(col["image_error"], "{:.3f}"), "—",
-                 _fmt(col["psnr"], "{:.2f}"), _fmt(col["ssim"], "{:.3f}"), _fmt(col["seconds"], "{:.3f}"),
+                 _fmt(col["psnr"], "{:.2f}"), _fmt(col["ssim"], "{:.3f}"), f"{statistics.mean(col['seconds']):.3f}",
                  f"{len(recs) / sum(col['seconds']):.2f}"]
         expected.append("| " + " | ".join(cells) + " |")
     assert lines == expected
@@ -280,6 +280,7 @@ def test_one_image_and_a_list_of_images(tmp_path: Path) -> None:
 
 def test_report_helpers() -> None:
     assert format_mean_std([1.0, 3.0], "{:.2f}") == "2.00 ± 1.41" and format_mean_std([1.0, None], "{:.2f}") == "n/a"
+    assert format_mean_std([1.0, 3.0], "{:.2f}", spread=False) == "2.00"
     assert paper_feature_error("hogb", "gd") == "10.67 ± 5.2" and paper_feature_error("hogb", "hybrid") == "—"
     assert paper_image_error("caffenet:fc8", "learned") == "≈0.58" and paper_image_error("alexnet:conv5", "gd") == "≈0.71"
     assert paper_image_error("alexnet:conv3", "gd") == "—" and paper_image_error("hog", "learned") == "—"

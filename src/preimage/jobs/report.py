@@ -44,6 +44,9 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ssim", "SSIM", "{:.3f}"),
     ("seconds", "s / image", "{:.3f}"),
 )
+#: columns shown as a mean alone: a batch's time is shared equally among its images, so a spread over the images
+#: would be a spread over batches (0 for one batch), not over images
+MEAN_ONLY = frozenset({"seconds"})
 CSV_FIELDS = ("index", "image", "representation", "method", "feature_error", "normalized_loss", "image_error",
               "psnr", "ssim", "seconds", "images_per_second", "final_data_loss", "output")
 
@@ -61,16 +64,18 @@ def paper_image_error(spec: str, method: str) -> str:
     return PAPER_IMAGE_ERROR.get(method, {}).get(layer, NONE)
 
 
-def format_mean_std(values: Sequence[float | None], fmt: str) -> str:
-    """``mean ± std`` of ``values`` with ``fmt`` for both; ``n/a`` when any value is missing or not finite."""
+def format_mean_std(values: Sequence[float | None], fmt: str, spread: bool = True) -> str:
+    """``mean ± std`` of ``values`` with ``fmt`` for both (``spread=False``: the mean alone); ``n/a`` when any value
+    is missing or not finite."""
     if not values or any(v is None or not math.isfinite(v) for v in values):
         return "n/a"
     mean, std = mean_std(list(values))
-    return f"{fmt.format(mean)} ± {fmt.format(std)}"
+    return f"{fmt.format(mean)} ± {fmt.format(std)}" if spread else fmt.format(mean)
 
 
 def summary_rows(records: Sequence[dict[str, Any]], representations: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per representation × method (in the given / canonical order): n, mean ± std of every metric.
+    """One row per representation × method (in the given / canonical order): n, mean ± std of every metric (of the
+    seconds, :data:`MEAN_ONLY`, the mean alone).
 
     ``images_per_second`` is the throughput ``n / Σ seconds``; ``mean``/``std`` hold the raw numbers.
     """
@@ -83,7 +88,7 @@ def summary_rows(records: Sequence[dict[str, Any]], representations: Sequence[st
             row: dict[str, Any] = {"representation": spec, "method": method, "n": len(recs), "mean": {}, "std": {}}
             for key, _, fmt in METRIC_COLUMNS:
                 values = [r[key] for r in recs]
-                row[key] = format_mean_std(values, fmt)
+                row[key] = format_mean_std(values, fmt, spread=key not in MEAN_ONLY)
                 finite = row[key] != "n/a"
                 row["mean"][key], row["std"][key] = mean_std(values) if finite else (None, None)
             total = sum(r["seconds"] for r in recs)
@@ -179,7 +184,9 @@ def write_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
 def write_markdown(path: Path, title_lines: Sequence[str], table: str, targets: Sequence[str],
                    notes: Sequence[str], settings: Sequence[str]) -> str:
     """report.md: what was compared, the table, the hybrid targets, the notes; returns the text."""
-    parts = ["# preimage compare", "", *title_lines, "", "## Results (mean ± std over the image set)", "", table, "",
+    parts = ["# preimage compare", "", *title_lines, "",
+             "## Results (mean ± std over the image set; seconds: the mean, each batch's time shared among its images)",
+             "", table, "",
              "Columns headed \"paper\" hold the published figures, not ours: M&V 2015 Table 1 (GD with their "
              "released code, 100 ILSVRC-2012 val images) and D&B 2016 (AlexNet/CaffeNet layers only, as re-quoted, "
              "approximate). Our feature_error is normalized over this image set (the mean pairwise distance of its originals' features): comparable between "
