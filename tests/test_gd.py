@@ -241,11 +241,14 @@ def test_pyramid_space_gradient_by_the_formula_and_finite_differences() -> None:
 
 def test_pyramid_collapse_and_its_gradient_by_torch_interpolation() -> None:
     """The collapse (its exact doublings and their adjoints written out) against one made of ``F.interpolate`` and
-    autograd, at sides that double all the way, that double and do not, and of one pixel."""
+    autograd: 224×160 (doublings down to 7×5, then 4×3 and 2×2 by interpolation), 17×22 (the height not doubling where
+    the width does; 1×1 → 2×2 an exact doubling), 1×3 (every step by interpolation); and the image, three channel
+    means folded in, against the pixels plus the means over 255."""
+    means = (120.0, 110.0, 100.0)
     for height, width in ((224, 160), (17, 22), (1, 3)):
-        space = PyramidSpace(2, height, width, levels=8, step=0.85)
-        z = torch.randn(space.variable_shape(3), dtype=torch.float64, requires_grad=True)
-        weights = torch.randn(3, 2, height, width, dtype=torch.float64)
+        space = PyramidSpace(3, height, width, levels=8, step=0.85, pixel=PixelSpace(mean=means))
+        z = torch.randn(space.variable_shape(2), dtype=torch.float64, requires_grad=True)
+        weights = torch.randn(2, 3, height, width, dtype=torch.float64)
         sides = space.sides
         levels = z.split([h * w for h, w in sides], dim=2)
         expected = 0.85 ** (len(sides) - 1) * levels[-1].unflatten(2, sides[-1])
@@ -257,6 +260,10 @@ def test_pyramid_collapse_and_its_gradient_by_torch_interpolation() -> None:
         (grad,) = torch.autograd.grad((pixels * weights).sum(), z)
         (expected_grad,) = torch.autograd.grad((expected * weights).sum(), z)
         torch.testing.assert_close(grad, expected_grad)
+        image = space.to_image(z)
+        torch.testing.assert_close(image, (expected + torch.tensor(means, dtype=torch.float64).view(1, 3, 1, 1)) / 255)
+        (image_grad,) = torch.autograd.grad((image * weights).sum(), z)
+        torch.testing.assert_close(image_grad, expected_grad / 255)
 
 
 def test_pyramid_space_round_trip_and_sides() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 __all__ = ["COLOR_CORRELATION_SQRT", "FourierSpace", "PixelSpace", "PyramidSpace"]
 
@@ -237,6 +238,7 @@ class _Collapse(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the adjoint writes into its buffer (out=): no second derivatives
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:
         sides, step, scale = ctx.sides, ctx.step, ctx.scale
         grad_z = grad.new_empty(*grad.shape[:2], sum(h * w for h, w in sides))
