@@ -90,9 +90,8 @@ def summary_rows(records: Sequence[dict[str, Any]], representations: Sequence[st
                 values = [r[key] for r in recs]
                 row[key] = format_mean_std(values, fmt, spread=key not in MEAN_ONLY)
                 finite = row[key] != "n/a"
-                row["mean"][key], row["std"][key] = mean_std(values) if finite else (None, None)
-                if key in MEAN_ONLY:
-                    row["std"][key] = None
+                mean, std = mean_std(values) if finite else (None, None)
+                row["mean"][key], row["std"][key] = mean, None if key in MEAN_ONLY else std
             total = sum(r["seconds"] for r in recs)
             row["images_per_second"] = len(recs) / total if total > 0 else math.inf
             row["paper_feature_error"] = paper_feature_error(spec, method)
