@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from preimage import build_representation
-from preimage.inversion.gd import GDConfig, config_from_dict, descend, gd_setup, invert_gd, optimize_gd
+from preimage.inversion.gd import DivergedError, GDConfig, config_from_dict, descend, gd_setup, invert_gd, optimize_gd
 from preimage.inversion.objectives import FeatureReconstruction
 from preimage.inversion.parametrization import PixelSpace, PyramidSpace
 from preimage.inversion.presets import list_presets, resolve_preset
@@ -78,6 +78,110 @@ def test_descend_matches_naive_adam_loop() -> None:
             m, v = 0.8 * m + 0.2 * grad, 0.9 * v + 0.1 * grad**2
             ref = ref - lr * (m / (1 - 0.8**k)) / ((v / (1 - 0.9**k)).sqrt() + 1e-8)
     torch.testing.assert_close(x.flatten(), ref)
+
+
+@pytest.mark.parametrize("optimizer, relative", [("momentum", False), ("adam", False), ("adam", True)])
+def test_backtrack_against_a_naive_loop(optimizer: str, relative: bool) -> None:
+    """Three rows of a quartic whose energy is infinite beyond a wall: row 1's step is far too large for it (its
+    wall near), so it blows up and goes back to its lowest-energy iterate with its momentum zeroed and a tenth of
+    the rate (again at each blow-up); row 0's energy is infinite at steps 6 and 9 (so it goes back to an iterate
+    past its start); the loop written out per row. Row 2 stays finite and descends exactly as without
+    backtracking, where row 1 ends beyond its wall. ``relative``: Adam's rate times a contrast read off the
+    last energy's iterate (as invert_gd's relative_step does), 1 there but NaN beyond the wall: a row sent back
+    makes no step rather than a NaN one."""
+    curvature, wall = torch.tensor([0.1, 40.0, 0.02]), torch.tensor([1e3, 1.5, 1e3])
+    x0 = torch.tensor([[[[0.5, -0.3]]], [[[1.0, 1.2]]], [[[-2.0, 0.7]]]])
+    schedule, lr_scale = [(0.4, 40)], 1.0 if optimizer == "momentum" else 10.0
+
+    seen = {}
+
+    def energy(x):
+        flat = x.flatten(1)
+        seen["x"] = flat.detach().clone()  # what it saw (backtracking rewrites x in place)
+        blown = flat.detach().abs().amax(1) > wall
+        blown[0] |= seen["step"] in (6, 9)
+        seen["step"] += 1
+        e = curvature * (flat**4).sum(1)
+        return torch.where(blown, torch.full_like(e, float("inf")), e), e
+
+    def contrast(x):
+        return torch.where(seen["x"].abs().amax(1) > wall, float("nan"), 1.0)
+
+    def run(backtrack: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        seen["step"] = 0
+        x, totals, _ = descend(x0, energy, [(lr * lr_scale, n) for lr, n in schedule], momentum=0.9, step_scale=1.0,
+                               optimizer=optimizer, adam_betas=(0.9, 0.9), contrast=contrast if relative else None,
+                               backtrack=backtrack, progress=False)
+        return x, totals
+
+    x, totals = run(True)
+    plain, plain_totals = run(False)
+    assert int(torch.isinf(totals[:, 0]).sum()) == 2 and bool(torch.isinf(totals[:, 1]).any())
+    assert bool(torch.isfinite(totals[:, 2]).all()) and bool(torch.isfinite(totals[-1]).all())
+    assert bool((totals[-1, :2] < totals[0, :2]).all())
+    assert torch.equal(x[2], plain[2]) and not bool(torch.isfinite(plain_totals[-1, 1]))
+
+    for row in range(3):
+        ref, m, v, k = x0[row].flatten().clone(), torch.zeros(2), torch.zeros(2), 0
+        best, best_ref, rate = float("inf"), ref.clone(), 1.0
+        for lr, n in schedule:
+            lr = lr * lr_scale
+            for _ in range(n):
+                k += 1
+                e = float(curvature[row] * (ref**4).sum())
+                if float(ref.abs().max()) > wall[row] or (row == 0 and k - 1 in (6, 9)):
+                    e = float("inf")
+                grad = 4 * curvature[row] * ref**3
+                if e < best:
+                    best, best_ref = e, ref.clone()
+                back = e == float("inf")
+                if back:
+                    ref, m, grad, rate = best_ref.clone(), torch.zeros(2), torch.zeros(2), rate * 0.1
+                if optimizer == "momentum":
+                    m = 0.9 * m - lr * rate * grad
+                    ref = ref + m
+                else:
+                    m, v = 0.9 * m + 0.1 * grad, 0.9 * v + 0.1 * grad**2
+                    if not back:
+                        ref = ref - lr * rate * (m / (1 - 0.9**k)) / ((v / (1 - 0.9**k)).sqrt() + 1e-8)
+        torch.testing.assert_close(x[row].flatten(), ref)
+
+
+def test_backtrack_stops_a_descent_only_where_there_is_nothing_to_go_back_to() -> None:
+    """With stop_on_divergence, a row that blows up after a finite energy goes back; one never finite stops it."""
+    x0 = torch.tensor([[[[1.0]]], [[[2.0]]]])
+
+    def blows_up(x):
+        e = torch.where(x.flatten(1).abs().amax(1) > 10, float("inf"), x.flatten(1).square().sum(1))
+        return e, e
+
+    x, _, _ = descend(x0, blows_up, [(5.0, 10)], momentum=0.9, step_scale=1.0, backtrack=True,
+                      stop_on_divergence=True, progress=False)
+    assert bool(torch.isfinite(x).all())
+    with pytest.raises(DivergedError) as info:
+        descend(x0, blows_up, [(5.0, 10)], momentum=0.9, step_scale=1.0, stop_on_divergence=True, progress=False)
+    assert info.value.row == 1
+
+    def never_finite(x):
+        e = torch.stack([x[0].sum() ** 2, torch.tensor(float("nan"))])
+        return e, e
+
+    with pytest.raises(DivergedError) as info:
+        descend(x0, never_finite, [(0.1, 3)], momentum=0.9, step_scale=1.0, backtrack=True, stop_on_divergence=True,
+                progress=False)
+    assert info.value.row == 1 and info.value.iteration == 0
+
+
+def test_backtrack_keeps_a_too_large_step_finite() -> None:
+    """invert_gd at a rate that diverges (NaN image): with backtrack the image stays finite and its energy ends
+    below its start's."""
+    img = load_photo("camera")[None, :, 100:132, 200:232]
+    diverged = invert_gd(BlurDown(), img, tiny_config(schedule=[(100.0, 20)]), device="cpu", progress=False)
+    assert not bool(torch.isfinite(diverged.energy[-1]).all())
+    kept = invert_gd(BlurDown(), img, tiny_config(schedule=[(100.0, 20)], backtrack=True), device="cpu",
+                     progress=False)
+    assert bool(torch.isfinite(kept.images).all()) and float(kept.energy[-1, 0, 0]) < float(kept.energy[0, 0, 0])
+    assert not bool(torch.isfinite(kept.energy).all())  # it did blow up on the way
 
 
 def test_glide_and_relative_step_against_a_naive_adam_loop() -> None:
@@ -412,14 +516,15 @@ def test_mv2015_lambda_tv_by_depth_is_deep_goggles_table() -> None:
         assert resolve_preset("mv2015", f"efficientnet_lite0:{layer}")["lambda_tv"] == lam, layer
     tuned_deep, mv_deep = resolve_preset("tuned", "efficientnet_lite0:stage5"), resolve_preset("mv2015", "efficientnet_lite0:stage5")
     assert [lr for lr, _ in tuned_deep["schedule"]] == pytest.approx([lr / 10 for lr, _ in mv_deep["schedule"]])
-    assert resolve_preset("tuned", "efficientnet_lite0:stage4") == resolve_preset("mv2015", "efficientnet_lite0:stage4")
+    tuned, mv = resolve_preset("tuned", "efficientnet_lite0:stage4"), resolve_preset("mv2015", "efficientnet_lite0:stage4")
+    assert tuned.pop("backtrack") and not mv.pop("backtrack", False) and tuned == mv
 
 
 def test_preset_inheritance() -> None:
     """``fast`` keeps mv2015's energy (weights, priors, σ0) for HOG, HOGb and DSIFT and tuned's for every network
     layer (their λTV by depth and per layer included), and changes only how it is descended."""
     how = ("clamp", "schedule", "optimizer", "adam_betas", "surrogate", "relative_step", "glide", "parametrization",
-           "start_scale", "learned_start")
+           "start_scale", "learned_start", "backtrack")
     for spec, iterations in (("hog", 100), ("hogb", 180), ("dsift", 180)):
         fast, mv = resolve_preset("fast", spec), resolve_preset("mv2015", spec)
         cfg = config_from_dict(fast)

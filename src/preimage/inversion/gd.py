@@ -78,7 +78,8 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
             glide: bool = False, contrast: Callable[[torch.Tensor], torch.Tensor] | None = None,
             project: Callable[[torch.Tensor], torch.Tensor] | None = None,
             callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
-            progress: bool = True, stop_on_divergence: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            progress: bool = True, stop_on_divergence: bool = False,
+            backtrack: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Momentum gradient descent (or Adam) with a piecewise-constant learning rate and momentum resets.
 
     Args:
@@ -99,6 +100,10 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
         progress: show a progress bar over iterations.
         stop_on_divergence: raise :class:`DivergedError` at the first step whose energy is not finite (one
             device synchronisation per step); otherwise the non-finite rows run on (the caller notes them).
+        backtrack: a row whose energy is not finite goes back to its lowest-energy iterate so far, its momentum
+            (Adam: first moment) zeroed and its rate a tenth of what it was, from then on (one device
+            synchronisation per step); rows whose energy stays finite descend exactly as without it. Such a step
+            is a divergence only if the row had no finite energy yet.
 
     Returns:
         ``(x, totals (T, N), data terms (T, N))``.
@@ -111,6 +116,10 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
     denominator = torch.empty_like(x) if optimizer == "adam" else None  # Adam's √v̂ + ε, rewritten in place
     x = x.detach().clone()
     row_shape = (-1,) + (1,) * (x.dim() - 1)
+    if backtrack:
+        best_x, best_energy = x.clone(), x.new_full((x.shape[0],), math.inf)
+        rate = x.new_ones(x.shape[0])  # each row's rate over the schedule's: a tenth per backtrack
+    slowed = False  # has any row backtracked (until then the rates are all 1 and not applied)
     t = 0
     with tqdm(total=iterations, disable=not progress, desc="gd", unit="it", leave=False) as bar:
         for phase, (phase_lr, steps) in enumerate(schedule):
@@ -121,12 +130,21 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                 lr = phase_lr * ratio**step
                 x.requires_grad_(True)
                 total, data_term = energy(x)
-                if stop_on_divergence and not bool(torch.isfinite(total).all()):
-                    row = int((~torch.isfinite(total)).nonzero()[0, 0])
-                    raise DivergedError(row, t, float(total[row].detach()))
+                finite = torch.isfinite(total.detach())
+                if stop_on_divergence:
+                    # with backtrack, only a row that has had no finite energy yet has nothing to go back to
+                    lost = ~finite & ~torch.isfinite(best_energy) if backtrack else ~finite
+                    if bool(lost.any()):
+                        row = int(lost.nonzero()[0, 0])
+                        raise DivergedError(row, t, float(total[row].detach()))
                 (grad,) = torch.autograd.grad(total.sum(), x)
                 with torch.no_grad():
+                    went_back = _backtrack(x.detach(), grad, total.detach(), finite, best_x, best_energy, rate,
+                                           velocity) if backtrack else None
+                    slowed |= went_back is not None
                     if second is None:
+                        if slowed:
+                            grad.mul_(rate.view(row_shape))
                         velocity.mul_(momentum).add_(grad, alpha=-lr * step_scale)
                         x = x.detach().add_(velocity)
                     else:
@@ -138,6 +156,10 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                         torch.sqrt(second, out=denominator).add_(_ADAM_EPS * correction)
                         if contrast is not None:
                             denominator.div_(contrast(x.detach()).view(row_shape))
+                        if slowed:
+                            denominator.div_(rate.view(row_shape))
+                        if went_back is not None:  # no step for them (the contrast seen was the blown-up image's)
+                            denominator.masked_fill_(went_back.view(row_shape), 1.0)
                         x = x.detach().addcdiv_(velocity, denominator, value=-lr * correction / (1 - b1**k))
                     if project is not None:
                         x = project(x)
@@ -150,6 +172,29 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                 if t % 50 == 0:
                     bar.set_postfix(loss=f"{data[t - 1].mean().item():.4g}")
     return x.detach(), totals, data
+
+
+def _backtrack(x: torch.Tensor, grad: torch.Tensor, total: torch.Tensor, finite: torch.Tensor,
+               best_x: torch.Tensor, best_energy: torch.Tensor, rate: torch.Tensor,
+               velocity: torch.Tensor) -> torch.Tensor | None:
+    """:func:`descend`'s ``backtrack``, in place: keep each row's lowest-energy iterate, and send the rows whose energy
+    ``total`` (N,) is not finite back to it (their momentum and gradient zeroed, their ``rate`` a tenth).
+
+    Returns the rows sent back (N,) bool, or ``None`` if none was."""
+    improved = total < best_energy  # never for a non-finite energy
+    best_energy.copy_(torch.where(improved, total, best_energy))
+    if bool(improved.all()):  # the common case: a plain copy, several times faster than indexing
+        best_x.copy_(x)
+    else:
+        best_x[improved] = x[improved]
+    back = ~finite & torch.isfinite(best_energy)
+    if not bool(back.any()):
+        return None
+    x[back] = best_x[back]
+    velocity[back] = 0
+    grad[back] = 0
+    rate[back] *= 0.1
+    return back
 
 
 def jitter_images(images: torch.Tensor, jitter: int, generators: list[torch.Generator]) -> torch.Tensor:
@@ -241,7 +286,8 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
         progress: show a progress bar.
         callback: ``callback(t, variables (N·R, ...), energy (N·R,))`` after each step (pixels in pixel space; a
             clamped pyramid's variables before that step's clamp, which the next energy makes).
-        stop_on_divergence: raise :class:`DivergedError` (``problem`` set) at the first non-finite energy.
+        stop_on_divergence: raise :class:`DivergedError` (``problem`` set) at the first non-finite energy (with
+            ``config.backtrack``, the first of a row that has had no finite energy to go back to).
 
     Returns:
         :class:`GDResult` with ``images`` ``(N, R, C, H, W)`` in ``[0, 1]``.
@@ -317,7 +363,7 @@ def optimize_gd(objective: Objective, shape: Sequence[int], config: GDConfig, *,
                                   contrast=relative_contrast if config.relative_step else None,
                                   project=space.clamp if config.clamp and not fused_clamp else None,
                                   callback=callback, progress=progress,
-                                  stop_on_divergence=stop_on_divergence)
+                                  stop_on_divergence=stop_on_divergence, backtrack=config.backtrack)
     except DivergedError as err:
         err.problem = err.row // r
         raise

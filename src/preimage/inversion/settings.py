@@ -63,6 +63,10 @@ class GDConfig:
             forward pass, whose seconds count in the result's), which needs one restart; where none is shipped, or
             with a mask over the features (the decoder would read the features the mask leaves out), the start
             ``start_scale`` gives.
+        backtrack: an image whose energy becomes NaN or infinite (the step too large for it) goes back to its
+            lowest-energy iterate so far and descends on from there at a tenth of the rate, its momentum zeroed
+            (again at each further blow-up); images whose energy stays finite descend exactly as without it.
+            M&V 2015: no (such an image diverges).
         seed: seed of the random starts and jitter; image i's restart r uses ``seed + r`` whatever the batch.
     """
 
@@ -91,6 +95,7 @@ class GDConfig:
     restarts: int = 1
     start_scale: float = 1.0
     learned_start: bool = False
+    backtrack: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -110,7 +115,7 @@ class GDConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and (not math.isfinite(value) or value != int(value))):
                 raise ValueError(f"GD setting {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
             setattr(self, name, kind(value))
-        for name in ("grey", "clamp", "surrogate", "relative_step", "glide", "learned_start"):
+        for name in ("grey", "clamp", "surrogate", "relative_step", "glide", "learned_start", "backtrack"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GD setting {name} must be true or false, got {getattr(self, name)!r}")
         numbers = {k: v for k, v in asdict(self).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
