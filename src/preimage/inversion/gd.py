@@ -45,7 +45,8 @@ class GDResult:
 
     Attributes:
         images: reconstructions ``(B, R, C, H, W)`` in ``[0, 1]`` (clamped), R = restarts.
-        energy: total energy per iteration ``(T, B, R)``.
+        energy: total energy per iteration ``(T, B, R)`` (with ``backtrack``, NaN or infinite at the steps where a
+            row blew up and went back).
         data_loss: the data term per iteration ``(T, B, R)``.
         seconds: wall time of the optimization (device synchronized), and of the learned start where there is one.
         device: where it ran.
