@@ -142,12 +142,13 @@ def _backtrack(x: torch.Tensor, grad: torch.Tensor, total: torch.Tensor, finite:
     Returns the rows sent back (N,) bool, or ``None`` if none was."""
     improved = total < best_energy  # never for a non-finite energy
     best_energy.copy_(torch.where(improved, total, best_energy))
-    if bool(improved.all()):  # the common case: a plain copy, several times faster than indexing
+    back = ~finite & torch.isfinite(best_energy)
+    all_improved, any_back = torch.stack((improved.all(), back.any())).tolist()  # one device synchronisation
+    if all_improved:  # the common case: a plain copy, several times faster than indexing
         best_x.copy_(x)
     else:
         best_x[improved] = x[improved]
-    back = ~finite & torch.isfinite(best_energy)
-    if not bool(back.any()):
+    if not any_back:
         return None
     x[back] = best_x[back]
     velocity[back] = 0
