@@ -89,7 +89,7 @@ def descend(x: torch.Tensor, energy: Callable[[torch.Tensor], tuple[torch.Tensor
                 lr = phase_lr * ratio**step
                 x.requires_grad_(True)
                 total, data_term = energy(x)
-                finite = torch.isfinite(total.detach())
+                finite = torch.isfinite(total.detach()) if backtrack or stop_on_divergence else None
                 if stop_on_divergence:
                     # with backtrack, only a row that has had no finite energy yet has nothing to go back to
                     lost = ~finite & ~torch.isfinite(best_energy) if backtrack else ~finite
